@@ -78,8 +78,8 @@ def check_inputs(inputs, lengths, time_major: bool) -> None:
       raise ValueError(f'lengths must be >= 0; got {lengths.min()} at {int(lengths.argmin())}.')
     if lengths.size and lengths.max() > time:
       raise ValueError(
-          f'lengths must be <= the time axis ({time}); got {lengths.max()} at batch index '
-          f'{int(lengths.argmax())}.'
+        f'lengths must be <= the time axis ({time}); got {lengths.max()} at batch index '
+        f'{int(lengths.argmax())}.'
       )
 
 
@@ -132,8 +132,8 @@ class BiLSTM(nn.Module):
       if have != in_features:
         what = 'inputs have' if layer == 0 else f'layer {layer - 1} gives'
         raise ValueError(
-            f'BiLSTM {what} {in_features} features, but the parameters of {name} were '
-            f'initialised for {have}.'
+          f'BiLSTM {what} {in_features} features, but the parameters of {name} were '
+          f'initialised for {have}.'
         )
     default = pytorch_uniform(h)
     k_init = self.kernel_init or default
@@ -143,21 +143,21 @@ class BiLSTM(nn.Module):
     def init(key):
       k1, k2, k3, k4 = jax.random.split(key, 4)
       return {
-          'w_ih': k_init(k1, (d, in_features, 4 * h), self.param_dtype),
-          'w_hh': r_init(k2, (d, h, 4 * h), self.param_dtype),
-          'b_ih': b_init(k3, (d, 4 * h), self.param_dtype),
-          'b_hh': b_init(k4, (d, 4 * h), self.param_dtype),
+        'w_ih': k_init(k1, (d, in_features, 4 * h), self.param_dtype),
+        'w_hh': r_init(k2, (d, h, 4 * h), self.param_dtype),
+        'b_ih': b_init(k3, (d, 4 * h), self.param_dtype),
+        'b_hh': b_init(k4, (d, 4 * h), self.param_dtype),
       }
 
     return self.param(name, init)
 
   @nn.compact
   def __call__(
-      self,
-      inputs: jax.Array,
-      lengths: jax.Array | None = None,
-      initial_state: tuple[jax.Array, jax.Array] | None = None,
-      deterministic: bool = True,
+    self,
+    inputs: jax.Array,
+    lengths: jax.Array | None = None,
+    initial_state: tuple[jax.Array, jax.Array] | None = None,
+    deterministic: bool = True,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Runs the stacked LSTM.
 
@@ -196,8 +196,9 @@ class BiLSTM(nn.Module):
       h0, c0 = (jnp.asarray(s, jnp.float32) for s in initial_state)
       want = (self.num_layers * d, batch, h)
       if h0.shape != want or c0.shape != want:
-        raise ValueError(f'initial_state must be two arrays of shape {want}; got '
-                         f'{h0.shape} and {c0.shape}.')
+        raise ValueError(
+          f'initial_state must be two arrays of shape {want}; got {h0.shape} and {c0.shape}.'
+        )
 
     matmul_dtype = None if self.dtype == jnp.float32 else self.dtype
     h_n, c_n = [], []
@@ -207,11 +208,18 @@ class BiLSTM(nn.Module):
       bias = (p['b_ih'] + p['b_hh']).astype(jnp.float32)  # [D, 4H]
       xs = [x, x[::-1]][:d]
       # Input projection for all steps at once, outside the recurrence: [T, D, B, 4H].
-      xp = jnp.stack(
-          [jnp.einsum('tbf,fg->tbg', xs[k].astype(self.dtype), w_ih[k],
-                      preferred_element_type=jnp.float32) for k in range(d)],
+      xp = (
+        jnp.stack(
+          [
+            jnp.einsum(
+              'tbf,fg->tbg', xs[k].astype(self.dtype), w_ih[k], preferred_element_type=jnp.float32
+            )
+            for k in range(d)
+          ],
           axis=1,
-      ) + bias[None, :, None, :]
+        )
+        + bias[None, :, None, :]
+      )
       sl = slice(layer * d, (layer + 1) * d)
       hs, (hn, cn) = scan(xp, mask, p['w_hh'], h0[sl], c0[sl], matmul_dtype)
       outs = [hs[:, 0], hs[::-1, 1]][:d]

@@ -46,12 +46,12 @@ def recurrent_matmul(h: jax.Array, w_hh: jax.Array, dtype=None) -> jax.Array:
 
 
 def lstm_scan_reference(
-    xp: jax.Array,
-    mask: jax.Array,
-    w_hh: jax.Array,
-    h0: jax.Array,
-    c0: jax.Array,
-    matmul_dtype=None,
+  xp: jax.Array,
+  mask: jax.Array,
+  w_hh: jax.Array,
+  h0: jax.Array,
+  c0: jax.Array,
+  matmul_dtype=None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Runs the masked recurrence; gradients come from autodiff through the scan.
 
