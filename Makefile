@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.11 with venv):
+#   make train   runs train.py on the default synthetic config (workdir: runs/default)
+#   make test    runs the test suite
+# Both create .venv on first use; `make test` adds the test extra (torch==2.13.0 CPU, pytest).
+
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/default
+
+.PHONY: train test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+train: $(BIN)/.installed
+	$(BIN)/python train.py --config configs/default.py --workdir $(WORKDIR)
+
+test: $(BIN)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(BIN)/.installed-test
+	$(BIN)/python benchmarks/bench_bilstm.py
+
+clean:
+	rm -rf $(VENV) runs

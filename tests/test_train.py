@@ -1,0 +1,152 @@
+"""Training step, loop and train.py entry point."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bilstm_jax import data, losses, models, train_lib
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _state_and_batch(num_layers=2, dropout=0.0):
+  cfg = default.get_config()
+  cfg.data.num_train = 4
+  batch = next(data.batches(data.synthetic(cfg.data, 'train'), 4, shuffle=False))
+  batch['lengths'] = np.array([10, 7, 1, 0], np.int32)
+  model = models.BiLSTMRegressor(hidden_size=4, num_layers=num_layers, dropout=dropout)
+  tx = train_lib.make_optimizer(cfg.optim)
+  return train_lib.create_train_state(jax.random.key(0), model, tx, batch), batch
+
+
+def test_one_jitted_step_changes_every_parameter():
+  state, batch = _state_and_batch()
+  new, metrics = jax.jit(train_lib.train_step)(state, batch, jax.random.key(1))
+  assert int(new.step) == 1
+  assert np.isfinite(metrics['loss'])
+  changed = jax.tree.map(lambda a, b: bool(jnp.all(a != b)), state.params, new.params)
+  flat = jax.tree_util.tree_flatten_with_path(changed)[0]
+  assert all(ok for _, ok in flat), [jax.tree_util.keystr(p) for p, ok in flat if not ok]
+
+
+def test_train_steps_equals_repeated_train_step():
+  state, batch = _state_and_batch()
+  stacked = data.stack([batch, batch, batch])
+  rng = jax.random.key(3)
+  many, sums = jax.jit(train_lib.train_steps)(state, stacked, rng)
+  step = jax.jit(train_lib.train_step)
+  one, total = state, 0.0
+  for _ in range(3):
+    one, m = step(one, batch, rng)
+    total += float(m['loss_sum'])
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), one.params, many.params
+  )
+  np.testing.assert_allclose(float(sums['loss_sum']), total, rtol=1e-6)
+
+
+def test_dropout_differs_per_step_and_is_seeded():
+  state, batch = _state_and_batch(dropout=0.5)
+  step = jax.jit(train_lib.train_step)
+  a, ma = step(state, batch, jax.random.key(0))
+  b, mb = step(state, batch, jax.random.key(0))
+  c, mc = step(state, batch, jax.random.key(1))
+  assert float(ma['loss']) == float(mb['loss'])
+  assert float(ma['loss']) != float(mc['loss'])
+
+
+def test_masked_mse_ignores_padding_and_matches_mean():
+  preds = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 2)), jnp.float32)
+  targets = jnp.zeros_like(preds)
+  lengths = jnp.array([5, 2, 0])
+  total, weight = losses.masked_mse(preds, {'targets': targets, 'lengths': lengths})
+  expect = float((preds[0] ** 2).sum() + (preds[1, :2] ** 2).sum())
+  np.testing.assert_allclose(float(total), expect, rtol=1e-6)
+  assert float(weight) == (5 + 2) * 2
+
+
+def test_evaluate_is_exact_with_short_last_batch():
+  cfg = default.get_config()
+  cfg.data.num_dev = 7
+  dev = data.synthetic(cfg.data, 'dev')
+  state, _ = _state_and_batch()
+  fn = jax.jit(functools.partial(train_lib.eval_step, loss_fn=losses.masked_mse))
+  whole = train_lib.evaluate(fn, state, dev, batch_size=7)
+  split = train_lib.evaluate(fn, state, dev, batch_size=3)
+  np.testing.assert_allclose(whole, split, rtol=1e-6)
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _run_train(workdir, *overrides, check=True):
+  cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', str(workdir)]
+  return subprocess.run(
+    cmd + list(overrides), cwd=ROOT, capture_output=True, text=True, check=check, timeout=300
+  )
+
+
+def test_default_config_learns_and_forward_only_does_not(tmp_path):
+  """The acceptance run of the default config: both directions are needed."""
+  bi = _run_train(tmp_path / 'bi')
+  losses_bi = [json.loads(x) for x in (tmp_path / 'bi' / 'metrics.jsonl').read_text().splitlines()]
+  evals = [e['train_loss'] for e in losses_bi if e['event'] == 'eval']
+  assert [e['epoch'] for e in losses_bi if e['event'] == 'eval'] == [10, 20, 30, 40, 50]
+  assert all(b < a for a, b in zip(evals, evals[1:], strict=False)), evals
+  summary = _json(tmp_path / 'bi' / 'summary.json')
+  assert summary['dev_loss_over_variance'] < 0.1, summary
+  assert 'Final MSE' in bi.stdout and 'Predictions vs targets' in bi.stdout
+  for name in ('config.json', 'metrics.jsonl', 'summary.json'):
+    assert (tmp_path / 'bi' / name).exists()
+
+  _run_train(tmp_path / 'uni', '--config.model.bidirectional=False')
+  uni = _json(tmp_path / 'uni' / 'summary.json')
+  assert uni['dev_loss_over_variance'] > 0.5, uni
+  assert uni['final_dev_loss'] > 50 * summary['final_dev_loss']
+
+
+def test_seed_noise_is_the_tutorials_data(tmp_path):
+  cfg = default.get_config()
+  cfg.data.task = 'seed_noise'
+  d = data.synthetic(cfg.data, 'train')
+  assert d['inputs'].shape == (16, 10, 5) and d['targets'].shape == (16, 10, 1)
+  assert abs(d['inputs'].mean()) < 0.2 and abs(d['inputs'].std() - 1) < 0.1
+
+
+def test_unknown_config_key_fails_clearly(tmp_path):
+  out = _run_train(tmp_path, '--config.model.hidden_sise=4', check=False)
+  assert out.returncode != 0
+  assert 'hidden_sise' in out.stderr
+
+
+def test_check_batch_names_the_problem():
+  good = {
+    'inputs': np.zeros((2, 4, 3), np.float32),
+    'lengths': np.array([4, 2], np.int32),
+    'targets': np.zeros((2, 4, 1), np.float32),
+  }
+  data.check_batch(good, 3)
+  cases = [
+    ({'inputs': np.zeros((2, 4), np.float32)}, 'rank|\\[batch, time, features\\]'),
+    ({'inputs': np.zeros((2, 4, 3), np.int32)}, 'floating'),
+    ({'lengths': np.array([5, 2], np.int32)}, 'lengths must lie in \\[0, 4\\]'),
+    ({'lengths': np.array([-1, 2], np.int32)}, 'lengths must lie'),
+    ({'lengths': np.array([1.0, 2.0])}, 'integers'),
+    ({'inputs': np.full((2, 4, 3), np.nan, np.float32)}, 'inputs contain NaN'),
+    ({'targets': np.full((2, 4, 1), np.inf, np.float32)}, 'targets contain NaN or inf'),
+  ]
+  for change, msg in cases:
+    with pytest.raises((ValueError, TypeError), match=msg):
+      data.check_batch({**good, **change}, 3)
+  with pytest.raises(ValueError, match='7 features; the model expects 3'):
+    data.check_batch({**good, 'inputs': np.zeros((2, 4, 7), np.float32)}, 3)
