@@ -187,9 +187,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       }
       history.append(row)
       log.write('eval', **row)
-      print(
-        f'Epoch {epoch:4d}  step {int(state.step):6d}  train loss {train_loss:.6f}  dev loss {dev_loss:.6f}'
-      )
+      losses_msg = f'train loss {train_loss:.6f}  dev loss {dev_loss:.6f}'
+      print(f'Epoch {epoch:4d}  step {int(state.step):6d}  {losses_msg}')
   jax.block_until_ready(state.params)
   wall = time.perf_counter() - start
 
