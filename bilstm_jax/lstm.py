@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import recurrence
+from bilstm_jax import fused, recurrence
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
@@ -34,6 +34,9 @@ _SCAN_IMPLS: dict[str, Callable] = {'reference': recurrence.lstm_scan_reference}
 def register_scan_impl(name: str, fn: Callable) -> None:
   """Registers a recurrence with the signature of `recurrence.lstm_scan_reference`."""
   _SCAN_IMPLS[name] = fn
+
+
+register_scan_impl('fused', fused.lstm_scan_fused)
 
 
 def pytorch_uniform(hidden_size: int) -> Initializer:

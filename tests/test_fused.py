@@ -1,0 +1,172 @@
+"""The fused recurrence (`impl='fused'`, a custom VJP) against autodiff and torch.nn.LSTM."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bilstm_jax import fused, recurrence
+from bilstm_jax.lstm import BiLSTM
+
+B, T, F, H = 3, 7, 4, 5
+LENGTHS = np.array([0, 4, T], np.int32)
+
+
+def _inputs(seed=0):
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+  return k1, jax.random.normal(k2, (B, T, F)), k3, k4
+
+
+def _loss(module, params, x, lengths, state):
+  y, (h_n, c_n) = module.apply(params, x, lengths, state)
+  # Weights that differ per element, so every output position reaches the gradient.
+  wy = jnp.sin(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+  return jnp.sum(wy * y) + jnp.sum(jnp.cos(h_n) * h_n) + 0.5 * jnp.sum(c_n * c_n)
+
+
+def _assert_rel(a, b, rtol):
+  for (path, x), y in zip(jax.tree.leaves_with_path(a), jax.tree.leaves(b), strict=True):
+    scale = max(float(jnp.max(jnp.abs(x))), 1e-6)
+    err = float(jnp.max(jnp.abs(x - y))) / scale
+    assert err < rtol, f'{jax.tree_util.keystr(path)}: relative error {err:.2e}'
+
+
+@pytest.mark.parametrize('num_layers', [1, 2])
+@pytest.mark.parametrize('bidirectional', [False, True])
+def test_matches_reference_values_and_gradients(num_layers, bidirectional):
+  k_init, x, k_h, k_c = _inputs()
+  d = 2 if bidirectional else 1
+  state = (
+    jax.random.normal(k_h, (num_layers * d, B, H)),
+    jax.random.normal(k_c, (num_layers * d, B, H)),
+  )
+  ref = BiLSTM(H, num_layers=num_layers, bidirectional=bidirectional, impl='reference')
+  fast = ref.clone(impl='fused')
+  params = ref.init(k_init, x)
+  lengths = jnp.asarray(LENGTHS)
+
+  out_ref = ref.apply(params, x, lengths, state)
+  out_fast = fast.apply(params, x, lengths, state)
+  for a, b in zip(jax.tree.leaves(out_ref), jax.tree.leaves(out_fast), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+  # Padded outputs are exactly zero; a length-0 sequence keeps its initial state.
+  assert not np.any(np.asarray(out_fast[0])[1, 4:])
+  np.testing.assert_array_equal(out_fast[1][0][:, 0], state[0][:, 0])
+
+  grad = jax.grad(_loss, argnums=(1, 2, 4))
+  g_ref = grad(ref, params, x, lengths, state)
+  g_fast = grad(fast, params, x, lengths, state)
+  _assert_rel(g_ref, g_fast, 1e-5)
+
+
+def test_full_length_without_lengths_or_state():
+  k_init, x, _, _ = _inputs(1)
+  ref = BiLSTM(H, impl='reference')
+  params = ref.init(k_init, x)
+  grad = jax.grad(_loss, argnums=(1, 2))
+  g_ref = grad(ref, params, x, None, None)
+  g_fast = grad(ref.clone(impl='fused'), params, x, None, None)
+  _assert_rel(g_ref, g_fast, 1e-5)
+
+
+def test_scan_gradients_match_autodiff_directly():
+  """The raw recurrence with a mask that is not a prefix (held carry in the middle)."""
+  d = 2
+  ks = jax.random.split(jax.random.key(2), 5)
+  xp = jax.random.normal(ks[0], (T, d, B, 4 * H))
+  mask = jax.random.bernoulli(ks[1], 0.6, (T, d, B, 1))
+  w_hh = 0.4 * jax.random.normal(ks[2], (d, H, 4 * H))
+  h0 = jax.random.normal(ks[3], (d, B, H))
+  c0 = jax.random.normal(ks[4], (d, B, H))
+
+  def loss(scan, xp, w_hh, h0, c0):
+    hs, (h_n, c_n) = scan(xp, mask, w_hh, h0, c0, None)
+    return jnp.sum(jnp.sin(hs)) + jnp.sum(h_n * c_n)
+
+  args = (xp, w_hh, h0, c0)
+  g_ref = jax.grad(loss, argnums=(1, 2, 3, 4))(recurrence.lstm_scan_reference, *args)
+  g_fast = jax.grad(loss, argnums=(1, 2, 3, 4))(fused.lstm_scan_fused, *args)
+  _assert_rel(g_ref, g_fast, 1e-5)
+
+
+def test_jit_vmap_and_grad_of_jit():
+  """An ensemble vmaps the whole step over a member axis; results equal separate runs."""
+  k_init, x, _, _ = _inputs(3)
+  model = BiLSTM(H, num_layers=2, impl='fused')
+  members = 3
+  params = jax.vmap(lambda k: model.init(k, x))(jax.random.split(k_init, members))
+  lengths = jnp.asarray(LENGTHS)
+
+  # x is an argument, not a closed-over constant: BiLSTM's input check reads concrete
+  # values, and a constant turns into a tracer inside jit.
+  def loss(p, x):
+    return _loss(model, p, x, lengths, None)
+
+  step = jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(0, None)))
+  values, grads = step(params, x)
+  grad_of_jit = jax.grad(jax.jit(loss))
+  for m in range(members):
+    p_m = jax.tree.map(lambda a, m=m: a[m], params)
+    np.testing.assert_allclose(values[m], loss(p_m, x), rtol=1e-6)
+    _assert_rel(grad_of_jit(p_m, x), jax.tree.map(lambda a, m=m: a[m], grads), 1e-5)
+
+
+def test_bfloat16_matmuls_close_to_float32():
+  k_init, x, _, _ = _inputs(4)
+  model = BiLSTM(H, impl='fused')
+  params = model.init(k_init, x)
+  lengths = jnp.asarray(LENGTHS)
+  g32 = jax.grad(_loss, argnums=1)(model, params, x, lengths, None)
+  g16 = jax.grad(_loss, argnums=1)(model.clone(dtype=jnp.bfloat16), params, x, lengths, None)
+  _assert_rel(g32, g16, 5e-2)
+
+
+def test_matches_torch_lstm_with_packed_sequences():
+  torch = pytest.importorskip('torch')
+  num_layers, lengths = 2, np.array([3, T, 1], np.int64)
+  torch.manual_seed(0)
+  net = torch.nn.LSTM(F, H, num_layers=num_layers, bidirectional=True, batch_first=True)
+  x_np = np.random.default_rng(0).standard_normal((B, T, F)).astype(np.float32)
+
+  sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+  params = {'params': {}}
+  for layer in range(num_layers):
+    names = [f'l{layer}', f'l{layer}_reverse']
+    params['params'][f'layer_{layer}'] = {
+      'w_ih': jnp.stack([sd[f'weight_ih_{n}'].T for n in names]),
+      'w_hh': jnp.stack([sd[f'weight_hh_{n}'].T for n in names]),
+      'b_ih': jnp.stack([sd[f'bias_ih_{n}'] for n in names]),
+      'b_hh': jnp.stack([sd[f'bias_hh_{n}'] for n in names]),
+    }
+  model = BiLSTM(H, num_layers=num_layers, impl='fused')
+  rng = np.random.default_rng(1)
+  wy = rng.standard_normal((B, T, 2 * H)).astype(np.float32)
+  wh = rng.standard_normal((2 * num_layers, B, H)).astype(np.float32)
+
+  def loss(params, x):
+    y, (h_n, c_n) = model.apply(params, x, jnp.asarray(lengths, jnp.int32))
+    return jnp.sum(y * wy) + jnp.sum((h_n + c_n) * wh), y
+
+  (_, y), (g_params, g_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+    params, jnp.asarray(x_np)
+  )
+
+  x_t = torch.tensor(x_np, requires_grad=True)
+  packed = torch.nn.utils.rnn.pack_padded_sequence(
+    x_t, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+  )
+  out, (h_n, c_n) = net(packed)
+  y_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+  (torch.sum(y_t * torch.tensor(wy)) + torch.sum((h_n + c_n) * torch.tensor(wh))).backward()
+
+  np.testing.assert_allclose(y, y_t.detach().numpy(), atol=1e-5, rtol=0)
+  _assert_rel(g_x, x_t.grad.numpy(), 1e-4)
+  for layer in range(num_layers):
+    p = g_params['params'][f'layer_{layer}']
+    for i, suffix in enumerate(['', '_reverse']):
+      n = f'l{layer}{suffix}'
+      grads = dict(net.named_parameters())
+      _assert_rel(p['w_ih'][i], grads[f'weight_ih_{n}'].grad.numpy().T, 1e-4)
+      _assert_rel(p['w_hh'][i], grads[f'weight_hh_{n}'].grad.numpy().T, 1e-4)
+      _assert_rel(p['b_ih'][i], grads[f'bias_ih_{n}'].grad.numpy(), 1e-4)
+      _assert_rel(p['b_hh'][i], grads[f'bias_hh_{n}'].grad.numpy(), 1e-4)
