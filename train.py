@@ -1,23 +1,46 @@
-"""Trains a bilstm_jax model from an ml_collections config file.
+"""Trains, evaluates or predicts with a bilstm_jax model from an ml_collections config file.
 
 python train.py --config configs/default.py --workdir /tmp/run [--config.x.y=value ...]
+python train.py --config configs/default.py --workdir /tmp/run --mode=evaluate
+python train.py --config configs/default.py --workdir /tmp/run --mode=predict \
+    --input=seqs.jsonl --output=preds.jsonl
+
+Training resumes from the newest checkpoint in --workdir when started again.
 """
+
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from bilstm_jax import train_lib
+from bilstm_jax import errors, inference, train_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for config.json, metrics and summaries.')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, plots and export.')
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'], 'What to do.')
+flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'evaluate/predict: which one.')
+flags.DEFINE_string('input', None, 'predict: a data file or split; default config.data.test.')
+flags.DEFINE_string('output', None, 'predict: where to write predictions (.jsonl or .npz).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  config, workdir = FLAGS.config, FLAGS.workdir
+  try:
+    if FLAGS.mode == 'train':
+      train_lib.train_and_evaluate(config, workdir)
+    elif FLAGS.mode == 'evaluate':
+      inference.evaluate(config, workdir, FLAGS.checkpoint)
+    else:
+      source = FLAGS.input or config.data.test
+      inference.predict(config, workdir, source, FLAGS.output, FLAGS.checkpoint)
+  except errors.RunError as e:
+    # The message says what and where; a traceback would only hide it.
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

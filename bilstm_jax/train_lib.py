@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import time
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
 
+from bilstm_jax import checkpoint, errors, export, losses, monitor, optim, plots, tasks
 from bilstm_jax import data as data_lib
-from bilstm_jax import losses, tasks
 
 
 class TrainState(train_state.TrainState):
   """Flax's TrainState: step, apply_fn, params, tx, opt_state."""
 
 
-def make_optimizer(optim_config) -> optax.GradientTransformation:
-  """Adam with an injectable learning rate (ensembles set it per member)."""
-  if optim_config.name != 'adam':
-    raise ValueError(f"Unknown optimizer {optim_config.name!r}; known: ['adam'].")
-  return optax.inject_hyperparams(optax.adam)(learning_rate=optim_config.learning_rate)
+def make_optimizer(optim_config, total_steps: int | None = None) -> optax.GradientTransformation:
+  """`optim.make_optimizer`: Adam/AdamW, schedule, clipping; injectable (peak) learning rate."""
+  return optim.make_optimizer(optim_config, total_steps)
 
 
 def create_train_state(rng: jax.Array, model, tx, sample_batch: dict) -> TrainState:
@@ -133,102 +134,358 @@ def _steps_chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
   return [(s, min(s + size, num_steps)) for s in range(0, num_steps, size)]
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains the model a config describes, logs to `workdir`, returns the summary dict."""
-  os.makedirs(workdir, exist_ok=True)
-  task = tasks.get_task(config.data.task)
+# The loop behind `train.py --mode=train`, in small parts: plan, build, restore, run a
+# chunk, log, save, finish. Saves and logs happen at chunk boundaries only, so a resumed
+# run replays exactly the compiled calls an uninterrupted run makes.
+
+
+METRICS = ('dev_loss', 'train_loss')  # what each evaluation computes
+
+
+@dataclasses.dataclass
+class Progress:
+  """Where a run stands; saved in every checkpoint so a resumed run continues exactly.
+
+  Attributes:
+    epoch, batch: the data-iterator position: the next batch to train on (epochs count
+      from 1; batch order is a pure function of (seed, epoch), see `data.epoch_order`).
+    step: optimiser steps done (host copy of `state.step`, so no sync is needed).
+    window: train-loss sums since the last log; device arrays until fetched.
+    best, bad_evals: early stopping: the best dev metric so far and evaluations since.
+    stopped_early: the run ended by early stopping.
+  """
+
+  epoch: int = 1
+  batch: int = 0
+  step: int = 0
+  window: dict = dataclasses.field(default_factory=lambda: {'loss_sum': 0.0, 'weight': 0.0})
+  best: float | None = None
+  bad_evals: int = 0
+  stopped_early: bool = False
+
+  def to_meta(self) -> dict:
+    meta = dataclasses.asdict(self)
+    meta['window'] = {k: float(v) for k, v in self.window.items()}  # fetches, once per save
+    return meta
+
+  @classmethod
+  def from_meta(cls, meta: dict) -> Progress:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    progress = cls(**{k: v for k, v in meta.items() if k in fields})
+    progress.window = {k: np.float32(v) for k, v in progress.window.items()}
+    return progress
+
+
+@dataclasses.dataclass
+class Run:
+  """What the parts of the loop share: config, data, model and the compiled functions."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  task: tasks.Task
+  model: nn.Module
+  train_set: dict
+  dev_set: dict
+  steps_per_epoch: int
+  total_steps: int
+  multi_step: Callable
+  eval_fn: Callable
+
+
+def load_datasets(config, task: tasks.Task) -> tuple[dict, dict]:
+  """The train and dev sets, validated against the model's input size."""
   train_set = task.load(config.data, 'train')
   dev_set = task.load(config.data, 'dev')
   data_lib.check_batch(train_set, config.data.input_size)
   data_lib.check_batch(dev_set, config.data.input_size)
-  batch_size = config.train.batch_size
-  if batch_size > len(train_set['lengths']):
+  if config.train.batch_size > len(train_set['lengths']):
     raise ValueError(
-      f'train.batch_size={batch_size} is larger than the training set '
+      f'train.batch_size={config.train.batch_size} is larger than the training set '
       f'({len(train_set["lengths"])} examples).'
     )
-  steps_per_epoch = data_lib.num_batches(len(train_set['lengths']), batch_size, True)
+  return train_set, dev_set
 
-  model = task.make_model(config.model, config.data)
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  sample = next(data_lib.batches(train_set, batch_size, shuffle=False))
-  state = create_train_state(init_rng, model, make_optimizer(config.optim), sample)
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  log = MetricsLog(workdir)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  log.write('start', num_params=int(num_params), steps_per_epoch=steps_per_epoch)
 
-  multi_step = jax.jit(functools.partial(train_steps, loss_fn=task.loss_fn), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, loss_fn=task.loss_fn))
-  chunks = _steps_chunks(steps_per_epoch, config.train.steps_per_call)
+def plan(config, num_train: int) -> tuple[int, int]:
+  """(steps per epoch, total steps): `train.num_steps` if > 0, else `train.epochs` epochs."""
+  steps_per_epoch = data_lib.num_batches(num_train, config.train.batch_size, True)
+  if config.train.num_steps > 0:
+    return steps_per_epoch, config.train.num_steps
+  return steps_per_epoch, config.train.epochs * steps_per_epoch
 
-  start = time.perf_counter()
-  window = {'loss_sum': 0.0, 'weight': 0.0}
-  history = []
-  for epoch in range(1, config.train.epochs + 1):
-    epoch_batches = list(
-      data_lib.batches(
-        train_set, batch_size, seed=config.seed, epoch=epoch, shuffle=config.train.shuffle
-      )
-    )
+
+def make_run(config, workdir: str) -> Run:
+  """Loads the data, builds the model and compiles the train and eval functions."""
+  if config.train.metric not in METRICS:
+    raise ValueError(f'train.metric must be one of {METRICS}; got {config.train.metric!r}.')
+  task = tasks.get_task(config.data.task)
+  train_set, dev_set = load_datasets(config, task)
+  steps_per_epoch, total_steps = plan(config, len(train_set['lengths']))
+  return Run(
+    config=config,
+    workdir=workdir,
+    task=task,
+    model=task.make_model(config.model, config.data),
+    train_set=train_set,
+    dev_set=dev_set,
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+    multi_step=jax.jit(functools.partial(train_steps, loss_fn=task.loss_fn), donate_argnums=0),
+    eval_fn=jax.jit(functools.partial(eval_step, loss_fn=task.loss_fn)),
+  )
+
+
+def build_state(run: Run) -> tuple[TrainState, jax.Array]:
+  """A fresh TrainState and the base dropout rng, both from `config.seed`."""
+  init_rng, step_rng = jax.random.split(jax.random.key(run.config.seed))
+  sample = next(data_lib.batches(run.train_set, run.config.train.batch_size, shuffle=False))
+  tx = optim.make_optimizer(run.config.optim, run.total_steps)
+  return create_train_state(init_rng, run.model, tx, sample), step_rng
+
+
+def open_checkpoints(config, workdir: str, read_only: bool = False) -> checkpoint.Checkpoints:
+  return checkpoint.Checkpoints(
+    workdir,
+    metric=config.train.metric,
+    mode=config.train.metric_mode,
+    keep_best=config.checkpoint.keep_best,
+    read_only=read_only,
+  )
+
+
+def check_workdir(config, workdir: str) -> bool:
+  """Raises CheckpointError if `workdir` holds a run of an incompatible config.
+
+  Returns:
+    True if the workdir already holds a run (its config.json).
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    saved = json.load(f)
+  checkpoint.check_compatible(saved, config.to_dict(), path)
+  return True
+
+
+def restore_or_start(run: Run, ckpts, state, rng) -> tuple[TrainState, jax.Array, Progress]:
+  """Resumes from the newest complete checkpoint, if any; else the fresh state."""
+  step = ckpts.latest_step()
+  if step is None:
+    return state, rng, Progress()
+  state, rng, meta = ckpts.restore(step, state, rng)
+  checkpoint.check_compatible(meta['config'], run.config.to_dict(), ckpts.path(step))
+  return state, rng, Progress.from_meta(meta['progress'])
+
+
+def chunks_from(run: Run, progress: Progress):
+  """Yields (epoch, lo, hi): the batch ranges of the compiled calls still to run."""
+  epoch, batch, step = progress.epoch, progress.batch, progress.step
+  chunks = _steps_chunks(run.steps_per_epoch, run.config.train.steps_per_call)
+  while step < run.total_steps:
     for lo, hi in chunks:
-      state, sums = multi_step(state, data_lib.stack(epoch_batches[lo:hi]), step_rng)
-      window = jax.tree.map(jnp.add, window, sums)  # stays on device until logged
-    if epoch % config.train.log_every_epochs == 0 or epoch == config.train.epochs:
-      train_loss = float(window['loss_sum']) / max(float(window['weight']), 1.0)
-      dev_loss = evaluate(eval_fn, state, dev_set, batch_size)
-      window = {'loss_sum': 0.0, 'weight': 0.0}
-      row = {
-        'epoch': epoch,
-        'step': int(state.step),
-        'train_loss': train_loss,
-        'dev_loss': dev_loss,
-      }
-      history.append(row)
-      log.write('eval', **row)
-      losses_msg = f'train loss {train_loss:.6f}  dev loss {dev_loss:.6f}'
-      print(f'Epoch {epoch:4d}  step {int(state.step):6d}  {losses_msg}')
-  jax.block_until_ready(state.params)
-  wall = time.perf_counter() - start
+      if hi <= batch:
+        continue
+      hi = min(hi, lo + run.total_steps - step)
+      yield epoch, lo, hi
+      step += hi - lo
+      if step >= run.total_steps:
+        return
+    epoch, batch = epoch + 1, 0
 
-  train_mse = evaluate(eval_fn, state, train_set, batch_size)
-  dev_mse = evaluate(eval_fn, state, dev_set, batch_size)
-  dev_var = target_variance(dev_set)
+
+def epoch_batches(run: Run, epoch: int) -> list[dict]:
+  cfg = run.config
+  return list(
+    data_lib.batches(
+      run.train_set, cfg.train.batch_size, seed=cfg.seed, epoch=epoch, shuffle=cfg.train.shuffle
+    )
+  )
+
+
+def run_chunk(run: Run, state, rng, batches: list[dict], progress: Progress) -> TrainState:
+  """Trains on `batches` in one compiled call; the loss sums stay on device."""
+  state, sums = run.multi_step(state, data_lib.stack(batches), rng)
+  progress.window = jax.tree.map(jnp.add, progress.window, sums)
+  progress.step += len(batches)
+  return state
+
+
+def train_loss_or_raise(progress: Progress, ckpts) -> float:
+  """Fetches the running train loss; a NaN or inf stops the run before anything is saved."""
+  loss = float(progress.window['loss_sum']) / max(float(progress.window['weight']), 1.0)
+  if not np.isfinite(loss):
+    last = ckpts.latest_step()
+    kept = 'no checkpoint was saved yet' if last is None else f'kept {ckpts.path(last)}'
+    raise errors.NonFiniteLossError(
+      f'Training stopped: the train loss is {loss} by step {progress.step} (epoch '
+      f'{progress.epoch}). The last good checkpoint is {kept}. Lower optim.learning_rate '
+      'or set optim.grad_clip_norm.'
+    )
+  return loss
+
+
+def evaluate_dev(run: Run, state) -> dict:
+  return {'dev_loss': evaluate(run.eval_fn, state, run.dev_set, run.config.train.batch_size)}
+
+
+def update_early_stopping(config, progress: Progress, value: float) -> None:
+  better = (
+    progress.best is None
+    or (config.train.metric_mode == 'min' and value < progress.best)
+    or (config.train.metric_mode == 'max' and value > progress.best)
+  )
+  progress.best, progress.bad_evals = (
+    (value, 0) if better else (progress.best, progress.bad_evals + 1)
+  )
+  patience = config.train.early_stopping_patience
+  progress.stopped_early = patience > 0 and progress.bad_evals >= patience
+
+
+def save(run: Run, ckpts, state, rng, progress: Progress, metrics: dict) -> None:
+  meta = {'progress': progress.to_meta(), 'config': run.config.to_dict(), 'metrics': metrics}
+  ckpts.save(state, rng, meta, {run.config.train.metric: metrics[run.config.train.metric]})
+
+
+class _Timer:
+  """Steps and examples per second between log points (host time, after a sync)."""
+
+  def __init__(self, step: int):
+    self.step, self.time = step, time.perf_counter()
+
+  def rates(self, step: int, batch_size: int) -> dict:
+    now = time.perf_counter()
+    per_s = (step - self.step) / max(now - self.time, 1e-9)
+    self.step, self.time = step, now
+    return {'steps_per_s': per_s, 'examples_per_s': per_s * batch_size}
+
+
+def train_loop(run: Run, ckpts, mon: monitor.Monitor, state, rng, progress: Progress):
+  """Runs the remaining chunks; logs, evaluates, saves and stops early at chunk ends."""
+  cfg = run.config
+  timer, cache = _Timer(progress.step), {}
+  for epoch, lo, hi in chunks_from(run, progress):
+    if epoch not in cache:
+      cache = {epoch: epoch_batches(run, epoch)}
+    before = progress.step
+    state = run_chunk(run, state, rng, cache[epoch][lo:hi], progress)
+    mon.advance(hi - lo)
+    progress.epoch, progress.batch = (epoch + 1, 0) if hi == run.steps_per_epoch else (epoch, hi)
+    last = progress.step == run.total_steps
+    log_now = last or (hi == run.steps_per_epoch and epoch % cfg.train.log_every_epochs == 0)
+    every = cfg.checkpoint.save_every_steps
+    save_now = log_now or (every > 0 and progress.step // every > before // every)
+    if not save_now:
+      continue
+    train_loss = train_loss_or_raise(progress, ckpts)
+    metrics = {**evaluate_dev(run, state), 'train_loss': train_loss}
+    if log_now:
+      row = {'epoch': epoch, 'step': progress.step, **metrics}
+      row['learning_rate'] = optim.learning_rate_at(
+        cfg.optim, run.total_steps, state.opt_state.hyperparams['learning_rate'], progress.step - 1
+      )
+      row.update(timer.rates(progress.step, cfg.train.batch_size))
+      mon.event('eval', **row)
+      mon.scalars(progress.step, row)
+      mon.advance(0, train_loss=f'{train_loss:.4g}', dev_loss=f'{metrics["dev_loss"]:.4g}')
+      mon.print(
+        f'Epoch {epoch:4d}  step {progress.step:6d}  train loss {train_loss:.6f}  '
+        f'dev loss {metrics["dev_loss"]:.6f}'
+      )
+      progress.window = {'loss_sum': 0.0, 'weight': 0.0}
+      update_early_stopping(cfg, progress, metrics[cfg.train.metric])
+    save(run, ckpts, state, rng, progress, metrics)
+    mon.event('checkpoint', step=progress.step, path=ckpts.path(progress.step))
+    if progress.stopped_early:
+      mon.print(
+        f'Early stopping at step {progress.step}: no better {cfg.train.metric} '
+        f'in {cfg.train.early_stopping_patience} evaluations.'
+      )
+      break
+  return state
+
+
+def finish(run: Run, state, mon: monitor.Monitor, wall: float, ckpts) -> dict:
+  """Final evaluation, summary.json, the export and the plots."""
+  cfg, bs = run.config, run.config.train.batch_size
+  train_mse = evaluate(run.eval_fn, state, run.train_set, bs)
+  dev_mse = evaluate(run.eval_fn, state, run.dev_set, bs)
+  dev_var = target_variance(run.dev_set)
+  steps = int(state.step)
+  history = [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
   summary = {
-    'task': config.data.task,
+    'task': cfg.data.task,
     'final_train_loss': train_mse,
     'final_dev_loss': dev_mse,
     'dev_target_variance': dev_var,
     'dev_loss_over_variance': dev_mse / dev_var,
-    'steps': int(state.step),
-    'epochs': config.train.epochs,
+    'steps': steps,
+    'epochs': cfg.train.epochs,
     'train_wall_s': wall,
-    'steps_per_s': int(state.step) / wall,
-    'num_params': int(num_params),
+    'steps_per_s': steps / wall if wall > 0 else None,
+    'num_params': int(sum(x.size for x in jax.tree.leaves(state.params))),
+    'best_checkpoint': ckpts.path(ckpts.best_step()) if ckpts.best_step() is not None else None,
     'history': history,
   }
-  write_json(os.path.join(workdir, 'summary.json'), summary)
-  log.write('end', **{k: v for k, v in summary.items() if k != 'history'})
-  print(
+  write_json(os.path.join(run.workdir, 'summary.json'), summary)
+  mon.event('end', **{k: v for k, v in summary.items() if k != 'history'})
+  mon.print(
     f'Final MSE: train {train_mse:.6f}  dev {dev_mse:.6f}  '
     f'(dev target variance {dev_var:.4f}; ratio {dev_mse / dev_var:.4f})'
   )
-  _print_predictions(state, dev_set)
+  export.export_predict(run.model, state.params, cfg.data.input_size, _path(run, 'export'))
+  apply = jax.jit(lambda params, x, n: state.apply_fn({'params': params}, x, n))
+  preds = np.asarray(apply(state.params, run.dev_set['inputs'][:4], run.dev_set['lengths'][:4]))
+  plots.predictions(preds, run.dev_set, _path(run, 'plots', 'predictions.png'))
+  _print_predictions(preds, run.dev_set, mon.print)
   return summary
 
 
-def _print_predictions(state: TrainState, dataset: dict, num_seqs: int = 2, num_steps: int = 5):
-  preds = state.apply_fn(
-    {'params': state.params},
-    jnp.asarray(dataset['inputs'][:num_seqs]),
-    jnp.asarray(dataset['lengths'][:num_seqs]),
-  )
-  preds = np.asarray(preds)
-  print('Predictions vs targets (dev, first output unit):')
-  for s in range(num_seqs):
+def _path(run: Run, *parts: str) -> str:
+  return os.path.join(run.workdir, *parts)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) the run a config describes in `workdir`; returns the summary.
+
+  Raises:
+    errors.CheckpointError: the workdir holds a run of an incompatible config.
+    errors.NonFiniteLossError: the loss became NaN or inf (the last good checkpoint stays).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  check_workdir(config, workdir)
+  run = make_run(config, workdir)
+  ckpts = open_checkpoints(config, workdir)
+  state, rng = build_state(run)
+  state, rng, progress = restore_or_start(run, ckpts, state, rng)
+  write_json(_path(run, 'config.json'), config.to_dict())
+  mon = monitor.Monitor(workdir, run.total_steps, start_step=progress.step)
+  if progress.step:
+    mon.event('resume', step=progress.step, epoch=progress.epoch, batch=progress.batch)
+  else:
+    mon.hparams(config.to_dict())
+    num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
+    mon.event('start', step=0, num_params=num_params, steps_per_epoch=run.steps_per_epoch)
+  start = time.perf_counter()
+  try:
+    if not progress.stopped_early:
+      state = train_loop(run, ckpts, mon, state, rng, progress)
+    jax.block_until_ready(state.params)
+    wall = time.perf_counter() - start
+    return finish(run, state, mon, wall, ckpts)
+  finally:
+    history = [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
+    if history:
+      plots.loss_curves(history, _path(run, 'plots', 'loss.png'))
+    mon.close()
+    ckpts.close()
+
+
+def _print_predictions(preds, dataset: dict, print_fn=print, num_seqs: int = 2, num_steps: int = 5):
+  print_fn('Predictions vs targets (dev, first output unit):')
+  for s in range(min(num_seqs, len(preds))):
     steps = min(num_steps, int(dataset['lengths'][s]))
     pairs = '  '.join(
       f'{preds[s, t, 0]:+.3f}/{dataset["targets"][s, t, 0]:+.3f}' for t in range(steps)
     )
-    print(f'  seq {s}: {pairs}')
+    print_fn(f'  seq {s}: {pairs}')

@@ -36,16 +36,38 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_dev = 256
   config.data.min_length = ml_collections.config_dict.placeholder(int)  # None: all full length
   config.data.seed = 0  # the data is a pure function of this seed
+  # --mode=evaluate/predict: a split ('train', 'dev') or a file (.npz or .jsonl, see
+  # bilstm_jax/datafiles.py).
+  config.data.test = 'dev'
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'adam'
-  config.optim.learning_rate = 0.01
+  config.optim.name = 'adam'  # 'adam' or 'adamw' (decoupled weight decay)
+  config.optim.learning_rate = 0.01  # the peak rate when a schedule is set
+  config.optim.weight_decay = 0.0  # adamw only
+  config.optim.schedule = 'constant'  # 'constant', 'warmup_cosine' (to 0 at the end) or 'step'
+  config.optim.warmup_steps = 0  # warmup_cosine: linear warmup from 0 over these steps
+  config.optim.decay_every_steps = 0  # step: multiply the rate by decay_rate every N steps
+  config.optim.decay_rate = 0.1
+  config.optim.grad_clip_norm = 0.0  # clip gradients to this global norm; 0 = no clipping
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 50
+  config.train.num_steps = 0  # > 0: train this many optimiser steps instead of `epochs`
   config.train.batch_size = 16
   config.train.shuffle = True
   config.train.log_every_epochs = 10
   # Optimiser steps per compiled call (lax.scan over batches); 0 = a whole epoch.
   config.train.steps_per_call = 0
+  # The dev metric that ranks checkpoints and drives early stopping, and its direction.
+  config.train.metric = 'dev_loss'
+  config.train.metric_mode = 'min'
+  # Stop after this many evaluations (every log_every_epochs) without a better metric;
+  # 0 = never stop early.
+  config.train.early_stopping_patience = 0
+
+  config.checkpoint = ml_collections.ConfigDict()
+  # Checkpoints go to workdir/checkpoints/ at every evaluation, at the end, and (if > 0) at
+  # the first chunk boundary after every N steps.
+  config.checkpoint.save_every_steps = 0
+  config.checkpoint.keep_best = 3  # keep the best K by train.metric (and the newest)
   return config

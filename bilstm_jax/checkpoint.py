@@ -1,0 +1,250 @@
+"""Checkpoints of a run in `workdir/checkpoints/<step>/`, written with orbax-checkpoint.
+
+Each checkpoint holds three items:
+  params: the model parameters (restored alone by evaluate, predict and export);
+  train:  optimiser state, step and the dropout rng's key data;
+  meta:   JSON: the data-iterator position (next epoch and batch), the running train-loss
+          sums, early-stopping state, the dev metrics and the run's config.
+
+Orbax writes a checkpoint into a temporary directory and renames it when complete, so a
+process killed at any moment (also mid-save) leaves only complete checkpoints; the
+partial directory is deleted when the manager is next opened. The newest checkpoint is
+always kept (to resume from), plus the best `keep_best` by the chosen dev metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from bilstm_jax.errors import CheckpointError
+
+# Test hook: seconds to sleep inside each save, after the files are written and before
+# the checkpoint is committed, so a test can SIGKILL a run in the middle of a save.
+SAVE_DELAY_ENV = 'BILSTM_JAX_TEST_SAVE_DELAY_S'
+
+# Config keys that may change when a run is resumed (how long to train, how to log or
+# save); every other key must match the run already in the workdir.
+RESUMABLE_KEYS = (
+  'train.epochs',
+  'train.num_steps',
+  'train.log_every_epochs',
+  'train.early_stopping_patience',
+  'checkpoint.save_every_steps',
+  'checkpoint.keep_best',
+  'data.test',
+)
+
+
+class _MetaHandler(ocp.JsonCheckpointHandler):
+  """JSON handler with the optional test delay inside the save."""
+
+  async def _save_fn(self, x, directory):
+    await super()._save_fn(x, directory)
+    delay = float(os.environ.get(SAVE_DELAY_ENV, '0') or 0)
+    if delay > 0:
+      time.sleep(delay)
+
+
+@ocp.args.register_with_handler(_MetaHandler, for_save=True)
+@dataclasses.dataclass
+class _MetaSave(ocp.args.JsonSave):
+  pass
+
+
+@ocp.args.register_with_handler(_MetaHandler, for_restore=True)
+@dataclasses.dataclass
+class _MetaRestore(ocp.args.JsonRestore):
+  pass
+
+
+class Checkpoints:
+  """The orbax CheckpointManager of one workdir.
+
+  Args:
+    workdir: the run directory; checkpoints go to `workdir/checkpoints/`.
+    metric: the dev metric that ranks checkpoints (a key of the metrics saved with each).
+    mode: 'min' or 'max': which direction of `metric` is better.
+    keep_best: how many of the best checkpoints to keep (the newest is kept as well).
+    read_only: open existing checkpoints without creating or deleting anything.
+  """
+
+  def __init__(
+    self,
+    workdir: str,
+    metric: str = 'dev_loss',
+    mode: str = 'min',
+    keep_best: int = 3,
+    read_only: bool = False,
+  ):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    if mode not in ('min', 'max'):
+      raise ValueError(f"checkpoint.metric_mode must be 'min' or 'max'; got {mode!r}.")
+    if keep_best < 1:
+      raise ValueError(f'checkpoint.keep_best must be >= 1; got {keep_best}.')
+
+    def score(metrics):
+      return metrics[metric]
+
+    options = ocp.CheckpointManagerOptions(
+      best_fn=score,
+      best_mode=mode,
+      preservation_policy=policies.AnyPreservationPolicy(
+        [
+          policies.LatestN(n=1),
+          policies.BestN(
+            get_metric_fn=score,
+            reverse=mode == 'min',
+            n=keep_best,
+            keep_checkpoints_without_metrics=False,
+          ),
+        ]
+      ),
+      enable_async_checkpointing=False,
+      cleanup_tmp_directories=not read_only,
+      create=not read_only,
+      read_only=read_only,
+    )
+    self.manager = ocp.CheckpointManager(
+      self.directory,
+      options=options,
+      item_handlers={
+        'params': ocp.StandardCheckpointHandler(),
+        'train': ocp.StandardCheckpointHandler(),
+        'meta': _MetaHandler(),
+      },
+    )
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def save(self, state, rng: jax.Array, meta: dict, metrics: dict) -> None:
+    """Saves params, optimiser state, step, rng and `meta`; ranks it by `metrics`."""
+    step = int(state.step)
+    train = {
+      'opt_state': state.opt_state,
+      'step': state.step,
+      'rng': jax.random.key_data(rng),
+    }
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        train=ocp.args.StandardSave(train),
+        meta=_MetaSave(meta),
+      ),
+      metrics={k: float(v) for k, v in metrics.items()},
+      force=True,
+    )
+    self.manager.wait_until_finished()
+
+  def read_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=_MetaRestore()))['meta']
+
+  def restore_params(self, step: int, params_like):
+    """Restores the params of checkpoint `step` into the structure of `params_like`.
+
+    Raises:
+      CheckpointError: when the checkpoint's parameter names or shapes differ from
+        `params_like` (a checkpoint of another model shape), naming the first few.
+    """
+    self._check_shapes(step, params_like)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
+    out = self.manager.restore(
+      step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+    )
+    return out['params']
+
+  def restore(self, step: int, state, rng: jax.Array):
+    """Restores a full TrainState, the rng and the meta dict of checkpoint `step`.
+
+    `state` and `rng` give the structure, shapes and dtypes (a freshly built state).
+    """
+    params = self.restore_params(step, state.params)
+    train_like = {
+      'opt_state': state.opt_state,
+      'step': state.step,
+      'rng': jax.random.key_data(rng),
+    }
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, train_like)
+    out = self.manager.restore(
+      step,
+      args=ocp.args.Composite(train=ocp.args.StandardRestore(target), meta=_MetaRestore()),
+    )
+    train = out['train']
+    state = state.replace(params=params, opt_state=train['opt_state'], step=train['step'])
+    return state, jax.random.wrap_key_data(train['rng']), out['meta']
+
+  def _check_shapes(self, step: int, params_like) -> None:
+    stored = self.manager.item_metadata(step)['params']
+    have = _shapes(stored)
+    want = _shapes(params_like)
+    if have == want:
+      return
+    problems = []
+    for name in sorted(set(have) | set(want)):
+      if have.get(name) != want.get(name):
+        problems.append(
+          f'{name}: checkpoint {have.get(name, "missing")}, this config {want.get(name, "missing")}'
+        )
+    raise CheckpointError(
+      f'Checkpoint {self.path(step)} holds parameters of another model shape '
+      f'({len(problems)} differ; e.g. ' + '; '.join(problems[:3]) + '). Use the config it '
+      'was trained with (see config.json next to checkpoints/) or another --workdir.'
+    )
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {
+    jax.tree_util.keystr(p): tuple(np.shape(x) if not hasattr(x, 'shape') else x.shape)
+    for p, x in leaves
+  }
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+  """Raises CheckpointError if `current` config cannot continue the run saved with `saved`.
+
+  Args:
+    saved, current: config dicts (`config.to_dict()`).
+    where: the file `saved` came from, for the message.
+  """
+  a, b = _flatten(saved), _flatten(current)
+  diffs = [
+    f'{k}: {a.get(k, "<absent>")!r} in the workdir, {b.get(k, "<absent>")!r} now'
+    for k in sorted(set(a) | set(b))
+    if k not in RESUMABLE_KEYS and a.get(k, '<absent>') != b.get(k, '<absent>')
+  ]
+  if diffs:
+    raise CheckpointError(
+      f'The workdir holds a run with an incompatible config ({where}): '
+      + '; '.join(diffs)
+      + '. Use another --workdir, or the same values (only '
+      + ', '.join(RESUMABLE_KEYS)
+      + ' may change on resume).'
+    )

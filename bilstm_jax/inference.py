@@ -1,0 +1,104 @@
+"""`train.py --mode=evaluate` and `--mode=predict`: a trained checkpoint on a split or file."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bilstm_jax import data as data_lib
+from bilstm_jax import datafiles, tasks, train_lib
+from bilstm_jax.errors import CheckpointError
+
+SPLITS = ('train', 'dev')
+
+
+def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.TrainState, str]:
+  """The params of the best (by `train.metric`) or latest checkpoint of `workdir`.
+
+  The model is built from `config`; a checkpoint of another model shape is an error.
+
+  Returns:
+    (a TrainState holding the params, the checkpoint's path).
+  """
+  if which not in ('best', 'latest'):
+    raise ValueError(f"--checkpoint must be 'best' or 'latest'; got {which!r}.")
+  task = tasks.get_task(config.data.task)
+  model = task.make_model(config.model, config.data)
+  sample = jnp.zeros((1, config.data.seq_len, config.data.input_size), jnp.float32)
+  lengths = jnp.ones((1,), jnp.int32)
+  params_like = jax.eval_shape(model.init, jax.random.key(0), sample, lengths)['params']
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise CheckpointError(f'No checkpoints in {directory}; train first (--mode=train).')
+  ckpts = train_lib.open_checkpoints(config, workdir, read_only=True)
+  try:
+    step = ckpts.best_step() if which == 'best' else ckpts.latest_step()
+    if step is None:
+      raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
+    params = ckpts.restore_params(step, params_like)
+    path = ckpts.path(step)
+  finally:
+    ckpts.close()
+  state = train_lib.TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())
+  return state, path
+
+
+def load_data(config, name: str, need_targets: bool) -> dict:
+  """A split of the config's task ('train', 'dev') or a data file (see `datafiles`)."""
+  if name in SPLITS:
+    return tasks.get_task(config.data.task).load(config.data, name)
+  return datafiles.read(name, config.data.input_size, need_targets)
+
+
+def evaluate(config, workdir: str, which: str = 'best') -> dict:
+  """Loss of a checkpoint on `config.data.test`; prints one JSON line, writes evaluate.json."""
+  state, path = load_state(config, workdir, which)
+  dataset = load_data(config, config.data.test, need_targets=True)
+  loss_fn = tasks.get_task(config.data.task).loss_fn
+  eval_fn = jax.jit(functools.partial(train_lib.eval_step, loss_fn=loss_fn))
+  loss = train_lib.evaluate(eval_fn, state, dataset, config.train.batch_size)
+  variance = train_lib.target_variance(dataset)
+  result = {
+    'data': config.data.test,
+    'checkpoint': path,
+    'step': int(os.path.basename(path)),
+    'num_examples': len(dataset['lengths']),
+    'loss': loss,
+    'target_variance': variance,
+    'loss_over_variance': loss / variance if variance > 0 else None,
+  }
+  print(json.dumps(result))
+  train_lib.write_json(os.path.join(workdir, 'evaluate.json'), result)
+  return result
+
+
+def predict_dataset(state, dataset: dict, batch_size: int) -> np.ndarray:
+  """Model outputs float32[n, time, outputs] for every example, in order."""
+  apply = jax.jit(lambda p, x, n: state.apply_fn({'params': p}, x, n))
+  outs = [
+    np.asarray(apply(state.params, b['inputs'], b['lengths']))
+    for b in data_lib.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
+  ]
+  return np.concatenate(outs)[: len(dataset['lengths'])]
+
+
+def predict(config, workdir: str, input_path: str, output_path: str, which: str = 'best') -> str:
+  """Writes predictions for `input_path` (a file or split) to `output_path`; returns it."""
+  if not output_path:
+    raise ValueError('--mode=predict needs --output (a .jsonl or .npz path).')
+  state, path = load_state(config, workdir, which)
+  dataset = load_data(config, input_path, need_targets=False)
+  preds = predict_dataset(state, dataset, config.train.batch_size)
+  datafiles.write_predictions(output_path, preds, dataset['lengths'])
+  print(
+    json.dumps(
+      {'input': input_path, 'output': output_path, 'checkpoint': path, 'num_examples': len(preds)}
+    )
+  )
+  return output_path

@@ -1,0 +1,86 @@
+"""Optimisers from an `optim` config block: Adam or AdamW, learning-rate schedules, clipping.
+
+The optimiser is built with `optax.inject_hyperparams`, so `opt_state.hyperparams` holds
+`learning_rate` as an array that can be read or set per model (ensembles vmap over it).
+With a schedule, the injected `learning_rate` is the schedule's *peak*: the rate used at
+step `n` is `learning_rate * schedule_scale(n)`. Setting the hyperparameter therefore
+rescales the whole schedule without rebuilding the optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import optax
+
+SCHEDULES = ('constant', 'warmup_cosine', 'step')
+OPTIMIZERS = ('adam', 'adamw')
+
+
+def schedule_scale(optim_config, total_steps: int | None) -> Callable | None:
+  """The schedule's shape as a multiplier of the peak rate: step -> float in [0, 1].
+
+  Args:
+    optim_config: the config's `optim` block (`schedule`, `warmup_steps`,
+      `decay_every_steps`, `decay_rate`; absent keys mean a constant rate).
+    total_steps: optimiser steps in the whole run; `warmup_cosine` decays to 0 there.
+
+  Returns:
+    None for 'constant' (the injected rate is used as is), else a function of the step.
+  """
+  name = optim_config.get('schedule', 'constant')
+  if name not in SCHEDULES:
+    raise ValueError(f'Unknown optim.schedule {name!r}; known: {list(SCHEDULES)}.')
+  if name == 'constant':
+    return None
+  if name == 'warmup_cosine':
+    if not total_steps:
+      raise ValueError('optim.schedule=warmup_cosine needs the run length (total steps).')
+    warmup = min(optim_config.get('warmup_steps', 0), total_steps)
+    return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=1.0, warmup_steps=warmup, decay_steps=max(total_steps, 1)
+    )
+  every = optim_config.get('decay_every_steps', 0)
+  if every <= 0:
+    raise ValueError(f'optim.schedule=step needs optim.decay_every_steps > 0; got {every}.')
+  return optax.exponential_decay(
+    1.0, transition_steps=every, decay_rate=optim_config.get('decay_rate', 0.1), staircase=True
+  )
+
+
+def make_optimizer(optim_config, total_steps: int | None = None) -> optax.GradientTransformation:
+  """Adam or AdamW with the configured schedule and clipping, peak rate injectable.
+
+  Args:
+    optim_config: the config's `optim` block.
+    total_steps: optimiser steps in the run (needed by 'warmup_cosine' only).
+
+  Returns:
+    A GradientTransformation whose state has `hyperparams['learning_rate']`.
+  """
+  if optim_config.name not in OPTIMIZERS:
+    raise ValueError(f'Unknown optim.name {optim_config.name!r}; known: {list(OPTIMIZERS)}.')
+  scale = schedule_scale(optim_config, total_steps)
+  weight_decay = optim_config.get('weight_decay', 0.0)
+  if weight_decay and optim_config.name != 'adamw':
+    raise ValueError(f'optim.weight_decay={weight_decay} needs optim.name=adamw.')
+  clip = optim_config.get('grad_clip_norm', 0.0)
+
+  def build(learning_rate):
+    lr = learning_rate if scale is None else (lambda count: learning_rate * scale(count))
+    if optim_config.name == 'adamw':
+      opt = optax.adamw(lr, weight_decay=weight_decay)
+    else:
+      opt = optax.adam(lr)
+    if clip > 0:
+      opt = optax.chain(optax.clip_by_global_norm(clip), opt)
+    return opt
+
+  return optax.inject_hyperparams(build)(learning_rate=optim_config.learning_rate)
+
+
+def learning_rate_at(optim_config, total_steps: int | None, peak, step: int) -> float:
+  """The rate `make_optimizer` uses at `step`, for logging (host side)."""
+  scale = schedule_scale(optim_config, total_steps)
+  return float(peak) * (1.0 if scale is None else float(scale(jnp.asarray(step))))

@@ -1,0 +1,69 @@
+"""PNG plots of a run: loss curves, and predictions against targets for regression tasks."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only; never opens a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def loss_curves(history: list[dict], path: str) -> None:
+  """Train and dev loss against the step, log scale, from the run's 'eval' rows.
+
+  Args:
+    history: dicts with 'step', 'train_loss', 'dev_loss' (metrics.jsonl 'eval' events).
+    path: the PNG to write.
+  """
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  steps = [h['step'] for h in history]
+  for key, style in (('train_loss', 'o-'), ('dev_loss', 's--')):
+    values = [h[key] for h in history]
+    ax.plot(steps, values, style, label=key.replace('_', ' '), markersize=4)
+  positive = [h[k] for h in history for k in ('train_loss', 'dev_loss') if h[k] > 0]
+  if positive and max(positive) / min(positive) > 20:
+    ax.set_yscale('log')
+  ax.set_xlabel('optimiser step')
+  ax.set_ylabel('loss (MSE)')
+  ax.set_title('Training and dev loss')
+  ax.grid(True, alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def predictions(
+  preds: np.ndarray, dataset: dict, path: str, num_seqs: int = 4, output: int = 0
+) -> None:
+  """One panel per sequence: prediction and target over the real steps.
+
+  Args:
+    preds: float[n, time, outputs] model outputs.
+    dataset: with 'targets' float[n, time, outputs] and 'lengths' int[n].
+    path: the PNG to write.
+    num_seqs: how many sequences (the first ones) to draw.
+    output: which output unit to draw.
+  """
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  num_seqs = min(num_seqs, len(preds))
+  fig, axes = plt.subplots(num_seqs, 1, figsize=(7, 1.8 * num_seqs + 0.6), dpi=120, sharex=True)
+  axes = np.atleast_1d(axes)
+  for i, ax in enumerate(axes):
+    n = int(dataset['lengths'][i])
+    t = np.arange(n)
+    ax.plot(t, dataset['targets'][i, :n, output], 'o-', color='black', label='target')
+    ax.plot(t, preds[i, :n, output], 'x--', color='tab:red', label='prediction')
+    ax.set_ylabel(f'seq {i}')
+    ax.grid(True, alpha=0.3)
+  axes[0].legend(loc='upper right', fontsize='small', ncol=2)
+  axes[0].set_title('Dev predictions against targets')
+  axes[-1].set_xlabel('time step')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)

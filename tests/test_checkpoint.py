@@ -1,0 +1,155 @@
+"""Checkpoints: a run SIGKILLed mid-training or mid-save resumes to bit-identical params."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from bilstm_jax import checkpoint, errors, inference, train_lib
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# 4 steps an epoch, 2 per compiled call, 3 epochs; a checkpoint every 2 steps.
+TINY = {
+  'data.num_train': 32,
+  'data.num_dev': 8,
+  'data.seq_len': 6,
+  'model.hidden_size': 4,
+  'train.batch_size': 8,
+  'train.epochs': 3,
+  'train.log_every_epochs': 1,
+  'train.steps_per_call': 2,
+  'checkpoint.save_every_steps': 2,
+}
+
+
+def tiny_config(**overrides):
+  cfg = default.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    block, name = key.split('.')
+    cfg[block][name] = value
+  return cfg
+
+
+def _start(workdir, delay_s=0.0):
+  flags = [f'--config.{k}={v}' for k, v in TINY.items()]
+  env = {**os.environ, checkpoint.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT}
+  cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', workdir]
+  return subprocess.Popen(
+    cmd + flags, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+  )
+
+
+def _listing(workdir):
+  path = os.path.join(workdir, 'checkpoints')
+  return os.listdir(path) if os.path.isdir(path) else []
+
+
+def _wait_for(proc, predicate, timeout=120.0):
+  end = time.time() + timeout
+  while time.time() < end:
+    if predicate():
+      return True
+    if proc.poll() is not None:
+      return False
+    time.sleep(0.005)
+  return False
+
+
+def _final_params(workdir):
+  state, path = inference.load_state(tiny_config(), workdir, 'latest')
+  return state.params, path
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The uninterrupted run (in-process: same code, same compiled programs)."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  train_lib.train_and_evaluate(tiny_config(), workdir)
+  return _final_params(workdir)
+
+
+def _assert_same(a, b):
+  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+  flat_b = jax.tree_util.tree_leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for (path, x), y in zip(flat_a, flat_b, strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+
+
+def _kill_and_resume(workdir, predicate, delay_s):
+  proc = _start(workdir, delay_s)
+  hit = _wait_for(proc, lambda: predicate(_listing(workdir)))
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert hit, f'the run ended before the kill point: {proc.stderr.read().decode()[-2000:]}'
+  at_kill = _listing(workdir)
+  resumed = _start(workdir)
+  _, err = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err.decode()[-3000:]
+  return at_kill
+
+
+def test_sigkill_mid_save_resumes_bit_identical(tmp_path, reference):
+  workdir = str(tmp_path)
+
+  def saving_after_a_complete_one(names):
+    return any('tmp' in n for n in names) and any(n.isdigit() for n in names)
+
+  at_kill = _kill_and_resume(workdir, saving_after_a_complete_one, delay_s=5.0)
+  assert any('tmp' in n for n in at_kill), at_kill  # it died inside a save
+  assert not any('tmp' in n for n in _listing(workdir))  # the partial one is gone
+  params, path = _final_params(workdir)
+  assert path.endswith('/12')
+  _assert_same(reference[0], params)
+
+
+def test_sigkill_mid_training_resumes_bit_identical(tmp_path, reference):
+  workdir = str(tmp_path)
+
+  # Saves are slow (0.3 s each) and training between them fast; killing as soon as the
+  # second checkpoint is complete lands between saves, in training or evaluation.
+  def two_complete(names):
+    return sum(n.isdigit() for n in names) >= 2
+
+  at_kill = _kill_and_resume(workdir, two_complete, delay_s=0.3)
+  assert sum(n.isdigit() for n in at_kill) >= 2
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert sum('"resume"' in line for line in f) == 1
+  params, _ = _final_params(workdir)
+  _assert_same(reference[0], params)
+
+
+def test_incompatible_workdir_and_checkpoint_fail_clearly(tmp_path, reference):
+  workdir = str(tmp_path)
+  train_lib.train_and_evaluate(tiny_config(**{'train.epochs': 1}), workdir)
+  # Training longer is a resume; another model is not.
+  with pytest.raises(errors.CheckpointError, match=r'model\.hidden_size: 4 in the workdir, 8 now'):
+    train_lib.train_and_evaluate(tiny_config(**{'model.hidden_size': 8}), workdir)
+  with pytest.raises(errors.CheckpointError, match=r'checkpoints/4 holds parameters of another'):
+    inference.load_state(tiny_config(**{'model.hidden_size': 8}), workdir)
+  with pytest.raises(errors.CheckpointError, match='No checkpoints in'):
+    inference.load_state(tiny_config(), str(tmp_path / 'empty'))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  # The rate grows by 1e30 after 4 steps: the first 4 steps are fine, then it diverges.
+  cfg = tiny_config(
+    **{
+      'optim.schedule': 'step',
+      'optim.decay_every_steps': 4,
+      'optim.decay_rate': 1e30,
+    }
+  )
+  with pytest.raises(errors.NonFiniteLossError, match=r'train loss is (nan|inf).*checkpoints/4'):
+    train_lib.train_and_evaluate(cfg, str(tmp_path))
+  state, path = inference.load_state(cfg, str(tmp_path), 'latest')
+  assert path.endswith('/4')
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+  assert (tmp_path / 'plots' / 'loss.png').exists()
