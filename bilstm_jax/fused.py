@@ -15,9 +15,9 @@ about three times as much as outside it:
     vector is scaled by k = (0.5, 0.5, 1, 0.5) per gate (i, f, g, o), passed through tanh
     and mapped back with `a * k + (1 - k)`. The derivative of every gate then has the same
     form: k**2 - (act - (1 - k))**2.
-  * the carried states after each step are scan outputs; the previous-step states the
-    backward needs, and the zero-masked output sequence, are built from them outside the
-    loop with whole-array operations.
+  * the states before each step are the scan outputs (the backward needs exactly those);
+    the zero-masked output sequence is built from them outside the loop, as one
+    whole-array operation.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _gate_scale(hidden: int) -> jax.Array:
 
 
 def _forward(xp, mask, w_hh, h0, c0, matmul_dtype):
-  """Runs the recurrence; returns the carried states, activations and tanh(c) per step."""
+  """Runs the recurrence; returns the states before each step, activations and tanh(c)."""
   k = _gate_scale(h0.shape[-1])
   shift = 1.0 - k
 
@@ -49,12 +49,17 @@ def _forward(xp, mask, w_hh, h0, c0, matmul_dtype):
     i, f, g, o = jnp.split(act, 4, axis=-1)
     c_new = f * c + i * g
     tc = jnp.tanh(c_new)
-    h = jnp.where(m_t, o * tc, h)
-    c = jnp.where(m_t, c_new, c)
-    return (h, c), (h, c, act, tc)
+    new_carry = (jnp.where(m_t, o * tc, h), jnp.where(m_t, c_new, c))
+    return new_carry, (h, c, act, tc)
 
-  (h_n, c_n), (h_seq, c_seq, act, tc) = jax.lax.scan(step, (h0, c0), (xp, mask))
-  return (h_n, c_n), (h_seq, c_seq, act, tc)
+  (h_n, c_n), (h_prev, c_prev, act, tc) = jax.lax.scan(step, (h0, c0), (xp, mask))
+  return (h_n, c_n), (h_prev, c_prev, act, tc)
+
+
+def _outputs(mask, h_prev, h_n):
+  """The zero-masked output sequence from the states before each step and the last state."""
+  h_after = jnp.concatenate([h_prev[1:], h_n[None]], axis=0)
+  return jnp.where(mask, h_after, 0.0)
 
 
 def lstm_scan_fused(
@@ -85,27 +90,23 @@ def lstm_scan_fused(
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _scan(xp, mask, w_hh, h0, c0, matmul_dtype):
-  (h_n, c_n), (h_seq, _, _, _) = _forward(xp, mask, w_hh, h0, c0, matmul_dtype)
-  return jnp.where(mask, h_seq, 0.0), (h_n, c_n)
+  (h_n, c_n), (h_prev, _, _, _) = _forward(xp, mask, w_hh, h0, c0, matmul_dtype)
+  return _outputs(mask, h_prev, h_n), (h_n, c_n)
 
 
 def _fused_fwd(xp, mask, w_hh, h0, c0, matmul_dtype):
-  (h_n, c_n), (h_seq, c_seq, act, tc) = _forward(xp, mask, w_hh, h0, c0, matmul_dtype)
-  hs = jnp.where(mask, h_seq, 0.0)
-  residuals = (mask, w_hh, h0, c0, h_seq, c_seq, act, tc)
-  return (hs, (h_n, c_n)), residuals
+  (h_n, c_n), (h_prev, c_prev, act, tc) = _forward(xp, mask, w_hh, h0, c0, matmul_dtype)
+  residuals = (mask, w_hh, h_prev, c_prev, act, tc)
+  return (_outputs(mask, h_prev, h_n), (h_n, c_n)), residuals
 
 
 def _fused_bwd(matmul_dtype, residuals, cotangents):
-  mask, w_hh, h0, c0, h_seq, c_seq, act, tc = residuals
+  mask, w_hh, h_prev, c_prev, act, tc = residuals
   d_hs, (d_hn, d_cn) = cotangents
-  hidden = h0.shape[-1]
+  hidden = h_prev.shape[-1]
   k = _gate_scale(hidden)
   shift = 1.0 - k
   k2 = k * k
-  # States before each step: the carry of the step before (held at padded steps).
-  h_prev = jnp.concatenate([h0[None], h_seq[:-1]], axis=0)
-  c_prev = jnp.concatenate([c0[None], c_seq[:-1]], axis=0)
   w_t = w_hh if matmul_dtype is None else w_hh.astype(matmul_dtype)
 
   def step(carry, inputs):

@@ -1,0 +1,424 @@
+"""BiLSTM speed on CPU: bilstm_jax against Flax linen and PyTorch, fwd+bwd and a train step.
+
+One command measures everything, with glibc's default allocator settings and with
+`bilstm_jax.runtime.tune_allocator()`, in two child processes one after the other (the
+allocator is process-wide state):
+
+  PYTHONPATH=. python benchmarks/bench_bilstm.py              # full run, both allocators
+  PYTHONPATH=. python benchmarks/bench_bilstm.py --quick      # smoke run, seconds
+  PYTHONPATH=. python benchmarks/bench_bilstm.py --allocator tuned --configs medium
+
+Every candidate is timed round-robin (one call of each in turn, repeated), so noise on
+this shared 2-core machine hits them alike. Reported: median milliseconds per call,
+compile time of each jitted function (lower + compile), and the ratios torch/ours and
+linen/ours. Prints markdown tables and writes benchmarks/results/bench_bilstm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+# name: (batch, time, input features, hidden, layers)
+CONFIGS = {
+  'seed': (16, 10, 5, 8, 1),
+  'small': (32, 50, 32, 64, 1),
+  'medium': (64, 100, 128, 256, 1),
+  'long': (16, 500, 64, 128, 1),
+  'small_2layer': (32, 50, 32, 64, 2),
+}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'bench_bilstm.json')
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument('--configs', default=','.join(CONFIGS), help='comma-separated config names')
+  p.add_argument('--reps', type=int, default=40, help='most timed rounds per config')
+  p.add_argument('--min-reps', type=int, default=7, help='fewest timed rounds per config')
+  p.add_argument('--budget', type=float, default=14.0, help='seconds of timing per config')
+  p.add_argument('--quick', action='store_true', help='seed and small only, few rounds')
+  p.add_argument('--allocator', choices=['default', 'tuned', 'both'], default='both')
+  p.add_argument('--tune-allocator', action='store_true', help='same as --allocator tuned')
+  p.add_argument('--no-bf16', action='store_true', help='skip the bfloat16 variant')
+  p.add_argument('--no-torch', action='store_true', help='skip PyTorch')
+  p.add_argument('--steps-per-call', type=int, default=10, help='train steps per call (seed)')
+  p.add_argument('--json', default=RESULTS, help='where to write the results')
+  p.add_argument('--child-out', default=None, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.tune_allocator:
+    args.allocator = 'tuned'
+  if args.quick:
+    args.configs, args.reps, args.min_reps, args.budget = 'seed,small', 5, 3, 2.0
+  return args
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+def jax_candidates(name, cfg, args):
+  """Returns {candidate: (step_fn, compile_seconds)} for the JAX candidates of a config."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from bilstm_jax.lstm import BiLSTM
+
+  b, t, i, h, layers = cfg
+  kx, kp, ky = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (b, t, i), jnp.float32)
+  out = {}
+
+  def compiled(fn, *example, donate=()):
+    start = time.perf_counter()
+    exe = jax.jit(fn, donate_argnums=donate).lower(*example).compile()
+    return exe, time.perf_counter() - start
+
+  def add_fwd_bwd(label, module):
+    params = module.init(kp, x)
+
+    def loss(params, x):
+      y = module.apply(params, x)
+      return jnp.sum(y[0] if isinstance(y, tuple) else y)
+
+    exe, secs = compiled(jax.value_and_grad(loss), params, x)
+    out[label] = (lambda: jax.block_until_ready(exe(params, x)), secs)
+
+  add_fwd_bwd('fused', BiLSTM(h, num_layers=layers, impl='fused'))
+  add_fwd_bwd('reference', BiLSTM(h, num_layers=layers, impl='reference'))
+  if not args.no_bf16:
+    add_fwd_bwd('fused_bf16', BiLSTM(h, num_layers=layers, impl='fused', dtype=jnp.bfloat16))
+
+  class Linen(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for _ in range(layers):
+        x = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(h)), nn.RNN(nn.OptimizedLSTMCell(h)))(x)
+      return x
+
+  add_fwd_bwd('linen', Linen())
+
+  # The full training step: forward, backward and Adam, as train.py runs it.
+  step_fn, state, batch, rng, source = make_train_step(cfg, x, ky)
+  exe, secs = compiled(step_fn, state, batch, rng, donate=0)
+  holder = [state]
+
+  def run_train():
+    holder[0], metrics = exe(holder[0], batch, rng)
+    jax.block_until_ready(metrics)
+
+  out['train_step'] = (run_train, secs)
+
+  if name == 'seed' and args.steps_per_call > 1:
+    multi = make_train_steps(cfg, x, ky, args.steps_per_call)
+    if multi is not None:
+      fn, m_state, m_batches = multi
+      m_exe, m_secs = compiled(fn, m_state, m_batches, rng, donate=0)
+      m_holder = [m_state]
+
+      def run_multi():
+        m_holder[0], metrics = m_exe(m_holder[0], m_batches, rng)
+        jax.block_until_ready(metrics)
+
+      out[f'train_steps_x{args.steps_per_call}'] = (run_multi, m_secs)
+
+  return out, source
+
+
+def _train_lib():
+  try:
+    from bilstm_jax import train_lib
+  except ImportError:
+    return None
+  if not all(hasattr(train_lib, n) for n in ('train_step', 'create_train_state')):
+    return None
+  return train_lib
+
+
+def _batch(cfg, x, key):
+  import jax
+  import jax.numpy as jnp
+
+  b, t = cfg[:2]
+  return {
+    'inputs': x,
+    'lengths': jnp.full((b,), t, jnp.int32),
+    'targets': jax.random.normal(key, (b, t, 1), jnp.float32),
+  }
+
+
+def make_train_step(cfg, x, key):
+  """(step_fn, state, batch, rng, source): train_lib's step if present, else a minimal one."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  h, layers = cfg[3], cfg[4]
+  batch = _batch(cfg, x, key)
+  rng = jax.random.key(1)
+  lib = _train_lib()
+  if lib is not None:
+    from bilstm_jax.models import BiLSTMRegressor
+
+    model = BiLSTMRegressor(hidden_size=h, num_layers=layers, impl='fused')
+    state = lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
+    return lib.train_step, state, batch, rng, 'bilstm_jax.train_lib'
+
+  from bilstm_jax.lstm import BiLSTM
+
+  model = BiLSTM(h, num_layers=layers, impl='fused')
+  head = jax.random.normal(key, (2 * h, 1)) / jnp.sqrt(2.0 * h)
+  params = {'lstm': model.init(jax.random.key(2), x), 'head': head}
+  tx = optax.adam(1e-3)
+  state = (params, tx.init(params))
+
+  def step(state, batch, rng):
+    del rng
+    params, opt_state = state
+
+    def loss(params):
+      y, _ = model.apply(params['lstm'], batch['inputs'], batch['lengths'])
+      return jnp.mean((y @ params['head'] - batch['targets']) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), {'loss': value}
+
+  return step, state, batch, rng, 'minimal (benchmark)'
+
+
+def make_train_steps(cfg, x, key, k):
+  """`train_lib.train_steps` over k batches per call, or None if it is not there."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  lib = _train_lib()
+  if lib is None or not hasattr(lib, 'train_steps'):
+    return None
+  from bilstm_jax.models import BiLSTMRegressor
+
+  batch = _batch(cfg, x, key)
+  model = BiLSTMRegressor(hidden_size=cfg[3], num_layers=cfg[4], impl='fused')
+  state = lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
+  batches = jax.tree.map(lambda a: jnp.stack([a] * k), batch)
+  return lib.train_steps, state, batches
+
+
+def torch_candidate(cfg):
+  import torch
+
+  torch.set_num_threads(2)
+  b, t, i, h, layers = cfg
+  torch.manual_seed(0)
+  net = torch.nn.LSTM(i, h, num_layers=layers, bidirectional=True, batch_first=True)
+  x = torch.randn(b, t, i)
+
+  def run():
+    net.zero_grad(set_to_none=True)
+    y, _ = net(x)
+    y.sum().backward()
+
+  return run
+
+
+def gemm_rate(n=1024, reps=30):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: a @ b)
+  jax.block_until_ready(f(a, a))
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(f(a, a))
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def time_round_robin(cands, args):
+  """Median ms per candidate; rounds fit `args.budget` seconds, within [min_reps, reps]."""
+  import numpy as np
+
+  for fn, _ in cands.values():  # warm up: first-call costs are not steady state
+    fn()
+    fn()
+  start = time.perf_counter()
+  for fn, _ in cands.values():
+    fn()
+  per_round = time.perf_counter() - start
+  reps = int(min(args.reps, max(args.min_reps, args.budget // max(per_round, 1e-9))))
+  times = {k: [] for k in cands}
+  for _ in range(reps):
+    for k, (fn, _) in cands.items():
+      s = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - s)
+  stats = {}
+  for k, v in times.items():
+    v = np.asarray(v) * 1e3
+    stats[k] = {
+      'median_ms': float(np.median(v)),
+      'p25_ms': float(np.percentile(v, 25)),
+      'p75_ms': float(np.percentile(v, 75)),
+      'reps': reps,
+      'compile_s': cands[k][1],
+    }
+  return stats
+
+
+def run_child(args):
+  """Measures in this process (allocator already set by the caller) and writes JSON."""
+  tuned = args.allocator == 'tuned'
+  if tuned:
+    from bilstm_jax import runtime
+
+    applied = runtime.tune_allocator()
+  import jax
+
+  result = {
+    'allocator': 'tuned' if tuned else 'default',
+    'allocator_applied': applied if tuned else None,
+    'jax': jax.__version__,
+    'gemm_gflops_f32_1024': gemm_rate(),
+    'configs': {},
+  }
+  for name in args.configs.split(','):
+    cfg = CONFIGS[name]
+    cands, source = jax_candidates(name, cfg, args)
+    if not args.no_torch:
+      cands['torch'] = (torch_candidate(cfg), None)
+    load_before = os.getloadavg()[0]
+    stats = time_round_robin(cands, args)
+    key = f'train_steps_x{args.steps_per_call}'
+    if key in stats:
+      stats[key]['per_step_ms'] = stats[key]['median_ms'] / args.steps_per_call
+    # Other processes on this 2-core machine distort everything; record how busy it was.
+    load = [load_before, os.getloadavg()[0]]
+    result['configs'][name] = {
+      'shape_BTIH_layers': list(cfg),
+      'train_step': source,
+      'loadavg_1min': load,
+      **stats,
+    }
+    print(
+      f'[{result["allocator"]}] {name}: '
+      + ', '.join(f'{k} {v["median_ms"]:.2f}' for k, v in stats.items()),
+      flush=True,
+    )
+  with open(args.child_out, 'w') as f:
+    json.dump(result, f)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _ms(stats, k):
+  return stats[k]['median_ms'] if k in stats else float('nan')
+
+
+def table(run):
+  rows = [
+    f'### allocator: {run["allocator"]} (float32 GEMM 1024^2: '
+    f'{run["gemm_gflops_f32_1024"]:.1f} GFLOP/s)',
+    '',
+    '| config | fused | reference | fused bf16 | linen | torch | torch/fused | linen/fused '
+    '| train_step | reps | load |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for name, s in run['configs'].items():
+    f = _ms(s, 'fused')
+    rows.append(
+      f'| {name} | {f:.2f} | {_ms(s, "reference"):.2f} | {_ms(s, "fused_bf16"):.2f} '
+      f'| {_ms(s, "linen"):.2f} | {_ms(s, "torch"):.2f} | {_ms(s, "torch") / f:.2f}x '
+      f'| {_ms(s, "linen") / f:.2f}x | {_ms(s, "train_step"):.2f} | {s["fused"]["reps"]} '
+      f'| {max(s["loadavg_1min"]):.1f} |'
+    )
+  rows += [
+    '',
+    'compile seconds (lower + compile):',
+    '',
+    '| config | fused | reference | fused bf16 | linen | train_step |',
+    '|---|---|---|---|---|---|',
+  ]
+  for name, s in run['configs'].items():
+    c = [
+      s[k]['compile_s'] if k in s else float('nan')
+      for k in ('fused', 'reference', 'fused_bf16', 'linen', 'train_step')
+    ]
+    rows.append(f'| {name} | ' + ' | '.join(f'{v:.2f}' for v in c) + ' |')
+  for name, s in run['configs'].items():
+    for k, v in s.items():
+      if k.startswith('train_steps_x'):
+        rows.append(
+          f'\n{name}: {k} {v["per_step_ms"]:.3f} ms per step '
+          f'(train_step alone {_ms(s, "train_step"):.3f} ms)'
+        )
+  return '\n'.join(rows)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.child_out:
+    run_child(args)
+    return
+  modes = ['default', 'tuned'] if args.allocator == 'both' else [args.allocator]
+  runs = {}
+  child_args = [
+    f'--configs={args.configs}',
+    f'--reps={args.reps}',
+    f'--min-reps={args.min_reps}',
+    f'--budget={args.budget}',
+    f'--steps-per-call={args.steps_per_call}',
+    *(['--no-bf16'] if args.no_bf16 else []),
+    *(['--no-torch'] if args.no_torch else []),
+  ]
+  for mode in modes:
+    env = dict(os.environ)
+    if mode == 'tuned':
+      env['MALLOC_ARENA_MAX'] = '1'  # read by glibc at start-up; mallopt repeats it
+    else:
+      env.pop('MALLOC_ARENA_MAX', None)
+    with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as tmp:
+      child_out = tmp.name
+    cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      *child_args,
+      f'--allocator={mode}',
+      f'--child-out={child_out}',
+    ]
+    subprocess.run(cmd, env=env, check=True)
+    with open(child_out) as f:
+      runs[mode] = json.load(f)
+    os.unlink(child_out)
+  report = {
+    'machine': {
+      'cpus': os.cpu_count(),
+      'processor': platform.processor(),
+      'python': platform.python_version(),
+    },
+    'args': {k: v for k, v in vars(args).items() if k != 'child_out'},
+    'runs': runs,
+  }
+  os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+  with open(args.json, 'w') as f:
+    json.dump(report, f, indent=1)
+  for run in runs.values():
+    print()
+    print(table(run))
+  print(f'\nwrote {args.json}')
+
+
+if __name__ == '__main__':
+  main()
