@@ -1,0 +1,583 @@
+"""Ensembles and populations: N models in one compiled program, with a leading member axis.
+
+Every function here is a transform over the single-model ones in `train_lib`: the members'
+`TrainState`s are stacked on a new leading axis (`jax.vmap` of `create_train_state`), and
+one training call is `jax.vmap` of `train_lib.train_steps` (a `lax.scan` of `train_step`).
+There is no second implementation of the step, so member i of an ensemble follows exactly
+the trajectory of a single-model run with the same key, hyperparameters and batches.
+
+Per-member hyperparameters, all traced values (so any mix of them shares one program):
+  learning_rate, weight_decay: entries of `opt_state.hyperparams` (`optax.inject_hyperparams`).
+  init_scale: multiplies the member's initial parameters.
+  dropout: the rate of every `nn.Dropout` in the model, substituted at call time through
+    `flax.linen.intercept_methods` (`dropout_apply_fn`); the model is built with a nonzero
+    static rate only so that its dropout layers exist.
+Structural hyperparameters (hidden size, layers) change shapes and cannot share a program:
+`bilstm_jax.sweep` compiles one population per shape.
+
+Member keys: member i uses `jax.random.key(seed + i)`, split into (init key, step key) the
+way `train_lib.train_and_evaluate` splits its key, so its initialisation and dropout are
+those of a single run with `config.seed = seed + i`.
+
+Data modes (`member_data`):
+  shared:    every member trains on the same batches (seeds, deep ensembles, lr sweeps).
+  bootstrap: member i trains on n examples drawn with replacement (bagging).
+  subsets:   member i trains on its own disjoint n // N examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bilstm_jax import data as data_lib
+from bilstm_jax import losses, tasks, train_lib
+
+HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
+DATA_MODES = ('shared', 'bootstrap', 'subsets')
+
+
+# ----------------------------------------------------------------------------- creation
+
+
+def make_optimizer(optim_config, weight_decay: bool = False) -> optax.GradientTransformation:
+  """`train_lib.make_optimizer`, or AdamW with an injectable weight decay when asked."""
+  if not weight_decay:
+    return train_lib.make_optimizer(optim_config)
+  if optim_config.name not in ('adam', 'adamw'):
+    raise ValueError(f'Per-member weight decay needs Adam(W); got {optim_config.name!r}.')
+  return optax.inject_hyperparams(optax.adamw)(
+    learning_rate=optim_config.learning_rate, weight_decay=optim_config.get('weight_decay', 0.0)
+  )
+
+
+def member_keys(seed: int, num_members: int) -> tuple[jax.Array, jax.Array]:
+  """(init keys, step keys), each key[num_members]: member i splits `key(seed + i)`."""
+  pairs = [jax.random.split(jax.random.key(seed + i)) for i in range(num_members)]
+  return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
+
+
+def set_hparams(state: train_lib.TrainState, **values) -> train_lib.TrainState:
+  """Writes optimiser hyperparameters (e.g. learning_rate=float32[N]) into `opt_state`.
+
+  Works for one state (scalars) and for stacked members (arrays with a leading member axis).
+  """
+  hp = dict(state.opt_state.hyperparams)
+  for name, value in values.items():
+    if name not in hp:
+      raise ValueError(f'The optimiser has no injectable {name!r}; it has {sorted(hp)}.')
+    hp[name] = jnp.broadcast_to(jnp.asarray(value, hp[name].dtype), hp[name].shape)
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
+
+
+def scale_params(state: train_lib.TrainState, scale) -> train_lib.TrainState:
+  """Multiplies every parameter by `scale` (a scalar, or float32[N] for stacked members)."""
+  scale = jnp.asarray(scale, jnp.float32)
+
+  def mul(p):
+    return (p * scale.reshape(scale.shape + (1,) * (p.ndim - scale.ndim))).astype(p.dtype)
+
+  return state.replace(params=jax.tree.map(mul, state.params))
+
+
+def create_members(
+  init_keys: jax.Array, model: nn.Module, tx, sample_batch: dict, hparams: dict | None = None
+) -> train_lib.TrainState:
+  """N members as one `TrainState` whose leaves have a leading member axis.
+
+  Args:
+    init_keys: key[N], one initialisation key per member.
+    model, tx, sample_batch: as for `train_lib.create_train_state`.
+    hparams: optional {'learning_rate', 'weight_decay', 'init_scale': float32[N]}; the
+      first two go into `opt_state.hyperparams`, `init_scale` multiplies the initial
+      parameters. ('dropout' is not part of the state; pass it to the step.)
+
+  Returns:
+    The stacked TrainState (apply_fn and tx are shared).
+  """
+  state = jax.vmap(lambda k: train_lib.create_train_state(k, model, tx, sample_batch))(init_keys)
+  hparams = dict(hparams or {})
+  if 'init_scale' in hparams:
+    state = scale_params(state, hparams.pop('init_scale'))
+  hparams.pop('dropout', None)
+  return set_hparams(state, **hparams)
+
+
+def get_member(state: train_lib.TrainState, i: int) -> train_lib.TrainState:
+  """Member i as an ordinary single-model TrainState (no member axis)."""
+  return jax.tree.map(lambda x: x[i], state)
+
+
+def export_params(state: train_lib.TrainState, i: int) -> dict:
+  """Member i's parameters as a host numpy tree: usable with `model.apply` like any params."""
+  return jax.tree.map(lambda x: np.asarray(x[i]), state.params)
+
+
+def shard_members(tree, mesh: jax.sharding.Mesh | None = None, axis: str = 'members'):
+  """Places the leading (member) axis of every leaf across devices.
+
+  With `mesh=None`, a one-dimensional mesh over all devices. The number of members must be
+  a multiple of the mesh axis size. The jitted ensemble step then runs each device's
+  members locally (shared batches are replicated; per-member batches can be sharded too).
+  """
+  if mesh is None:
+    # Auto axes: XLA propagates the placement through vmap and scan by itself.
+    mesh = jax.make_mesh((jax.device_count(),), (axis,), axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  return jax.device_put(tree, sharding)
+
+
+# ------------------------------------------------------------------------------ dropout
+
+
+def _dropout_interceptor(rate: jax.Array):
+  """Replaces the static rate of every `nn.Dropout` call with the traced `rate`.
+
+  Reproduces `nn.Dropout.__call__` (same rng stream, mask and scaling), so a member with
+  rate r matches a model built with `dropout=r`.
+  """
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if not (isinstance(module, nn.Dropout) and context.method_name == '__call__'):
+      return next_fun(*args, **kwargs)
+    inputs = args[0]
+    deterministic = nn.merge_param(
+      'deterministic', module.deterministic, kwargs.get('deterministic', None)
+    )
+    if deterministic:
+      return inputs
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    rng = kwargs.get('rng')
+    if rng is None:
+      rng = module.make_rng(module.rng_collection)
+    shape = list(inputs.shape)
+    for dim in module.broadcast_dims:
+      shape[dim] = 1
+    mask = jnp.broadcast_to(jax.random.bernoulli(rng, p=keep, shape=shape), inputs.shape)
+    # keep == 0 (rate 1) gives zeros, as in Flax.
+    scaled = inputs / jnp.maximum(keep, jnp.finfo(jnp.float32).tiny).astype(inputs.dtype)
+    return jax.lax.select(mask, scaled, jnp.zeros_like(inputs))
+
+  return interceptor
+
+
+def dropout_apply_fn(apply_fn: Callable, rate: jax.Array) -> Callable:
+  """`apply_fn` with every dropout layer using `rate` (a traced scalar) instead of its own."""
+
+  def apply(*args, **kwargs):
+    with nn.intercept_methods(_dropout_interceptor(rate)):
+      return apply_fn(*args, **kwargs)
+
+  return apply
+
+
+# -------------------------------------------------------------------------------- steps
+
+
+def _member_train_steps(state, batches, rng, dropout, loss_fn):
+  """One member's `train_lib.train_steps`, with its dropout rate swapped in if given."""
+  if dropout is None:
+    return train_lib.train_steps(state, batches, rng, loss_fn)
+  apply_fn = state.apply_fn
+  state = state.replace(apply_fn=dropout_apply_fn(apply_fn, dropout))
+  state, sums = train_lib.train_steps(state, batches, rng, loss_fn)
+  return state.replace(apply_fn=apply_fn), sums  # no tracer may leave in static fields
+
+
+def make_train_steps(
+  loss_fn: Callable = losses.masked_mse,
+  shared_data: bool = True,
+  per_member_dropout: bool = False,
+  donate: bool = True,
+) -> Callable:
+  """The jitted ensemble step: `jax.vmap` of `train_lib.train_steps` over members.
+
+  Returns:
+    fn(state, batches, step_keys, dropout) -> (state, {'loss_sum', 'weight': float32[N]}),
+    where state is stacked over N members, batches is {'inputs': [S, B, T, F], ...} when
+    `shared_data` else [N, S, B, T, F] (S steps per call), step_keys is key[N] and dropout
+    is float32[N] (ignored, may be None, unless `per_member_dropout`).
+  """
+  batch_axis = None if shared_data else 0
+
+  def fn(state, batches, step_keys, dropout):
+    if not per_member_dropout:
+      member = functools.partial(_member_train_steps, dropout=None, loss_fn=loss_fn)
+      return jax.vmap(member, in_axes=(0, batch_axis, 0))(state, batches, step_keys)
+    member = functools.partial(_member_train_steps, loss_fn=loss_fn)
+    return jax.vmap(member, in_axes=(0, batch_axis, 0, 0))(state, batches, step_keys, dropout)
+
+  return jax.jit(fn, donate_argnums=0 if donate else ())
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def predict(state: train_lib.TrainState, inputs: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Every member's deterministic predictions: float32[N, batch, time, outputs]."""
+  return jax.vmap(lambda p: state.apply_fn({'params': p}, inputs, lengths))(state.params)
+
+
+def regression_summary(preds: jax.Array) -> dict:
+  """{'mean', 'std'} over the member axis of float[N, ...] predictions."""
+  return {'mean': preds.mean(0), 'std': preds.std(0)}
+
+
+def classification_summary(logits: jax.Array) -> dict:
+  """Ensemble of classifiers from logits float[N, ..., classes].
+
+  Returns:
+    {'member_probs': [N, ..., C], 'mean_probs': [..., C] (the ensemble's prediction),
+     'std_probs': [..., C], 'entropy': [...] (of the mean probabilities, in nats)}.
+  """
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  mean = probs.mean(0)
+  entropy = -(mean * jnp.log(jnp.clip(mean, 1e-12))).sum(-1)
+  return {'member_probs': probs, 'mean_probs': mean, 'std_probs': probs.std(0), 'entropy': entropy}
+
+
+def _eval_sums(state, batch, loss_fn):
+  preds = predict(state, batch['inputs'], batch['lengths'])
+  member_sum, weight = jax.vmap(lambda p: loss_fn(p, batch))(preds)
+  ens_sum, ens_weight = loss_fn(preds.mean(0), batch)
+  return {'member': member_sum, 'weight': weight[0], 'ensemble': ens_sum}
+
+
+def make_eval_fn(loss_fn: Callable = losses.masked_mse) -> Callable:
+  """Jitted (state, batch) -> {'member': float32[N], 'ensemble': float32, 'weight'} sums."""
+  return jax.jit(functools.partial(_eval_sums, loss_fn=loss_fn))
+
+
+def evaluate(eval_fn: Callable, state, dataset: dict, batch_size: int) -> dict:
+  """Each member's mean loss over a dataset and the loss of the members' mean prediction.
+
+  Returns:
+    {'member_loss': np.float64[N], 'ensemble_loss': float}. A short last batch is padded
+    with length-0 examples that weigh nothing.
+  """
+  sums = [
+    eval_fn(state, b)
+    for b in data_lib.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
+  ]
+  weight = max(sum(float(s['weight']) for s in sums), 1.0)
+  member = sum(np.asarray(s['member'], np.float64) for s in sums) / weight
+  return {'member_loss': member, 'ensemble_loss': sum(float(s['ensemble']) for s in sums) / weight}
+
+
+# --------------------------------------------------------------------------------- data
+
+
+def member_indices(num_examples: int, num_members: int, mode: str, seed: int) -> np.ndarray | None:
+  """Which examples each member trains on: int[N, n_member], or None for 'shared'."""
+  if mode not in DATA_MODES:
+    raise ValueError(f'Unknown ensemble data mode {mode!r}; known: {list(DATA_MODES)}.')
+  if mode == 'shared':
+    return None
+  rng = np.random.default_rng([seed, 4])
+  if mode == 'bootstrap':
+    return rng.integers(0, num_examples, size=(num_members, num_examples))
+  per = num_examples // num_members
+  if per == 0:
+    raise ValueError(f'subsets: {num_examples} examples cannot be split over {num_members}.')
+  return rng.permutation(num_examples)[: per * num_members].reshape(num_members, per)
+
+
+def member_data(dataset: dict, indices: np.ndarray | None) -> list[dict] | None:
+  """The per-member training sets the indices select (None for shared data)."""
+  if indices is None:
+    return None
+  return [{k: v[idx] for k, v in dataset.items()} for idx in indices]
+
+
+def epoch_batches(
+  dataset: dict,
+  members: list[dict] | None,
+  batch_size: int,
+  *,
+  seed: int,
+  epoch: int,
+  shuffle: bool,
+) -> list[dict]:
+  """One epoch's batches; per-member batches are stacked on a leading member axis.
+
+  Member i's order is `data.batches(members[i], seed=seed + i, ...)`, so a single-model run
+  on members[i] with that seed sees the same batches.
+  """
+  if members is None:
+    return list(data_lib.batches(dataset, batch_size, seed=seed, epoch=epoch, shuffle=shuffle))
+  per_member = [
+    list(data_lib.batches(m, batch_size, seed=seed + i, epoch=epoch, shuffle=shuffle))
+    for i, m in enumerate(members)
+  ]
+  return [data_lib.stack(list(step)) for step in zip(*per_member, strict=True)]
+
+
+def stack_steps(batch_list: list[dict], shared_data: bool) -> dict:
+  """Stacks a call's batches on the step axis: [S, ...] shared, [N, S, ...] per member."""
+  stacked = data_lib.stack(batch_list)
+  return stacked if shared_data else {k: np.swapaxes(v, 0, 1) for k, v in stacked.items()}
+
+
+# ------------------------------------------------------------------------- hyperparams
+
+
+def sample_hparams(ens_config, seed: int) -> dict[str, np.ndarray]:
+  """float32[N] per hyperparameter from the (low, high) ranges of an `ensemble` block.
+
+  low == high gives a constant. Otherwise learning rate, weight decay and init scale are
+  log-uniform when low > 0 (uniform if low == 0) and dropout is uniform. With
+  `sampling='random'` each is drawn independently (then sorted, member 0 smallest);
+  `sampling='grid'` spaces them evenly (in log space where log-uniform).
+  """
+  n = ens_config.num_members
+  out = {}
+  for k, name in enumerate(HPARAMS):
+    low, high = (float(v) for v in ens_config[name])
+    if high < low:
+      raise ValueError(f'ensemble.{name}: low {low} > high {high}.')
+    log = name != 'dropout' and low > 0
+    a, b = (np.log(low), np.log(high)) if log else (low, high)
+    if ens_config.sampling == 'grid':
+      u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    elif ens_config.sampling == 'random':
+      u = np.sort(np.random.default_rng([seed, 3, k]).uniform(size=n))
+    else:
+      raise ValueError(f"ensemble.sampling must be 'random' or 'grid'; got {ens_config.sampling!r}")
+    v = a + (b - a) * u
+    out[name] = (np.exp(v) if log else v).astype(np.float32)
+  if not (out['dropout'].min() >= 0.0 and out['dropout'].max() < 1.0):
+    raise ValueError('ensemble.dropout must lie in [0, 1).')
+  return out
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def member_table(hparams: dict, train_loss, dev_loss) -> list[dict]:
+  """One row per member: its index, hyperparameters and final losses."""
+  return [
+    {
+      'member': i,
+      **{k: float(v[i]) for k, v in hparams.items()},
+      'train_loss': float(train_loss[i]),
+      'dev_loss': float(dev_loss[i]),
+    }
+    for i in range(len(train_loss))
+  ]
+
+
+def best_member(rows: list[dict], key: str = 'dev_loss') -> dict:
+  """The row with the lowest finite `key` (diverged members, NaN or inf, never win)."""
+  finite = [r for r in rows if np.isfinite(r[key])]
+  if not finite:
+    raise ValueError(f'No member has a finite {key}.')
+  return min(finite, key=lambda r: r[key])
+
+
+def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> str:
+  """A fixed-width text table of result rows (the member table, or a sweep's)."""
+  if not rows:
+    return '(no rows)'
+  columns = columns or tuple(rows[0])
+
+  def cell(v):
+    if isinstance(v, float):
+      return f'{v:.4g}' if abs(v) < 1e-3 and v != 0 else f'{v:.6f}'.rstrip('0').rstrip('.')
+    return str(v)
+
+  cells = [[cell(r.get(c, '')) for c in columns] for r in rows]
+  widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
+  lines = ['  '.join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+  lines += ['  '.join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+  return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------------- loop
+
+
+@dataclasses.dataclass
+class Population:
+  """Everything the training loop needs to train N members as one program.
+
+  Attributes:
+    state: the stacked TrainState (leading member axis N).
+    step_keys: key[N], each member's dropout key (folded with the step inside train_step).
+    dropout: float32[N] per-member dropout rates, or None when the model has no dropout.
+    hparams: the members' hyperparameters, host float32[N] each (see `sample_hparams`).
+    member_sets: per-member training sets, or None when the members share batches.
+    train_steps: the jitted `make_train_steps` function.
+    eval_fn: the jitted `make_eval_fn` function.
+  """
+
+  state: train_lib.TrainState
+  step_keys: jax.Array
+  dropout: jax.Array | None
+  hparams: dict
+  member_sets: list[dict] | None
+  train_steps: Callable
+  eval_fn: Callable
+
+  @property
+  def shared_data(self) -> bool:
+    return self.member_sets is None
+
+
+def build_population(config, train_set: dict) -> Population:
+  """Builds the population an `ensemble` config block describes.
+
+  `ensemble.dropout` replaces `model.dropout`: when any member's rate is nonzero, the model
+  is built with a nonzero static rate (so its dropout layers exist) and every member's own
+  rate is substituted at call time.
+  """
+  ens = config.ensemble
+  task = tasks.get_task(config.data.task)
+  hparams = sample_hparams(ens, config.seed)
+  per_member_dropout = bool(hparams['dropout'].max() > 0)
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  model_config.dropout = float(hparams['dropout'].max())
+  model = task.make_model(model_config, config.data)
+  use_wd = bool(hparams['weight_decay'].max() > 0)
+  tx = make_optimizer(config.optim, weight_decay=use_wd)
+  optim_hparams = {'learning_rate': hparams['learning_rate'], 'init_scale': hparams['init_scale']}
+  if use_wd:
+    optim_hparams['weight_decay'] = hparams['weight_decay']
+
+  indices = member_indices(len(train_set['lengths']), ens.num_members, ens.data_mode, config.seed)
+  member_sets = member_data(train_set, indices)
+  sample_set = train_set if member_sets is None else member_sets[0]
+  sample = next(data_lib.batches(sample_set, config.train.batch_size, shuffle=False))
+  init_keys, step_keys = member_keys(config.seed, ens.num_members)
+  state = create_members(init_keys, model, tx, sample, optim_hparams)
+  dropout = jnp.asarray(hparams['dropout']) if per_member_dropout else None
+  if ens.get('shard_members', False) and jax.device_count() > 1:
+    state, step_keys, dropout = shard_members((state, step_keys, dropout))
+  return Population(
+    state=state,
+    step_keys=step_keys,
+    dropout=dropout,
+    hparams=hparams,
+    member_sets=member_sets,
+    train_steps=make_train_steps(task.loss_fn, member_sets is None, per_member_dropout),
+    eval_fn=make_eval_fn(task.loss_fn),
+  )
+
+
+def final_table(pop: Population, train_set: dict, dev_set: dict, batch_size: int) -> dict:
+  """Per-member table on the full train and dev sets, the best member, the ensemble's loss."""
+  train = evaluate(pop.eval_fn, pop.state, train_set, batch_size)
+  dev = evaluate(pop.eval_fn, pop.state, dev_set, batch_size)
+  rows = member_table(pop.hparams, train['member_loss'], dev['member_loss'])
+  return {
+    'members': rows,
+    'best_member': best_member(rows),
+    'ensemble_train_loss': train['ensemble_loss'],
+    'ensemble_dev_loss': dev['ensemble_loss'],
+  }
+
+
+def _varying_columns(hparams: dict) -> tuple[str, ...]:
+  varying = [k for k in HPARAMS if k == 'learning_rate' or np.ptp(hparams[k]) > 0]
+  return ('member', *varying, 'train_loss', 'dev_loss')
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains the population of `config.ensemble` with train_lib's pieces; returns the summary.
+
+  Writes `config.json`, `metrics.jsonl` and `summary.json` (with the per-member table under
+  'members' and the best member under 'best_member') into `workdir`, like a single run.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  task = tasks.get_task(config.data.task)
+  train_set = task.load(config.data, 'train')
+  dev_set = task.load(config.data, 'dev')
+  data_lib.check_batch(train_set, config.data.input_size)
+  data_lib.check_batch(dev_set, config.data.input_size)
+  batch_size = config.train.batch_size
+  pop = build_population(config, train_set)
+  per_member = len((pop.member_sets or [train_set])[0]['lengths'])
+  if batch_size > per_member:
+    raise ValueError(f'train.batch_size={batch_size} > examples per member ({per_member}).')
+  steps_per_epoch = data_lib.num_batches(per_member, batch_size, True)
+  num_members = config.ensemble.num_members
+
+  train_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  log = train_lib.MetricsLog(workdir)
+  num_params = sum(x[0].size for x in jax.tree.leaves(pop.state.params))
+  log.write(
+    'start', num_params=int(num_params), num_members=num_members, steps_per_epoch=steps_per_epoch
+  )
+  chunks = train_lib._steps_chunks(steps_per_epoch, config.train.steps_per_call)
+  state = pop.state
+  start = time.perf_counter()
+  window = {'loss_sum': jnp.zeros(num_members), 'weight': jnp.zeros(num_members)}
+  for epoch in range(1, config.train.epochs + 1):
+    batches = epoch_batches(
+      train_set,
+      pop.member_sets,
+      batch_size,
+      seed=config.seed,
+      epoch=epoch,
+      shuffle=config.train.shuffle,
+    )
+    for lo, hi in chunks:
+      stacked = stack_steps(batches[lo:hi], pop.shared_data)
+      state, sums = pop.train_steps(state, stacked, pop.step_keys, pop.dropout)
+      window = jax.tree.map(jnp.add, window, sums)  # on device until logged
+    if epoch % config.train.log_every_epochs == 0 or epoch == config.train.epochs:
+      train_loss = np.asarray(window['loss_sum']) / np.maximum(np.asarray(window['weight']), 1.0)
+      pop.state = state
+      dev = evaluate(pop.eval_fn, state, dev_set, batch_size)
+      window = jax.tree.map(jnp.zeros_like, window)
+      row = {
+        'epoch': epoch,
+        'step': int(state.step[0]),
+        'train_loss': train_loss.tolist(),
+        'dev_loss': dev['member_loss'].tolist(),
+        'ensemble_dev_loss': dev['ensemble_loss'],
+      }
+      log.write('eval', **row)
+      print(
+        f'Epoch {epoch:4d}  step {row["step"]:6d}  train loss median '
+        f'{np.nanmedian(train_loss):.6f}  dev loss best {np.nanmin(dev["member_loss"]):.6f} '
+        f'median {np.nanmedian(dev["member_loss"]):.6f}  ensemble {dev["ensemble_loss"]:.6f}'
+      )
+  jax.block_until_ready(state.params)
+  wall = time.perf_counter() - start
+
+  pop.state = state
+  table = final_table(pop, train_set, dev_set, batch_size)
+  steps = int(state.step[0])
+  summary = {
+    'task': config.data.task,
+    'num_members': num_members,
+    'data_mode': config.ensemble.data_mode,
+    **table,
+    'dev_target_variance': train_lib.target_variance(dev_set),
+    'steps': steps,
+    'epochs': config.train.epochs,
+    'train_wall_s': wall,
+    'model_steps_per_s': steps * num_members / wall,
+    'num_params_per_member': int(num_params),
+  }
+  train_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
+  log.write('end', **{k: v for k, v in summary.items() if k != 'members'})
+  print(f'Members after {steps} steps ({summary["model_steps_per_s"]:.0f} model-steps/s):')
+  print(format_table(table['members'], _varying_columns(pop.hparams)))
+  best = table['best_member']
+  print(
+    f'Best member: {best["member"]} (learning_rate {best["learning_rate"]:.4g}, '
+    f'dev loss {best["dev_loss"]:.6f}); ensemble mean prediction: dev loss '
+    f'{table["ensemble_dev_loss"]:.6f}'
+  )
+  return summary

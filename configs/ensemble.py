@@ -1,0 +1,37 @@
+"""16 members of the default model sweeping the learning rate, trained as one program.
+
+The default config (`configs/default.py`: bidir_window, BiLSTM hidden 8, batch 16, 50
+epochs) with an `ensemble` block: 16 members, learning rates drawn log-uniformly from
+[1e-4, 0.3], all members on the same batches. At the end train.py prints a per-member
+table (learning rate, final train and dev loss) and names the best member.
+
+  python train.py --config configs/ensemble.py --workdir /tmp/ens
+  python train.py --config configs/ensemble.py --workdir /tmp/ens \
+      --config.ensemble.data_mode=bootstrap --config.ensemble.learning_rate='(0.01, 0.01)'
+  # smoke (seconds):
+  python train.py --config configs/ensemble.py --workdir /tmp/ens \
+      --config.train.epochs=2 --config.ensemble.num_members=3
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+
+  config.ensemble = ml_collections.ConfigDict()
+  config.ensemble.num_members = 16  # member i is seeded with config.seed + i
+  # 'shared' (all members on the same batches), 'bootstrap' (each member resamples the
+  # training set with replacement: bagging) or 'subsets' (disjoint n // N examples each).
+  config.ensemble.data_mode = 'shared'
+  # Per-member hyperparameters as (low, high); low == high is a constant. Learning rate,
+  # weight decay and init scale are log-uniform when low > 0, dropout is uniform.
+  config.ensemble.learning_rate = (1e-4, 0.3)
+  config.ensemble.weight_decay = (0.0, 0.0)  # > 0 switches to AdamW (decoupled decay)
+  config.ensemble.dropout = (0.0, 0.0)  # replaces model.dropout; between stacked layers only
+  config.ensemble.init_scale = (1.0, 1.0)  # multiplies each member's initial parameters
+  config.ensemble.sampling = 'random'  # 'random' (independent draws) or 'grid' (even spacing)
+  config.ensemble.shard_members = False  # spread the member axis over all devices
+  return config

@@ -1,0 +1,235 @@
+"""Ensembles: the vmapped population against independent single-model runs."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bilstm_jax import data, ensemble, losses, models, train_lib
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HIDDEN, LAYERS, BATCH = 4, 2, 3
+
+
+def _dataset(num=9, seq_len=6):
+  cfg = default.get_config()
+  cfg.data.num_train, cfg.data.seq_len, cfg.data.min_length = num, seq_len, 1
+  return data.synthetic(cfg.data, 'train')
+
+
+def _optim(lr=0.01):
+  return ml_collections.ConfigDict({'name': 'adam', 'learning_rate': lr})
+
+
+def _stacked_calls(dataset, members, shared, epochs=2):
+  """[calls] of stacked batches: one call per epoch, all of its steps."""
+  return [
+    ensemble.stack_steps(
+      ensemble.epoch_batches(dataset, members, BATCH, seed=0, epoch=e, shuffle=True), shared
+    )
+    for e in range(epochs)
+  ]
+
+
+@pytest.mark.parametrize('mode', ['shared', 'bootstrap'])
+def test_vmapped_ensemble_equals_independent_single_runs(mode):
+  """Per-member lr, weight decay, init scale (and dropout, two layers: shared mode)."""
+  n = 3
+  hp = {
+    'learning_rate': np.array([0.003, 0.01, 0.05], np.float32),
+    'weight_decay': np.array([0.0, 0.1, 0.01], np.float32),
+    'dropout': np.array([0.0, 0.2, 0.5] if mode == 'shared' else [0.0] * 3, np.float32),
+    'init_scale': np.array([1.0, 0.5, 2.0], np.float32),
+  }
+  layers = LAYERS if mode == 'shared' else 1  # the bootstrap case compiles one single model
+  dataset = _dataset()
+  members = ensemble.member_data(dataset, ensemble.member_indices(9, n, mode, seed=0))
+  shared = members is None
+  calls = _stacked_calls(dataset, members, shared)
+  sample = {k: v[0] if shared else v[0, 0] for k, v in calls[0].items()}
+  tx = ensemble.make_optimizer(_optim(), weight_decay=True)
+  init_keys, step_keys = ensemble.member_keys(5, n)
+
+  per_member_dropout = bool(hp['dropout'].max() > 0)
+  pop_model = models.BiLSTMRegressor(HIDDEN, num_layers=layers, dropout=float(hp['dropout'].max()))
+  state = ensemble.create_members(init_keys, pop_model, tx, sample, hp)
+  fn = ensemble.make_train_steps(losses.masked_mse, shared, per_member_dropout)
+  pop_sums = []
+  for stacked in calls:
+    state, sums = fn(state, stacked, step_keys, jnp.asarray(hp['dropout']))
+    pop_sums.append(np.asarray(sums['loss_sum']))
+
+  single_fn = jax.jit(train_lib.train_steps)
+  for i in range(n):
+    model = models.BiLSTMRegressor(HIDDEN, num_layers=layers, dropout=float(hp['dropout'][i]))
+    one = train_lib.create_train_state(init_keys[i], model, tx, sample)
+    one = ensemble.set_hparams(
+      one, learning_rate=hp['learning_rate'][i], weight_decay=hp['weight_decay'][i]
+    )
+    one = ensemble.scale_params(one, hp['init_scale'][i])
+    for c, stacked in enumerate(calls):
+      batches = stacked if shared else {k: v[i] for k, v in stacked.items()}
+      one, sums = single_fn(one, batches, step_keys[i])
+      np.testing.assert_allclose(float(sums['loss_sum']), pop_sums[c][i], rtol=1e-5)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+      ensemble.export_params(state, i),
+      jax.device_get(one.params),
+    )
+    steps_per_call = calls[0]['lengths'].shape[0 if shared else 1]
+    assert int(state.step[i]) == int(one.step) == len(calls) * steps_per_call
+
+
+def test_learning_rates_make_members_diverge():
+  dataset = _dataset()
+  calls = _stacked_calls(dataset, None, True, epochs=3)
+  sample = {k: v[0] for k, v in calls[0].items()}
+  model = models.BiLSTMRegressor(HIDDEN)
+  key = jax.random.key(0)
+  keys = jnp.stack([key, key, key])  # same init for all: only the learning rate differs
+  lrs = np.array([0.01, 0.01, 0.1], np.float32)
+  state = ensemble.create_members(
+    keys, model, train_lib.make_optimizer(_optim()), sample, {'learning_rate': lrs}
+  )
+  np.testing.assert_array_equal(state.opt_state.hyperparams['learning_rate'], lrs)
+  fn = ensemble.make_train_steps(donate=False)
+  start = state
+  for stacked in calls:
+    state, _ = fn(state, stacked, jnp.stack([key] * 3), None)
+  delta = jax.tree.map(
+    lambda a, b: jnp.abs(a - b).reshape(3, -1).sum(1), state.params, start.params
+  )
+  moved = sum(jax.tree.leaves(delta))
+  diff = [
+    max(float(jnp.abs(p[0] - p[i]).max()) for p in jax.tree.leaves(state.params)) for i in (1, 2)
+  ]
+  assert diff[0] == 0.0  # same key, lr and data: identical
+  assert diff[1] > 1e-2, diff  # ten times the lr: clearly elsewhere
+  assert moved[2] > 3 * moved[0], moved
+
+
+def test_bootstrap_and_subset_members_see_different_data():
+  boot = ensemble.member_indices(20, 4, 'bootstrap', seed=0)
+  assert boot.shape == (4, 20) and boot.min() >= 0 and boot.max() < 20
+  assert all(len(np.unique(b)) < 20 for b in boot)  # resampled with replacement
+  assert len({tuple(b) for b in boot}) == 4
+  subsets = ensemble.member_indices(20, 3, 'subsets', seed=0)
+  assert subsets.shape == (3, 6) and len(np.unique(subsets)) == 18  # disjoint
+  assert ensemble.member_indices(20, 3, 'shared', seed=0) is None
+  with pytest.raises(ValueError, match='data mode'):
+    ensemble.member_indices(20, 3, 'bagging', seed=0)
+
+  dataset = _dataset(num=12)
+  members = ensemble.member_data(dataset, ensemble.member_indices(12, 3, 'bootstrap', 0))
+  first = ensemble.epoch_batches(dataset, members, BATCH, seed=0, epoch=1, shuffle=True)[0]
+  assert first['inputs'].shape == (3, BATCH, 6, 5)
+  x = first['inputs']
+  assert not np.array_equal(x[0], x[1]) and not np.array_equal(x[1], x[2])
+
+
+def test_inference_members_mean_std_export_and_metrics():
+  dataset = _dataset(num=5)
+  model = models.BiLSTMRegressor(HIDDEN)
+  init_keys, _ = ensemble.member_keys(0, 3)
+  state = ensemble.create_members(
+    init_keys, model, train_lib.make_optimizer(_optim()), {k: v[:2] for k, v in dataset.items()}
+  )
+  x, lengths = jnp.asarray(dataset['inputs']), jnp.asarray(dataset['lengths'])
+  preds = ensemble.predict(state, x, lengths)
+  assert preds.shape == (3, 5, 6, 1)
+  for i in range(3):
+    alone = model.apply({'params': ensemble.export_params(state, i)}, x, lengths)
+    np.testing.assert_allclose(preds[i], alone, rtol=1e-6, atol=1e-6)
+  summary = ensemble.regression_summary(preds)
+  np.testing.assert_allclose(summary['mean'], np.mean(preds, 0), rtol=1e-6)
+  np.testing.assert_allclose(summary['std'], np.std(preds, 0), rtol=1e-5, atol=1e-7)
+
+  result = ensemble.evaluate(ensemble.make_eval_fn(), state, dataset, batch_size=2)
+  single = jax.jit(train_lib.eval_step)
+  for i in range(3):
+    alone = train_lib.evaluate(single, ensemble.get_member(state, i), dataset, 2)
+    np.testing.assert_allclose(result['member_loss'][i], alone, rtol=1e-5)
+  total, weight = losses.masked_mse(summary['mean'], dataset)
+  np.testing.assert_allclose(result['ensemble_loss'], float(total / weight), rtol=1e-5)
+  # Averaging predictions never does worse than the average member (convexity of MSE).
+  assert result['ensemble_loss'] <= result['member_loss'].mean() + 1e-7
+
+
+def test_classification_summary_averages_probabilities():
+  logits = jnp.array([[[2.0, 0.0]], [[0.0, 2.0]], [[0.0, 0.0]]])  # [N=3, batch=1, C=2]
+  out = ensemble.classification_summary(logits)
+  p = jax.nn.softmax(logits, -1)
+  np.testing.assert_allclose(out['mean_probs'], p.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(out['mean_probs'], [[0.5, 0.5]], rtol=1e-6)
+  np.testing.assert_allclose(out['entropy'], [np.log(2.0)], rtol=1e-6)
+  assert out['member_probs'].shape == (3, 1, 2)
+
+
+def test_sample_hparams_ranges():
+  ens = ml_collections.ConfigDict(
+    {
+      'num_members': 5,
+      'learning_rate': (1e-4, 1e-1),
+      'weight_decay': (0.0, 0.0),
+      'dropout': (0.0, 0.5),
+      'init_scale': (1.0, 1.0),
+      'sampling': 'grid',
+    }
+  )
+  hp = ensemble.sample_hparams(ens, seed=0)
+  np.testing.assert_allclose(hp['learning_rate'][[0, -1]], [1e-4, 1e-1], rtol=1e-6)
+  np.testing.assert_allclose(np.diff(np.log(hp['learning_rate'])), np.log(1000) / 4, rtol=1e-5)
+  np.testing.assert_allclose(hp['dropout'], [0, 0.125, 0.25, 0.375, 0.5], rtol=1e-6)
+  assert (hp['weight_decay'] == 0).all() and (hp['init_scale'] == 1).all()
+  ens.sampling = 'random'
+  lr = ensemble.sample_hparams(ens, seed=1)['learning_rate']
+  assert lr.min() >= 1e-4 and lr.max() <= 1e-1 and (np.diff(lr) > 0).all()
+  ens.dropout = (0.2, 0.1)
+  with pytest.raises(ValueError, match='low'):
+    ensemble.sample_hparams(ens, seed=0)
+
+
+def test_best_member_skips_diverged_and_table_formats():
+  rows = [
+    {'member': 0, 'learning_rate': 1.0, 'dev_loss': float('nan')},
+    {'member': 1, 'learning_rate': 0.01, 'dev_loss': 0.5},
+    {'member': 2, 'learning_rate': 0.1, 'dev_loss': 0.2},
+  ]
+  assert ensemble.best_member(rows)['member'] == 2
+  text = ensemble.format_table(rows)
+  assert text.splitlines()[0].split() == ['member', 'learning_rate', 'dev_loss']
+  assert 'nan' in text
+
+
+def test_member_axis_sharded_over_two_devices():
+  code = """
+import jax, jax.numpy as jnp, numpy as np
+from bilstm_jax import ensemble, models, train_lib
+import ml_collections
+assert jax.device_count() == 2
+b = {'inputs': np.ones((2, 3, 4, 5), np.float32), 'lengths': np.full((2, 3), 4, np.int32),
+     'targets': np.zeros((2, 3, 4, 1), np.float32)}
+tx = train_lib.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 0.1}))
+ik, sk = ensemble.member_keys(0, 4)
+s = ensemble.create_members(ik, models.BiLSTMRegressor(4), tx, {k: v[0] for k, v in b.items()})
+fn = ensemble.make_train_steps(donate=False)
+ref, _ = fn(s, b, sk, None)
+sh, sk2 = ensemble.shard_members((s, sk))
+out, _ = fn(sh, b, sk2, None)
+leaf = jax.tree.leaves(out.params)[0]
+assert len(leaf.sharding.device_set) == 2, leaf.sharding
+close = lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-6)
+jax.tree.map(close, ref.params, out.params)
+print('ok')
+"""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', PYTHONPATH=ROOT)
+  out = subprocess.run(
+    [sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+  )
+  assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
