@@ -1,0 +1,157 @@
+"""evaluate / predict modes, export round trip, data-file errors, schedules, early stopping."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bilstm_jax import datafiles, errors, export, inference, monitor, optim, train_lib
+from tests.test_checkpoint import ROOT, TINY, tiny_config
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  summary = train_lib.train_and_evaluate(tiny_config(), workdir)
+  return workdir, summary
+
+
+def _write_jsonl(path, rows):
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+
+
+def test_run_writes_its_layout(trained):
+  workdir, summary = trained
+  for name in (
+    'config.json',
+    'metrics.jsonl',
+    'summary.json',
+    'plots/loss.png',
+    'plots/predictions.png',
+    'export/predict.jaxexport',
+  ):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  events = monitor.read_events(os.path.join(workdir, 'metrics.jsonl'))
+  assert [e['event'] for e in events].count('hparams') == 1
+  evals = [e for e in events if e['event'] == 'eval']
+  assert [e['step'] for e in evals] == [4, 8, 12]
+  assert all(e['steps_per_s'] > 0 and e['examples_per_s'] > 0 for e in evals)
+  assert summary['steps'] == 12
+
+
+def test_evaluate_mode_prints_and_writes_json(trained):
+  workdir, _ = trained
+  flags = [f'--config.{k}={v}' for k, v in TINY.items()]
+  cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', workdir]
+  out = subprocess.run(
+    cmd + flags + ['--mode=evaluate', '--checkpoint=latest'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  with open(os.path.join(workdir, 'evaluate.json')) as f:
+    assert json.load(f) == result
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    final_dev = json.load(f)['final_dev_loss']
+  assert result['step'] == 12 and result['data'] == 'dev'
+  np.testing.assert_allclose(result['loss'], final_dev, rtol=1e-6)
+
+
+def test_predict_mode_jsonl_matches_the_model(trained, tmp_path):
+  workdir, _ = trained
+  cfg = tiny_config()
+  rng = np.random.default_rng(0)
+  seqs = [rng.normal(size=(n, 5)).astype(np.float32) for n in (6, 3, 1)]
+  _write_jsonl(tmp_path / 'in.jsonl', [{'inputs': s.tolist()} for s in seqs])
+  out = str(tmp_path / 'out.jsonl')
+  inference.predict(cfg, workdir, str(tmp_path / 'in.jsonl'), out, 'latest')
+  rows = [json.loads(x) for x in Path(out).read_text().splitlines()]
+  assert [r['length'] for r in rows] == [6, 3, 1]
+  state, _ = inference.load_state(cfg, workdir, 'latest')
+  for seq, row in zip(seqs, rows, strict=True):
+    alone = state.apply_fn({'params': state.params}, seq[None], np.array([len(seq)]))
+    np.testing.assert_allclose(row['predictions'], np.asarray(alone)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
+  workdir, _ = trained
+  x = np.random.default_rng(1).normal(size=(3, 7, 5)).astype(np.float32)
+  lengths = np.array([7, 4, 0], np.int32)
+  np.savez(tmp_path / 'x.npz', inputs=x, lengths=lengths)
+  script = (
+    'import sys, numpy as np\n'
+    'from jax import export\n'
+    'fn = export.deserialize(bytearray(open(sys.argv[1], "rb").read()))\n'
+    'd = np.load(sys.argv[2])\n'
+    'np.save(sys.argv[3], np.asarray(fn.call(d["inputs"], d["lengths"])))\n'
+  )
+  path = os.path.join(workdir, 'export', export.FILENAME)
+  subprocess.run(
+    [sys.executable, '-c', script, path, str(tmp_path / 'x.npz'), str(tmp_path / 'y.npy')],
+    cwd=str(tmp_path),
+    check=True,
+    timeout=120,
+  )
+  state, _ = inference.load_state(tiny_config(), workdir, 'latest')
+  expect = state.apply_fn({'params': state.params}, x, lengths)
+  np.testing.assert_array_equal(np.load(tmp_path / 'y.npy'), np.asarray(expect))
+
+
+def test_bad_data_files_name_the_file_and_line(tmp_path):
+  with pytest.raises(errors.DataFileError, match=r'missing\.npz does not exist'):
+    datafiles.read(str(tmp_path / 'missing.npz'), 5, True)
+  (tmp_path / 'bad.jsonl').write_text('{"inputs": [[1, 2, 3, 4, 5]]}\n{"inputs": [[1, 2\n')
+  with pytest.raises(errors.DataFileError, match=r'bad\.jsonl:2: not valid JSON'):
+    datafiles.read(str(tmp_path / 'bad.jsonl'), 5, False)
+  (tmp_path / 'garbage.npz').write_bytes(b'not a zip')
+  with pytest.raises(errors.DataFileError, match=r'garbage\.npz is not a readable'):
+    datafiles.read(str(tmp_path / 'garbage.npz'), 5, True)
+  np.savez(
+    tmp_path / 'notargets.npz',
+    inputs=np.zeros((2, 3, 5), np.float32),
+    lengths=np.array([3, 1], np.int32),
+  )
+  with pytest.raises(errors.DataFileError, match=r"notargets\.npz lacks \['targets'\]"):
+    datafiles.read(str(tmp_path / 'notargets.npz'), 5, True)
+  np.savez(
+    tmp_path / 'wide.npz',
+    inputs=np.zeros((2, 3, 7), np.float32),
+    lengths=np.array([3, 1], np.int32),
+  )
+  with pytest.raises(errors.DataFileError, match=r'wide\.npz: inputs have 7 features'):
+    datafiles.read(str(tmp_path / 'wide.npz'), 5, False)
+
+
+def test_schedules_clipping_and_injected_rate():
+  cfg = tiny_config(**{'optim.schedule': 'warmup_cosine', 'optim.warmup_steps': 2})
+  rates = [optim.learning_rate_at(cfg.optim, 10, 0.01, s) for s in (0, 1, 2, 10)]
+  np.testing.assert_allclose(rates, [0.0, 0.005, 0.01, 0.0], atol=1e-9)
+  cfg = tiny_config(**{'optim.schedule': 'step', 'optim.decay_every_steps': 3})
+  rates = [optim.learning_rate_at(cfg.optim, None, 0.01, s) for s in (0, 2, 3, 6)]
+  np.testing.assert_allclose(rates, [0.01, 0.01, 0.001, 0.0001], rtol=1e-6)
+  cfg = tiny_config(**{'optim.name': 'adamw', 'optim.weight_decay': 0.1})
+  cfg.optim.grad_clip_norm = 1e-3
+  tx = optim.make_optimizer(cfg.optim)
+  params = {'w': np.ones(3, np.float32)}
+  state = tx.init(params)
+  assert float(state.hyperparams['learning_rate']) == pytest.approx(0.01)
+  # Clipped to norm 1e-3 before Adam: the update is Adam's, bounded by lr (1 + wd).
+  updates, _ = tx.update({'w': np.full(3, 1e6, np.float32)}, state, params)
+  assert np.all(np.abs(updates['w']) <= 0.01 * 1.1 + 1e-7)
+
+
+def test_early_stopping_with_patience(tmp_path):
+  # A zero rate never improves the dev loss, so patience 1 stops at the second evaluation.
+  cfg = tiny_config(**{'optim.learning_rate': 0.0, 'train.early_stopping_patience': 1})
+  summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['steps'] == 8
+  assert [h['step'] for h in summary['history']] == [4, 8]
