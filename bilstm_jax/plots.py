@@ -24,7 +24,8 @@ def loss_curves(history: list[dict], path: str) -> None:
   steps = [h['step'] for h in history]
   for key, style in (('train_loss', 'o-'), ('dev_loss', 's--')):
     values = [h[key] for h in history]
-    ax.plot(steps, values, style, label=key.replace('_', ' '), markersize=4)
+    label = 'train loss (mean since the last point)' if key == 'train_loss' else 'dev loss'
+    ax.plot(steps, values, style, label=label, markersize=4)
   positive = [h[k] for h in history for k in ('train_loss', 'dev_loss') if h[k] > 0]
   if positive and max(positive) / min(positive) > 20:
     ax.set_yscale('log')
