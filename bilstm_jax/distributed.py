@@ -68,3 +68,17 @@ def barrier(name: str) -> None:
   """Waits until every process reaches `barrier(name)`; a no-op with one process."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+class Muted:
+  """Stands in for a logger on processes that must not write: every method does nothing.
+
+  Attributes given as keyword arguments (e.g. `path`) are kept, so code that reads them
+  still works.
+  """
+
+  def __init__(self, **attributes):
+    self.__dict__.update(attributes)
+
+  def __getattr__(self, name):
+    return lambda *args, **kwargs: None

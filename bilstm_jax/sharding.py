@@ -279,6 +279,26 @@ def jit_step(step_fn, mesh: Mesh, state_shardings, *, batch_axis: int = 0, donat
   )
 
 
+def data_parallel(
+  fn, mesh: Mesh, global_batch_size: int, *, batch_axis: int = 0, global_rows: bool = False
+):
+  """Wraps `fn(state, batch, *rest)` so that `batch` arrives as a global array over `data`.
+
+  The wrapper takes numpy batches: this process's rows (`local_rows`, as read by
+  `process_batches`), or with `global_rows=True` whole global batches (as `data.batches`
+  yields them) of which it keeps this process's rows. `fn` is typically a jitted step; the
+  SPMD partitioner follows the shardings of its placed inputs.
+  """
+  rows = local_rows(mesh, global_batch_size) if global_rows else None
+
+  def wrapped(state, batch, *rest):
+    if rows is not None:
+      batch = take_rows(batch, rows, batch_axis)
+    return fn(state, put_batch(batch, mesh, global_batch_size, batch_axis), *rest)
+
+  return wrapped
+
+
 def host_copy(tree):
   """numpy copies of replicated (or fully addressable) arrays, for host-side work."""
   return jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)

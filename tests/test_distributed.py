@@ -1,0 +1,155 @@
+"""Several processes: train.py on two CPU processes (gloo collectives) against one process.
+
+The processes talk over 127.0.0.1 only, on a free port; every subprocess has a bounded
+timeout, so a hang fails the test instead of hanging the suite.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from bilstm_jax import distributed, train_lib
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6  # a few optimiser steps of the default config (global batch 16)
+TIMEOUT_S = 240
+
+
+def test_initialize_only_when_asked(monkeypatch):
+  monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
+  dist = default.get_config().distributed
+  assert not distributed.wants_initialize(dist)
+  assert not distributed.initialize(dist)  # the default config stays one process
+  dist.coordinator = '127.0.0.1:1234'
+  assert distributed.wants_initialize(dist)
+  dist.coordinator = ''
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '127.0.0.1:1234')
+  assert distributed.wants_initialize(dist)
+
+
+def test_muted_swallows_calls_and_keeps_attributes():
+  mon = distributed.Muted(path='/x/metrics.jsonl')
+  assert mon.path == '/x/metrics.jsonl'
+  assert mon.event('eval', step=1) is None and mon.close() is None
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _train_cmd(workdir: str, *flags: str) -> list[str]:
+  return [
+    sys.executable,
+    os.path.join(ROOT, 'train.py'),
+    '--config',
+    os.path.join(ROOT, 'configs', 'default.py'),
+    '--workdir',
+    workdir,
+    f'--config.train.num_steps={STEPS}',
+    *flags,
+  ]
+
+
+def _env() -> dict:
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)  # one device per process
+  env.pop('JAX_COORDINATOR_ADDRESS', None)
+  return env
+
+
+def _run_all(cmds: list[list[str]]) -> list[str]:
+  """Runs the commands at once; kills them all if any hangs; returns their outputs."""
+  procs = [
+    subprocess.Popen(
+      cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT
+    )
+    for cmd in cmds
+  ]
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    pytest.fail(f'A training process did not finish within {TIMEOUT_S} s.')
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, out in zip(procs, outputs, strict=True):
+    assert p.returncode == 0, out[-4000:]
+  return outputs
+
+
+def _restore(workdir: str):
+  """The newest checkpoint of `workdir`, restored in this (single-device) process."""
+  cfg = default.get_config()
+  cfg.train.num_steps = STEPS
+  run = train_lib.make_run(cfg, workdir)
+  state, rng = train_lib.build_state(run)
+  ckpts = train_lib.open_checkpoints(cfg, workdir, read_only=True)
+  try:
+    step = ckpts.latest_step()
+    state, rng, meta = ckpts.restore(step, state, rng)
+  finally:
+    ckpts.close()
+  return step, state, meta
+
+
+def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
+  two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
+  coordinator = f'127.0.0.1:{_free_port()}'
+  outs = _run_all(
+    [
+      _train_cmd(
+        two,
+        f'--config.distributed.coordinator={coordinator}',
+        '--config.distributed.num_processes=2',
+        f'--config.distributed.process_id={i}',
+        '--config.distributed.timeout_s=60',
+      )
+      for i in range(2)
+    ]
+  )
+  _run_all([_train_cmd(one)])
+
+  with open(os.path.join(two, 'summary.json')) as f:
+    summary2 = json.load(f)
+  with open(os.path.join(one, 'summary.json')) as f:
+    summary1 = json.load(f)
+  assert summary2['num_processes'] == 2 and summary2['num_devices'] == 2
+  assert summary2['mesh'] == {'member': 1, 'data': 2, 'model': 1}
+  assert summary1['num_processes'] == 1 and summary1['mesh']['data'] == 1
+  for key in ('final_train_loss', 'final_dev_loss'):
+    np.testing.assert_allclose(summary2[key], summary1[key], rtol=1e-5)
+
+  # Exactly one process wrote the shared files and printed the results.
+  with open(os.path.join(two, 'metrics.jsonl')) as f:
+    events = [json.loads(line)['event'] for line in f]
+  assert events.count('start') == 1 and events.count('end') == 1, events
+  assert ('Final MSE' in outs[0]) and ('Final MSE' not in outs[1])
+
+  # The two-process checkpoint restores here, in one process, and holds the parameters
+  # (and optimiser state) of the one-process run.
+  step2, state2, meta2 = _restore(two)
+  step1, state1, _ = _restore(one)
+  assert step2 == step1 == STEPS and int(state2.step) == STEPS
+  assert meta2['progress']['step'] == STEPS
+  _assert_trees_close(state2.params, state1.params, rtol=0, atol=1e-5)
+  _assert_trees_close(state2.opt_state, state1.opt_state, rtol=1e-5, atol=1e-7)
+
+
+def _assert_trees_close(a, b, **tolerances):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerances)
