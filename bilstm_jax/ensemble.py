@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import losses, tasks, train_lib
+from bilstm_jax import losses, optim, tasks, train_lib
 
 HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
@@ -50,13 +50,27 @@ DATA_MODES = ('shared', 'bootstrap', 'subsets')
 # ----------------------------------------------------------------------------- creation
 
 
-def make_optimizer(optim_config, weight_decay: bool = False) -> optax.GradientTransformation:
-  """`train_lib.make_optimizer`, or AdamW with an injectable weight decay when asked."""
+def make_optimizer(
+  optim_config, total_steps: int | None = None, weight_decay: bool = False
+) -> optax.GradientTransformation:
+  """`train_lib.make_optimizer`, or with `weight_decay=True` AdamW whose decay is injectable.
+
+  `train_lib.make_optimizer` injects only the learning rate; a per-member weight decay
+  needs it in `opt_state.hyperparams` too. Same schedule and clipping as `optim`.
+  """
   if not weight_decay:
-    return train_lib.make_optimizer(optim_config)
-  if optim_config.name not in ('adam', 'adamw'):
+    return train_lib.make_optimizer(optim_config, total_steps)
+  if optim_config.name not in optim.OPTIMIZERS:
     raise ValueError(f'Per-member weight decay needs Adam(W); got {optim_config.name!r}.')
-  return optax.inject_hyperparams(optax.adamw)(
+  scale = optim.schedule_scale(optim_config, total_steps)
+  clip = optim_config.get('grad_clip_norm', 0.0)
+
+  def build(learning_rate, weight_decay):
+    lr = learning_rate if scale is None else (lambda count: learning_rate * scale(count))
+    opt = optax.adamw(lr, weight_decay=weight_decay)
+    return opt if clip <= 0 else optax.chain(optax.clip_by_global_norm(clip), opt)
+
+  return optax.inject_hyperparams(build)(
     learning_rate=optim_config.learning_rate, weight_decay=optim_config.get('weight_decay', 0.0)
   )
 
@@ -123,10 +137,12 @@ def export_params(state: train_lib.TrainState, i: int) -> dict:
   return jax.tree.map(lambda x: np.asarray(x[i]), state.params)
 
 
-def shard_members(tree, mesh: jax.sharding.Mesh | None = None, axis: str = 'members'):
+def shard_members(tree, mesh: jax.sharding.Mesh | None = None, axis: str = 'member'):
   """Places the leading (member) axis of every leaf across devices.
 
-  With `mesh=None`, a one-dimensional mesh over all devices. The number of members must be
+  With `mesh=None`, a one-dimensional mesh over all devices; any mesh with a `member` axis
+  works (e.g. `sharding.make_mesh`, whose `sharding.member_sharding` also splits weights
+  over a `model` axis). The number of members must be
   a multiple of the mesh axis size. The jitted ensemble step then runs each device's
   members locally (shared batches are replicated; per-member batches can be sharded too).
   """
@@ -393,7 +409,7 @@ def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> st
 
   def cell(v):
     if isinstance(v, float):
-      return f'{v:.4g}' if abs(v) < 1e-3 and v != 0 else f'{v:.6f}'.rstrip('0').rstrip('.')
+      return f'{v:.3e}' if 0 < abs(v) < 1e-3 else f'{v:.6f}'
     return str(v)
 
   cells = [[cell(r.get(c, '')) for c in columns] for r in rows]
@@ -433,7 +449,7 @@ class Population:
     return self.member_sets is None
 
 
-def build_population(config, train_set: dict) -> Population:
+def build_population(config, train_set: dict, total_steps: int | None = None) -> Population:
   """Builds the population an `ensemble` config block describes.
 
   `ensemble.dropout` replaces `model.dropout`: when any member's rate is nonzero, the model
@@ -448,7 +464,7 @@ def build_population(config, train_set: dict) -> Population:
   model_config.dropout = float(hparams['dropout'].max())
   model = task.make_model(model_config, config.data)
   use_wd = bool(hparams['weight_decay'].max() > 0)
-  tx = make_optimizer(config.optim, weight_decay=use_wd)
+  tx = make_optimizer(config.optim, total_steps, weight_decay=use_wd)
   optim_hparams = {'learning_rate': hparams['learning_rate'], 'init_scale': hparams['init_scale']}
   if use_wd:
     optim_hparams['weight_decay'] = hparams['weight_decay']
@@ -504,12 +520,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   data_lib.check_batch(train_set, config.data.input_size)
   data_lib.check_batch(dev_set, config.data.input_size)
   batch_size = config.train.batch_size
-  pop = build_population(config, train_set)
-  per_member = len((pop.member_sets or [train_set])[0]['lengths'])
+  num_members = config.ensemble.num_members
+  per_member = len(train_set['lengths'])
+  if config.ensemble.data_mode == 'subsets':
+    per_member //= num_members
   if batch_size > per_member:
     raise ValueError(f'train.batch_size={batch_size} > examples per member ({per_member}).')
   steps_per_epoch = data_lib.num_batches(per_member, batch_size, True)
-  num_members = config.ensemble.num_members
+  pop = build_population(config, train_set, steps_per_epoch * config.train.epochs)
 
   train_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   log = train_lib.MetricsLog(workdir)
@@ -520,6 +538,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   chunks = train_lib._steps_chunks(steps_per_epoch, config.train.steps_per_call)
   state = pop.state
   start = time.perf_counter()
+  compiled_at = compiled_step = None
+  eval_s = 0.0  # periodic dev evaluations, left out of the training throughput
   window = {'loss_sum': jnp.zeros(num_members), 'weight': jnp.zeros(num_members)}
   for epoch in range(1, config.train.epochs + 1):
     batches = epoch_batches(
@@ -534,10 +554,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
       stacked = stack_steps(batches[lo:hi], pop.shared_data)
       state, sums = pop.train_steps(state, stacked, pop.step_keys, pop.dropout)
       window = jax.tree.map(jnp.add, window, sums)  # on device until logged
+      if compiled_at is None:  # throughput is measured after the compiling first call
+        compiled_at, compiled_step = jax.block_until_ready(state.step)[0], time.perf_counter()
     if epoch % config.train.log_every_epochs == 0 or epoch == config.train.epochs:
       train_loss = np.asarray(window['loss_sum']) / np.maximum(np.asarray(window['weight']), 1.0)
       pop.state = state
+      eval_start = time.perf_counter()
       dev = evaluate(pop.eval_fn, state, dev_set, batch_size)
+      eval_s += time.perf_counter() - eval_start
       window = jax.tree.map(jnp.zeros_like, window)
       row = {
         'epoch': epoch,
@@ -558,6 +582,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   pop.state = state
   table = final_table(pop, train_set, dev_set, batch_size)
   steps = int(state.step[0])
+  timed = steps - int(compiled_at)
+  train_s = start + wall - compiled_step - eval_s
+  rate = timed * num_members / train_s if timed else float('nan')
   summary = {
     'task': config.data.task,
     'num_members': num_members,
@@ -567,12 +594,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     'steps': steps,
     'epochs': config.train.epochs,
     'train_wall_s': wall,
-    'model_steps_per_s': steps * num_members / wall,
+    'model_steps_per_s': rate,  # after the first (compiling) call, without evaluations
     'num_params_per_member': int(num_params),
   }
   train_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
   log.write('end', **{k: v for k, v in summary.items() if k != 'members'})
-  print(f'Members after {steps} steps ({summary["model_steps_per_s"]:.0f} model-steps/s):')
+  print(f'Members after {steps} steps ({rate:.0f} model-steps/s after compiling):')
   print(format_table(table['members'], _varying_columns(pop.hparams)))
   best = table['best_member']
   print(
