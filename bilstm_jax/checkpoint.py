@@ -39,6 +39,15 @@ RESUMABLE_KEYS = (
   'checkpoint.save_every_steps',
   'checkpoint.keep_best',
   'data.test',
+  # How many devices and processes run it: a checkpoint restores on any mesh.
+  'mesh.member',
+  'mesh.data',
+  'mesh.model',
+  'distributed.coordinator',
+  'distributed.num_processes',
+  'distributed.process_id',
+  'distributed.auto_detect',
+  'distributed.timeout_s',
 )
 
 

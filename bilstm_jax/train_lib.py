@@ -17,7 +17,18 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from bilstm_jax import checkpoint, errors, export, losses, monitor, optim, plots, tasks
+from bilstm_jax import (
+  checkpoint,
+  distributed,
+  errors,
+  export,
+  losses,
+  monitor,
+  optim,
+  plots,
+  sharding,
+  tasks,
+)
 from bilstm_jax import data as data_lib
 
 
@@ -190,6 +201,7 @@ class Run:
   total_steps: int
   multi_step: Callable
   eval_fn: Callable
+  mesh: jax.sharding.Mesh  # the devices of all processes; see `sharding.make_mesh`
 
 
 def load_datasets(config, task: tasks.Task) -> tuple[dict, dict]:
@@ -221,6 +233,13 @@ def make_run(config, workdir: str) -> Run:
   task = tasks.get_task(config.data.task)
   train_set, dev_set = load_datasets(config, task)
   steps_per_epoch, total_steps = plan(config, len(train_set['lengths']))
+  mesh = sharding.make_mesh(config.get('mesh'))
+  batch_size = config.train.batch_size
+  sharding.check_batch_size(batch_size, mesh)
+  # The jitted steps see global arrays: each batch split over the mesh's `data` axis (the
+  # train step gets this process's rows, evaluation whole batches), the state as placed.
+  multi_step = jax.jit(functools.partial(train_steps, loss_fn=task.loss_fn), donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(eval_step, loss_fn=task.loss_fn))
   return Run(
     config=config,
     workdir=workdir,
@@ -230,8 +249,9 @@ def make_run(config, workdir: str) -> Run:
     dev_set=dev_set,
     steps_per_epoch=steps_per_epoch,
     total_steps=total_steps,
-    multi_step=jax.jit(functools.partial(train_steps, loss_fn=task.loss_fn), donate_argnums=0),
-    eval_fn=jax.jit(functools.partial(eval_step, loss_fn=task.loss_fn)),
+    multi_step=sharding.data_parallel(multi_step, mesh, batch_size, batch_axis=1),
+    eval_fn=sharding.data_parallel(eval_fn, mesh, batch_size, global_rows=True),
+    mesh=mesh,
   )
 
 
@@ -295,10 +315,17 @@ def chunks_from(run: Run, progress: Progress):
 
 
 def epoch_batches(run: Run, epoch: int) -> list[dict]:
+  """This process's rows of each batch of `epoch` (with one process, the whole batches)."""
   cfg = run.config
+  rows = sharding.local_rows(run.mesh, cfg.train.batch_size)
   return list(
-    data_lib.batches(
-      run.train_set, cfg.train.batch_size, seed=cfg.seed, epoch=epoch, shuffle=cfg.train.shuffle
+    sharding.process_batches(
+      run.train_set,
+      cfg.train.batch_size,
+      rows,
+      seed=cfg.seed,
+      epoch=epoch,
+      shuffle=cfg.train.shuffle,
     )
   )
 
@@ -425,17 +452,22 @@ def finish(run: Run, state, mon: monitor.Monitor, wall: float, ckpts) -> dict:
     'steps_per_s': steps / wall if wall > 0 else None,
     'num_params': int(sum(x.size for x in jax.tree.leaves(state.params))),
     'best_checkpoint': ckpts.path(ckpts.best_step()) if ckpts.best_step() is not None else None,
+    **sharding.describe(run.mesh),  # num_devices, num_processes, mesh
     'history': history,
   }
-  write_json(os.path.join(run.workdir, 'summary.json'), summary)
+  if distributed.is_writer():
+    write_json(os.path.join(run.workdir, 'summary.json'), summary)
   mon.event('end', **{k: v for k, v in summary.items() if k != 'history'})
   mon.print(
     f'Final MSE: train {train_mse:.6f}  dev {dev_mse:.6f}  '
     f'(dev target variance {dev_var:.4f}; ratio {dev_mse / dev_var:.4f})'
   )
-  export.export_predict(run.model, state.params, cfg.data.input_size, _path(run, 'export'))
+  if not distributed.is_writer():
+    return summary
+  params = sharding.host_copy(state.params)  # process 0 alone, on its own device
+  export.export_predict(run.model, params, cfg.data.input_size, _path(run, 'export'))
   apply = jax.jit(lambda params, x, n: state.apply_fn({'params': params}, x, n))
-  preds = np.asarray(apply(state.params, run.dev_set['inputs'][:4], run.dev_set['lengths'][:4]))
+  preds = np.asarray(apply(params, run.dev_set['inputs'][:4], run.dev_set['lengths'][:4]))
   plots.predictions(preds, run.dev_set, _path(run, 'plots', 'predictions.png'))
   _print_predictions(preds, run.dev_set, mon.print)
   return summary
@@ -452,14 +484,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
     errors.CheckpointError: the workdir holds a run of an incompatible config.
     errors.NonFiniteLossError: the loss became NaN or inf (the last good checkpoint stays).
   """
+  distributed.initialize(config.get('distributed'))  # before any other JAX computation
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
   run = make_run(config, workdir)
   ckpts = open_checkpoints(config, workdir)
   state, rng = build_state(run)
+  # On the mesh: replicated (or split over `model`); a restored checkpoint keeps this.
+  placement = (sharding.state_sharding(state, run.mesh), sharding.replicated(run.mesh))
+  state, rng = sharding.put((state, rng), placement)
   state, rng, progress = restore_or_start(run, ckpts, state, rng)
-  write_json(_path(run, 'config.json'), config.to_dict())
-  mon = monitor.Monitor(workdir, run.total_steps, start_step=progress.step)
+  # Every process runs the loop; only process 0 writes the shared files (checkpoints are
+  # written by all processes together, orbax coordinates them).
+  if distributed.is_writer():
+    write_json(_path(run, 'config.json'), config.to_dict())
+    mon = monitor.Monitor(workdir, run.total_steps, start_step=progress.step)
+  else:
+    mon = distributed.Muted(path=_path(run, 'metrics.jsonl'))
   if progress.step:
     mon.event('resume', step=progress.step, epoch=progress.epoch, batch=progress.batch)
   else:
@@ -475,7 +516,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return finish(run, state, mon, wall, ckpts)
   finally:
     history = [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
-    if history:
+    if history and distributed.is_writer():
       plots.loss_curves(history, _path(run, 'plots', 'loss.png'))
     mon.close()
     ckpts.close()

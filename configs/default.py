@@ -70,4 +70,19 @@ def get_config() -> ml_collections.ConfigDict:
   # the first chunk boundary after every N steps.
   config.checkpoint.save_every_steps = 0
   config.checkpoint.keep_best = 3  # keep the best K by train.metric (and the newest)
+
+  # Device mesh (bilstm_jax/sharding.py): axis sizes, -1 = all the devices left over.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.member = 1  # ensemble members split over this many devices
+  config.mesh.data = -1  # each batch split over this many devices (data parallelism)
+  config.mesh.model = 1  # > 1: parameters and optimiser state split over this many devices
+
+  # Several processes (hosts), see README "Scaling out". Unset: one process, unless the
+  # JAX_COORDINATOR_ADDRESS environment variable is set.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator = ''  # 'host:port' where process 0 listens
+  config.distributed.num_processes = ml_collections.config_dict.placeholder(int)
+  config.distributed.process_id = ml_collections.config_dict.placeholder(int)  # 0 .. n - 1
+  config.distributed.auto_detect = False  # True: JAX reads a SLURM / Open MPI / TPU job's env
+  config.distributed.timeout_s = 300  # how long to wait for every process to connect
   return config
