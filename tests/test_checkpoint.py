@@ -83,46 +83,34 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
 
 
-def _kill_and_resume(workdir, predicate, delay_s):
+def _kill_when(workdir, predicate, delay_s):
+  """Starts the run (or its resumption) and SIGKILLs it when `predicate(listing)` holds."""
   proc = _start(workdir, delay_s)
   hit = _wait_for(proc, lambda: predicate(_listing(workdir)))
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert hit, f'the run ended before the kill point: {proc.stderr.read().decode()[-2000:]}'
-  at_kill = _listing(workdir)
+  return _listing(workdir)
+
+
+def test_sigkill_mid_training_then_mid_save_resumes_bit_identical(tmp_path, reference):
+  workdir = str(tmp_path)
+  # 1. Saves are slow (0.3 s each), training between them fast: killing as soon as the
+  #    second checkpoint is complete lands between saves, in training or evaluation.
+  at_kill = _kill_when(workdir, lambda names: sum(n.isdigit() for n in names) >= 2, 0.3)
+  assert sum(n.isdigit() for n in at_kill) >= 2
+  # 2. The resumed run sleeps 3 s inside each save: kill it in its first one.
+  at_kill = _kill_when(workdir, lambda names: any('tmp' in n for n in names), 3.0)
+  assert any('tmp' in n for n in at_kill), at_kill  # it died inside a save
+  # 3. Resume again and finish.
   resumed = _start(workdir)
   _, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err.decode()[-3000:]
-  return at_kill
-
-
-def test_sigkill_mid_save_resumes_bit_identical(tmp_path, reference):
-  workdir = str(tmp_path)
-
-  def saving_after_a_complete_one(names):
-    return any('tmp' in n for n in names) and any(n.isdigit() for n in names)
-
-  at_kill = _kill_and_resume(workdir, saving_after_a_complete_one, delay_s=5.0)
-  assert any('tmp' in n for n in at_kill), at_kill  # it died inside a save
   assert not any('tmp' in n for n in _listing(workdir))  # the partial one is gone
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert sum('"resume"' in line for line in f) == 2
   params, path = _final_params(workdir)
   assert path.endswith('/12')
-  _assert_same(reference[0], params)
-
-
-def test_sigkill_mid_training_resumes_bit_identical(tmp_path, reference):
-  workdir = str(tmp_path)
-
-  # Saves are slow (0.3 s each) and training between them fast; killing as soon as the
-  # second checkpoint is complete lands between saves, in training or evaluation.
-  def two_complete(names):
-    return sum(n.isdigit() for n in names) >= 2
-
-  at_kill = _kill_and_resume(workdir, two_complete, delay_s=0.3)
-  assert sum(n.isdigit() for n in at_kill) >= 2
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    assert sum('"resume"' in line for line in f) == 1
-  params, _ = _final_params(workdir)
   _assert_same(reference[0], params)
 
 
