@@ -233,3 +233,33 @@ print('ok')
     [sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
   )
   assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+
+
+def _tiny_sweep_config(hidden_sizes):
+  from configs import sweep as sweep_config
+
+  cfg = sweep_config.get_config()
+  cfg.train.epochs, cfg.data.num_train, cfg.data.num_dev, cfg.data.seq_len = 1, 8, 4, 5
+  cfg.train.batch_size = 4
+  cfg.ensemble.num_members = 2
+  cfg.sweep.hidden_size, cfg.sweep.num_layers = hidden_sizes, (1,)
+  return cfg
+
+
+def test_sweep_writes_one_table_and_resumes(tmp_path):
+  from bilstm_jax import sweep
+
+  first = sweep.run(_tiny_sweep_config((2,)), str(tmp_path))
+  assert [r['shape'] for r in first['rows']] == ['hidden_size=2,num_layers=1'] * 2
+  done = tmp_path / 'hidden_size=2,num_layers=1' / 'summary.json'
+  stamp = done.stat().st_mtime_ns
+  # The "interrupted" sweep resumes: the finished shape is not trained again.
+  results = sweep.run(_tiny_sweep_config((2, 3)), str(tmp_path))
+  assert done.stat().st_mtime_ns == stamp
+  assert [r['hidden_size'] for r in results['rows']] == [2, 2, 3, 3]
+  assert set(results['shapes']) == {'hidden_size=2,num_layers=1', 'hidden_size=3,num_layers=1'}
+  assert results['best']['dev_loss'] == min(r['dev_loss'] for r in results['rows'])
+  other = _tiny_sweep_config((2,))
+  other.train.epochs = 2
+  with pytest.raises(ValueError, match='another base config'):
+    sweep.run(other, str(tmp_path))
