@@ -66,7 +66,8 @@ def check_inputs(inputs, lengths, time_major: bool) -> None:
   if not jnp.issubdtype(inputs.dtype, jnp.floating):
     raise TypeError(f'BiLSTM inputs must be floating point; got dtype {inputs.dtype}.')
   time, batch = inputs.shape[:2] if time_major else inputs.shape[1::-1]
-  if _is_concrete(inputs) and not bool(jnp.all(jnp.isfinite(inputs))):
+  # numpy, not jnp: inside jit, jnp ops on a closed-over constant give tracers.
+  if _is_concrete(inputs) and not np.isfinite(np.asarray(inputs)).all():
     bad = np.argwhere(~np.isfinite(np.asarray(inputs)))[0].tolist()
     raise ValueError(f'BiLSTM inputs contain NaN or inf (first at index {bad}).')
   if lengths is None:

@@ -425,12 +425,6 @@ def test_jit_matches_eager():
     run(params, x, lengths.astype(jnp.float32), state)
 
 
-@pytest.mark.xfail(
-  strict=True,
-  raises=jax.errors.TracerBoolConversionError,
-  reason='lstm.check_inputs: bool(jnp.all(jnp.isfinite(inputs))) on a constant inside jit '
-  'is a tracer; checking with np.isfinite(np.asarray(inputs)) fixes it. Drop this mark then.',
-)
 def test_jit_with_concrete_inputs_closed_over():
   """Inputs that are constants inside a jitted function (closed over, or made with numpy
   in it) must work too, e.g. `jax.jit(lambda key: module.init(key, np.zeros(...)))`."""
