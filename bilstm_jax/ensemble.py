@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import losses, optim, tasks, train_lib
+from bilstm_jax import losses, optim, sharding, tasks, train_lib
 
 HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
@@ -476,8 +476,10 @@ def build_population(config, train_set: dict, total_steps: int | None = None) ->
   init_keys, step_keys = member_keys(config.seed, ens.num_members)
   state = create_members(init_keys, model, tx, sample, optim_hparams)
   dropout = jnp.asarray(hparams['dropout']) if per_member_dropout else None
-  if ens.get('shard_members', False) and jax.device_count() > 1:
-    state, step_keys, dropout = shard_members((state, step_keys, dropout))
+  mesh_config = config.get('mesh')
+  if mesh_config is not None and mesh_config.member != 1 and jax.device_count() > 1:
+    mesh = sharding.make_mesh(mesh_config)  # members split over its `member` axis
+    state, step_keys, dropout = shard_members((state, step_keys, dropout), mesh)
   return Population(
     state=state,
     step_keys=step_keys,
@@ -512,7 +514,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Writes `config.json`, `metrics.jsonl` and `summary.json` (with the per-member table under
   'members' and the best member under 'best_member') into `workdir`, like a single run.
+  `train_lib.train_and_evaluate` dispatches here for configs with an `ensemble` block.
+  Not (yet) shared with the single-model loop: checkpoints and resume, early stopping,
+  schedules by `train.num_steps`, several processes; `mesh.member > 1` splits the members
+  over local devices.
   """
+  if config.train.get('num_steps', 0) > 0:
+    raise ValueError('Ensemble runs train for train.epochs; train.num_steps is not supported.')
   os.makedirs(workdir, exist_ok=True)
   task = tasks.get_task(config.data.task)
   train_set = task.load(config.data, 'train')

@@ -484,6 +484,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     errors.CheckpointError: the workdir holds a run of an incompatible config.
     errors.NonFiniteLossError: the loss became NaN or inf (the last good checkpoint stays).
   """
+  if config.get('ensemble') is not None:  # a population of members: see bilstm_jax/ensemble.py
+    from bilstm_jax import ensemble  # imports this module
+
+    return ensemble.train_and_evaluate(config, workdir)
   distributed.initialize(config.get('distributed'))  # before any other JAX computation
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)

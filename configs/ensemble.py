@@ -33,5 +33,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.ensemble.dropout = (0.0, 0.0)  # replaces model.dropout; between stacked layers only
   config.ensemble.init_scale = (1.0, 1.0)  # multiplies each member's initial parameters
   config.ensemble.sampling = 'random'  # 'random' (independent draws) or 'grid' (even spacing)
-  config.ensemble.shard_members = False  # spread the member axis over all devices
+  # config.mesh.member > 1 (or -1) splits the members over that many devices.
   return config
