@@ -3,7 +3,7 @@
 For each config and member count N, two child processes run one after the other (so each
 reports its own peak memory):
   vmap: `ensemble.make_train_steps` (jax.vmap of train_lib.train_steps) on a shared batch,
-        K steps per compiled call (`vmap_K`) and one step per call (`vmap_1`).
+        K steps per compiled call (`vmap_K`).
   loop: the same members as N separate states, a Python loop over them calling
         a jitted `train_lib.train_step` (`loop_1`: one step per call, the plain baseline)
         or a jitted `train_lib.train_steps` with K steps per call (`loop_K`).
@@ -37,8 +37,8 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--configs', default='seed,small')
   p.add_argument('--members', default='1,4,16,64,256')
-  p.add_argument('--steps-per-call', default='seed=10,small=4', help='K per config')
-  p.add_argument('--min-time', type=float, default=1.0, help='timed seconds per variant')
+  p.add_argument('--steps-per-call', default='seed=10,small=2', help='K per config')
+  p.add_argument('--min-time', type=float, default=0.5, help='timed seconds per variant')
   p.add_argument('--impl', default='', help="BiLSTM recurrence ('' = library default)")
   p.add_argument('--quick', action='store_true', help='N = 1, 16; short timings')
   p.add_argument('--json', default=RESULTS)
@@ -54,9 +54,9 @@ def _maxrss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _timed(fn, min_time: float, min_reps: int = 2, max_reps: int = 50) -> float:
-  """Median seconds of `fn()` (which blocks) after one warm-up call."""
-  fn()
+def _timed(fn, min_time: float, min_reps: int = 2, max_reps: int = 50, warmup=None) -> float:
+  """Median seconds of `fn()` (which blocks) after one warm-up call (or `warmup()`)."""
+  (warmup or fn)()
   times, start = [], time.perf_counter()
   while len(times) < min_reps or (time.perf_counter() - start < min_time and len(times) < max_reps):
     t0 = time.perf_counter()
@@ -82,7 +82,6 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str) -> di
   }
   batches = jax.device_put(batches)
   one_batch = jax.tree.map(lambda x: x[0], batches)
-  first = jax.tree.map(lambda x: x[:1], batches)
   model = models.BiLSTMRegressor(h, **({'impl': impl} if impl else {}))
   optim = ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3})
   tx = train_lib.make_optimizer(optim)
@@ -93,28 +92,25 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str) -> di
 
   if kind == 'vmap':
     fn = ensemble.make_train_steps()
-    for steps, data in (('K', batches), ('1', first)):
-      t0 = time.perf_counter()
-      compiled = fn.lower(state, data, step_keys, None).compile()
-      compile_s = time.perf_counter() - t0
-      mem = compiled.memory_analysis()
-      holder = [state]
+    t0 = time.perf_counter()
+    compiled = fn.lower(state, batches, step_keys, None).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    holder = [state]
 
-      def call(compiled=compiled, data=data, holder=holder):
-        holder[0], sums = compiled(holder[0], data, step_keys, None)
-        jax.block_until_ready(sums)
+    def call():
+      holder[0], sums = compiled(holder[0], batches, step_keys, None)
+      jax.block_until_ready(sums)
 
-      sec = _timed(call, min_time)
-      state = holder[0]
-      num = k if steps == 'K' else 1
-      out[f'vmap_{steps}'] = {
-        'model_steps_per_s': n * num / sec,
-        'call_ms': sec * 1e3,
-        'compile_s': compile_s,
-        'xla_mb': (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
-        / 2**20,
-        'xla_temp_mb': mem.temp_size_in_bytes / 2**20,
-      }
+    sec = _timed(call, min_time, min_reps=1 if n * k * b * t * h >= 2**22 else 2)
+    out['vmap_K'] = {
+      'model_steps_per_s': n * k / sec,
+      'call_ms': sec * 1e3,
+      'compile_s': compile_s,
+      'xla_mb': (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+      / 2**20,
+      'xla_temp_mb': mem.temp_size_in_bytes / 2**20,
+    }
   else:
     members = [ensemble.get_member(state, m) for m in range(n)]
     del state
@@ -127,8 +123,12 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str) -> di
           members[m], metrics = fn(members[m], data, step_keys[m])
         jax.block_until_ready(metrics)
 
+      def compile_(fn=fn, data=data):  # the members share one compiled function
+        members[0], metrics = fn(members[0], data, step_keys[0])
+        jax.block_until_ready(metrics)
+
       # Big rounds (N = 256, small) take seconds: one timed round is enough there.
-      sec = _timed(round_, min_time, min_reps=1 if n >= 64 else 2)
+      sec = _timed(round_, min_time, min_reps=1 if n >= 64 else 2, warmup=compile_)
       num = k if steps == 'K' else 1
       out[f'loop_{steps}'] = {'model_steps_per_s': n * num / sec, 'round_ms': sec * 1e3}
   out['maxrss_mb'] = _maxrss_mb()
@@ -177,14 +177,14 @@ def main(argv=None) -> None:
       )
 
   header = (
-    '| config | N | vmap K steps/call | vmap 1 step/call | loop 1 step/call | loop K steps/call '
+    '| config | N | vmap K steps/call | loop 1 step/call | loop K steps/call '
     '| vmap_K / loop_1 | vmap_K / loop_K | vmap peak RSS MB | vmap XLA MB | loop peak RSS MB |'
   )
   print('\nModel-steps per second (members x steps / s); K = steps per compiled call.\n')
   print(header)
   print('|' + '---|' * header.count(' | ') + '---|')
   for r in rows:
-    vals = [r[v]['model_steps_per_s'] for v in ('vmap_K', 'vmap_1', 'loop_1', 'loop_K')]
+    vals = [r[v]['model_steps_per_s'] for v in ('vmap_K', 'loop_1', 'loop_K')]
     print(
       f'| {r["config"]} (K={r["steps_per_call"]}) | {r["members"]} | '
       + ' | '.join(f'{v:,.0f}' for v in vals)
