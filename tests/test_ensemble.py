@@ -1,5 +1,6 @@
 """Ensembles: the vmapped population against independent single-model runs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -263,3 +264,18 @@ def test_sweep_writes_one_table_and_resumes(tmp_path):
   other.train.epochs = 2
   with pytest.raises(ValueError, match='another base config'):
     sweep.run(other, str(tmp_path))
+
+
+def test_train_py_trains_the_ensemble_config_and_prints_the_table(tmp_path):
+  cmd = [sys.executable, 'train.py', '--config', 'configs/ensemble.py', '--workdir', str(tmp_path)]
+  cmd += ['--config.train.epochs=2', '--config.ensemble.num_members=3']
+  cmd += ['--config.data.num_train=32', '--config.data.num_dev=16']
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'learning_rate' in out.stdout and 'Best member:' in out.stdout
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  rows = summary['members']
+  assert [r['member'] for r in rows] == [0, 1, 2]
+  assert all(1e-4 <= r['learning_rate'] <= 0.3 for r in rows)
+  assert summary['best_member']['dev_loss'] == min(r['dev_loss'] for r in rows)
+  assert np.isfinite(summary['ensemble_dev_loss'])
