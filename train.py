@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bilstm_jax import errors, inference, train_lib
+from bilstm_jax import errors, inference, runtime, train_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
@@ -22,12 +22,20 @@ flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'], 'What to do
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'evaluate/predict: which one.')
 flags.DEFINE_string('input', None, 'predict: a data file or split; default config.data.test.')
 flags.DEFINE_string('output', None, 'predict: where to write predictions (.jsonl or .npz).')
+flags.DEFINE_bool(
+  'tune_allocator',
+  True,
+  "Raise glibc's mmap/trim thresholds and use one malloc arena (bilstm_jax.runtime): "
+  'XLA on CPU then stops faulting its buffers in every step. Process-wide.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.tune_allocator:
+    runtime.tune_allocator()
   config, workdir = FLAGS.config, FLAGS.workdir
   try:
     if FLAGS.mode == 'train':
