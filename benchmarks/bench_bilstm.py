@@ -115,29 +115,17 @@ def jax_candidates(name, cfg, args):
   out['train_step'] = (run_train, secs)
 
   if name == 'seed' and args.steps_per_call > 1:
-    multi = make_train_steps(cfg, x, ky, args.steps_per_call)
-    if multi is not None:
-      fn, m_state, m_batches = multi
-      m_exe, m_secs = compiled(fn, m_state, m_batches, rng, donate=0)
-      m_holder = [m_state]
+    fn, m_state, m_batches = make_train_steps(cfg, x, ky, args.steps_per_call)
+    m_exe, m_secs = compiled(fn, m_state, m_batches, rng, donate=0)
+    m_holder = [m_state]
 
-      def run_multi():
-        m_holder[0], metrics = m_exe(m_holder[0], m_batches, rng)
-        jax.block_until_ready(metrics)
+    def run_multi():
+      m_holder[0], metrics = m_exe(m_holder[0], m_batches, rng)
+      jax.block_until_ready(metrics)
 
-      out[f'train_steps_x{args.steps_per_call}'] = (run_multi, m_secs)
+    out[f'train_steps_x{args.steps_per_call}'] = (run_multi, m_secs)
 
   return out, source
-
-
-def _train_lib():
-  try:
-    from bilstm_jax import train_lib
-  except ImportError:
-    return None
-  if not all(hasattr(train_lib, n) for n in ('train_step', 'create_train_state')):
-    return None
-  return train_lib
 
 
 def _batch(cfg, x, key):
@@ -153,61 +141,29 @@ def _batch(cfg, x, key):
 
 
 def make_train_step(cfg, x, key):
-  """(step_fn, state, batch, rng, source): train_lib's step if present, else a minimal one."""
+  """(step_fn, state, batch, rng, source): `train_lib.train_step` on the regressor."""
   import jax
-  import jax.numpy as jnp
   import optax
 
-  h, layers = cfg[3], cfg[4]
-  batch = _batch(cfg, x, key)
-  rng = jax.random.key(1)
-  lib = _train_lib()
-  if lib is not None:
-    from bilstm_jax.models import BiLSTMRegressor
-
-    model = BiLSTMRegressor(hidden_size=h, num_layers=layers, impl='fused')
-    state = lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
-    return lib.train_step, state, batch, rng, 'bilstm_jax.train_lib'
-
-  from bilstm_jax.lstm import BiLSTM
-
-  model = BiLSTM(h, num_layers=layers, impl='fused')
-  head = jax.random.normal(key, (2 * h, 1)) / jnp.sqrt(2.0 * h)
-  params = {'lstm': model.init(jax.random.key(2), x), 'head': head}
-  tx = optax.adam(1e-3)
-  state = (params, tx.init(params))
-
-  def step(state, batch, rng):
-    del rng
-    params, opt_state = state
-
-    def loss(params):
-      y, _ = model.apply(params['lstm'], batch['inputs'], batch['lengths'])
-      return jnp.mean((y @ params['head'] - batch['targets']) ** 2)
-
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), {'loss': value}
-
-  return step, state, batch, rng, 'minimal (benchmark)'
-
-
-def make_train_steps(cfg, x, key, k):
-  """`train_lib.train_steps` over k batches per call, or None if it is not there."""
-  import jax
-  import jax.numpy as jnp
-  import optax
-
-  lib = _train_lib()
-  if lib is None or not hasattr(lib, 'train_steps'):
-    return None
+  from bilstm_jax import train_lib
   from bilstm_jax.models import BiLSTMRegressor
 
   batch = _batch(cfg, x, key)
   model = BiLSTMRegressor(hidden_size=cfg[3], num_layers=cfg[4], impl='fused')
-  state = lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
+  state = train_lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
+  return train_lib.train_step, state, batch, jax.random.key(1), 'bilstm_jax.train_lib'
+
+
+def make_train_steps(cfg, x, key, k):
+  """`train_lib.train_steps` over k copies of one batch per call."""
+  import jax
+  import jax.numpy as jnp
+
+  from bilstm_jax import train_lib
+
+  _, state, batch, _, _ = make_train_step(cfg, x, key)
   batches = jax.tree.map(lambda a: jnp.stack([a] * k), batch)
-  return lib.train_steps, state, batches
+  return train_lib.train_steps, state, batches
 
 
 def torch_candidate(cfg):
