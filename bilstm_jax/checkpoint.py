@@ -139,9 +139,13 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self.manager.best_step()
 
-  def save(self, state, rng: jax.Array, meta: dict, metrics: dict) -> None:
-    """Saves params, optimiser state, step, rng and `meta`; ranks it by `metrics`."""
-    step = int(state.step)
+  def save(self, state, rng: jax.Array, meta: dict, metrics: dict, step: int | None = None):
+    """Saves params, optimiser state, step, rng and `meta`; ranks it by `metrics`.
+
+    `step` numbers the checkpoint; default `state.step` (an ensemble's stacked state has
+    one per member, so its loop passes the host's count).
+    """
+    step = int(state.step) if step is None else step
     train = {
       'opt_state': state.opt_state,
       'step': state.step,

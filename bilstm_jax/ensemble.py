@@ -13,7 +13,9 @@ Per-member hyperparameters, all traced values (so any mix of them shares one pro
     `flax.linen.intercept_methods` (`dropout_apply_fn`); the model is built with a nonzero
     static rate only so that its dropout layers exist.
 Structural hyperparameters (hidden size, layers) change shapes and cannot share a program:
-`bilstm_jax.sweep` compiles one population per shape.
+`bilstm_jax.sweep` compiles one population per shape. Training a population from a config
+(`train.py` with an `ensemble` block) goes through `train_lib`'s loop, like a single model;
+`bilstm_jax.population` supplies the loop's parts from the functions here.
 
 Member keys: member i uses `jax.random.key(seed + i)`, split into (init key, step key) the
 way `train_lib.train_and_evaluate` splits its key, so its initialisation and dropout are
@@ -27,23 +29,18 @@ Data modes (`member_data`):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
-import time
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import losses, optim, sharding, tasks, train_lib
+from bilstm_jax import losses, optim, train_lib
 
-HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
 
 
@@ -343,276 +340,3 @@ def stack_steps(batch_list: list[dict], shared_data: bool) -> dict:
   """Stacks a call's batches on the step axis: [S, ...] shared, [N, S, ...] per member."""
   stacked = data_lib.stack(batch_list)
   return stacked if shared_data else {k: np.swapaxes(v, 0, 1) for k, v in stacked.items()}
-
-
-# ------------------------------------------------------------------------- hyperparams
-
-
-def sample_hparams(ens_config, seed: int) -> dict[str, np.ndarray]:
-  """float32[N] per hyperparameter from the (low, high) ranges of an `ensemble` block.
-
-  low == high gives a constant. Otherwise learning rate, weight decay and init scale are
-  log-uniform when low > 0 (uniform if low == 0) and dropout is uniform. With
-  `sampling='random'` each is drawn independently (then sorted, member 0 smallest);
-  `sampling='grid'` spaces them evenly (in log space where log-uniform).
-  """
-  n = ens_config.num_members
-  out = {}
-  for k, name in enumerate(HPARAMS):
-    low, high = (float(v) for v in ens_config[name])
-    if high < low:
-      raise ValueError(f'ensemble.{name}: low {low} > high {high}.')
-    log = name != 'dropout' and low > 0
-    a, b = (np.log(low), np.log(high)) if log else (low, high)
-    if ens_config.sampling == 'grid':
-      u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-    elif ens_config.sampling == 'random':
-      u = np.sort(np.random.default_rng([seed, 3, k]).uniform(size=n))
-    else:
-      raise ValueError(f"ensemble.sampling must be 'random' or 'grid'; got {ens_config.sampling!r}")
-    v = a + (b - a) * u
-    out[name] = (np.exp(v) if log else v).astype(np.float32)
-  if not (out['dropout'].min() >= 0.0 and out['dropout'].max() < 1.0):
-    raise ValueError('ensemble.dropout must lie in [0, 1).')
-  return out
-
-
-# ------------------------------------------------------------------------------ results
-
-
-def member_table(hparams: dict, train_loss, dev_loss) -> list[dict]:
-  """One row per member: its index, hyperparameters and final losses."""
-  return [
-    {
-      'member': i,
-      **{k: float(v[i]) for k, v in hparams.items()},
-      'train_loss': float(train_loss[i]),
-      'dev_loss': float(dev_loss[i]),
-    }
-    for i in range(len(train_loss))
-  ]
-
-
-def best_member(rows: list[dict], key: str = 'dev_loss') -> dict:
-  """The row with the lowest finite `key` (diverged members, NaN or inf, never win)."""
-  finite = [r for r in rows if np.isfinite(r[key])]
-  if not finite:
-    raise ValueError(f'No member has a finite {key}.')
-  return min(finite, key=lambda r: r[key])
-
-
-def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> str:
-  """A fixed-width text table of result rows (the member table, or a sweep's)."""
-  if not rows:
-    return '(no rows)'
-  columns = columns or tuple(rows[0])
-
-  def cell(v):
-    if isinstance(v, float):
-      return f'{v:.3e}' if 0 < abs(v) < 1e-3 else f'{v:.6f}'
-    return str(v)
-
-  cells = [[cell(r.get(c, '')) for c in columns] for r in rows]
-  widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(columns)]
-  lines = ['  '.join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-  lines += ['  '.join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-  return '\n'.join(lines)
-
-
-# --------------------------------------------------------------------------------- loop
-
-
-@dataclasses.dataclass
-class Population:
-  """Everything the training loop needs to train N members as one program.
-
-  Attributes:
-    state: the stacked TrainState (leading member axis N).
-    step_keys: key[N], each member's dropout key (folded with the step inside train_step).
-    dropout: float32[N] per-member dropout rates, or None when the model has no dropout.
-    hparams: the members' hyperparameters, host float32[N] each (see `sample_hparams`).
-    member_sets: per-member training sets, or None when the members share batches.
-    train_steps: the jitted `make_train_steps` function.
-    eval_fn: the jitted `make_eval_fn` function.
-  """
-
-  state: train_lib.TrainState
-  step_keys: jax.Array
-  dropout: jax.Array | None
-  hparams: dict
-  member_sets: list[dict] | None
-  train_steps: Callable
-  eval_fn: Callable
-
-  @property
-  def shared_data(self) -> bool:
-    return self.member_sets is None
-
-
-def build_population(config, train_set: dict, total_steps: int | None = None) -> Population:
-  """Builds the population an `ensemble` config block describes.
-
-  `ensemble.dropout` replaces `model.dropout`: when any member's rate is nonzero, the model
-  is built with a nonzero static rate (so its dropout layers exist) and every member's own
-  rate is substituted at call time.
-  """
-  ens = config.ensemble
-  task = tasks.get_task(config.data.task)
-  hparams = sample_hparams(ens, config.seed)
-  per_member_dropout = bool(hparams['dropout'].max() > 0)
-  model_config = ml_collections.ConfigDict(config.model.to_dict())
-  model_config.dropout = float(hparams['dropout'].max())
-  model = task.make_model(model_config, config.data)
-  use_wd = bool(hparams['weight_decay'].max() > 0)
-  tx = make_optimizer(config.optim, total_steps, weight_decay=use_wd)
-  optim_hparams = {'learning_rate': hparams['learning_rate'], 'init_scale': hparams['init_scale']}
-  if use_wd:
-    optim_hparams['weight_decay'] = hparams['weight_decay']
-
-  indices = member_indices(len(train_set['lengths']), ens.num_members, ens.data_mode, config.seed)
-  member_sets = member_data(train_set, indices)
-  sample_set = train_set if member_sets is None else member_sets[0]
-  sample = next(data_lib.batches(sample_set, config.train.batch_size, shuffle=False))
-  init_keys, step_keys = member_keys(config.seed, ens.num_members)
-  state = create_members(init_keys, model, tx, sample, optim_hparams)
-  dropout = jnp.asarray(hparams['dropout']) if per_member_dropout else None
-  mesh_config = config.get('mesh')
-  if mesh_config is not None and mesh_config.member != 1 and jax.device_count() > 1:
-    mesh = sharding.make_mesh(mesh_config)  # members split over its `member` axis
-    state, step_keys, dropout = shard_members((state, step_keys, dropout), mesh)
-  return Population(
-    state=state,
-    step_keys=step_keys,
-    dropout=dropout,
-    hparams=hparams,
-    member_sets=member_sets,
-    train_steps=make_train_steps(task.loss_fn, member_sets is None, per_member_dropout),
-    eval_fn=make_eval_fn(task.loss_fn),
-  )
-
-
-def final_table(pop: Population, train_set: dict, dev_set: dict, batch_size: int) -> dict:
-  """Per-member table on the full train and dev sets, the best member, the ensemble's loss."""
-  train = evaluate(pop.eval_fn, pop.state, train_set, batch_size)
-  dev = evaluate(pop.eval_fn, pop.state, dev_set, batch_size)
-  rows = member_table(pop.hparams, train['member_loss'], dev['member_loss'])
-  return {
-    'members': rows,
-    'best_member': best_member(rows),
-    'ensemble_train_loss': train['ensemble_loss'],
-    'ensemble_dev_loss': dev['ensemble_loss'],
-  }
-
-
-def _varying_columns(hparams: dict) -> tuple[str, ...]:
-  varying = [k for k in HPARAMS if k == 'learning_rate' or np.ptp(hparams[k]) > 0]
-  return ('member', *varying, 'train_loss', 'dev_loss')
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains the population of `config.ensemble` with train_lib's pieces; returns the summary.
-
-  Writes `config.json`, `metrics.jsonl` and `summary.json` (with the per-member table under
-  'members' and the best member under 'best_member') into `workdir`, like a single run.
-  `train_lib.train_and_evaluate` dispatches here for configs with an `ensemble` block.
-  Not (yet) shared with the single-model loop: checkpoints and resume, early stopping,
-  schedules by `train.num_steps`, several processes; `mesh.member > 1` splits the members
-  over local devices.
-  """
-  if config.train.get('num_steps', 0) > 0:
-    raise ValueError('Ensemble runs train for train.epochs; train.num_steps is not supported.')
-  os.makedirs(workdir, exist_ok=True)
-  task = tasks.get_task(config.data.task)
-  train_set = task.load(config.data, 'train')
-  dev_set = task.load(config.data, 'dev')
-  data_lib.check_batch(train_set, config.data.input_size)
-  data_lib.check_batch(dev_set, config.data.input_size)
-  batch_size = config.train.batch_size
-  num_members = config.ensemble.num_members
-  per_member = len(train_set['lengths'])
-  if config.ensemble.data_mode == 'subsets':
-    per_member //= num_members
-  if batch_size > per_member:
-    raise ValueError(f'train.batch_size={batch_size} > examples per member ({per_member}).')
-  steps_per_epoch = data_lib.num_batches(per_member, batch_size, True)
-  pop = build_population(config, train_set, steps_per_epoch * config.train.epochs)
-
-  train_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  log = train_lib.MetricsLog(workdir)
-  num_params = sum(x[0].size for x in jax.tree.leaves(pop.state.params))
-  log.write(
-    'start', num_params=int(num_params), num_members=num_members, steps_per_epoch=steps_per_epoch
-  )
-  chunks = train_lib._steps_chunks(steps_per_epoch, config.train.steps_per_call)
-  state = pop.state
-  start = time.perf_counter()
-  compiled_at = compiled_step = None
-  eval_s = 0.0  # periodic dev evaluations, left out of the training throughput
-  window = {'loss_sum': jnp.zeros(num_members), 'weight': jnp.zeros(num_members)}
-  for epoch in range(1, config.train.epochs + 1):
-    batches = epoch_batches(
-      train_set,
-      pop.member_sets,
-      batch_size,
-      seed=config.seed,
-      epoch=epoch,
-      shuffle=config.train.shuffle,
-    )
-    for lo, hi in chunks:
-      stacked = stack_steps(batches[lo:hi], pop.shared_data)
-      state, sums = pop.train_steps(state, stacked, pop.step_keys, pop.dropout)
-      window = jax.tree.map(jnp.add, window, sums)  # on device until logged
-      if compiled_at is None:  # throughput is measured after the compiling first call
-        compiled_at, compiled_step = jax.block_until_ready(state.step)[0], time.perf_counter()
-    if epoch % config.train.log_every_epochs == 0 or epoch == config.train.epochs:
-      train_loss = np.asarray(window['loss_sum']) / np.maximum(np.asarray(window['weight']), 1.0)
-      pop.state = state
-      eval_start = time.perf_counter()
-      dev = evaluate(pop.eval_fn, state, dev_set, batch_size)
-      eval_s += time.perf_counter() - eval_start
-      window = jax.tree.map(jnp.zeros_like, window)
-      row = {
-        'epoch': epoch,
-        'step': int(state.step[0]),
-        'train_loss': train_loss.tolist(),
-        'dev_loss': dev['member_loss'].tolist(),
-        'ensemble_dev_loss': dev['ensemble_loss'],
-      }
-      log.write('eval', **row)
-      print(
-        f'Epoch {epoch:4d}  step {row["step"]:6d}  train loss median '
-        f'{np.nanmedian(train_loss):.6f}  dev loss best {np.nanmin(dev["member_loss"]):.6f} '
-        f'median {np.nanmedian(dev["member_loss"]):.6f}  ensemble {dev["ensemble_loss"]:.6f}'
-      )
-  jax.block_until_ready(state.params)
-  wall = time.perf_counter() - start
-
-  pop.state = state
-  table = final_table(pop, train_set, dev_set, batch_size)
-  steps = int(state.step[0])
-  timed = steps - int(compiled_at)
-  train_s = start + wall - compiled_step - eval_s
-  rate = timed * num_members / train_s if timed else float('nan')
-  summary = {
-    'task': config.data.task,
-    'num_members': num_members,
-    'data_mode': config.ensemble.data_mode,
-    **table,
-    'dev_target_variance': train_lib.target_variance(dev_set),
-    'steps': steps,
-    'epochs': config.train.epochs,
-    'train_wall_s': wall,
-    'model_steps_per_s': rate,  # after the first (compiling) call, without evaluations
-    'num_params_per_member': int(num_params),
-  }
-  train_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
-  log.write('end', **{k: v for k, v in summary.items() if k != 'members'})
-  print(f'Members after {steps} steps ({rate:.0f} model-steps/s after compiling):')
-  print(format_table(table['members'], _varying_columns(pop.hparams)))
-  best = table['best_member']
-  print(
-    f'Best member: {best["member"]} (learning_rate {best["learning_rate"]:.4g}, '
-    f'dev loss {best["dev_loss"]:.6f}); ensemble mean prediction: dev loss '
-    f'{table["ensemble_dev_loss"]:.6f}'
-  )
-  return summary

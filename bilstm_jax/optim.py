@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 SCHEDULES = ('constant', 'warmup_cosine', 'step')
@@ -80,7 +81,11 @@ def make_optimizer(optim_config, total_steps: int | None = None) -> optax.Gradie
   return optax.inject_hyperparams(build)(learning_rate=optim_config.learning_rate)
 
 
-def learning_rate_at(optim_config, total_steps: int | None, peak, step: int) -> float:
-  """The rate `make_optimizer` uses at `step`, for logging (host side)."""
+def learning_rate_at(optim_config, total_steps: int | None, peak, step: int) -> float | list:
+  """The rate `make_optimizer` uses at `step`, for logging (host side).
+
+  `peak` is a scalar, or float32[N] for an ensemble's members (then a list is returned).
+  """
   scale = schedule_scale(optim_config, total_steps)
-  return float(peak) * (1.0 if scale is None else float(scale(jnp.asarray(step))))
+  rate = np.asarray(peak, np.float64) * (1.0 if scale is None else float(scale(jnp.asarray(step))))
+  return float(rate) if rate.ndim == 0 else rate.tolist()

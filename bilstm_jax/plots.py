@@ -11,22 +11,24 @@ matplotlib.use('Agg')  # files only; never opens a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+DEFAULT_LOSSES = {'train_loss': 'train loss (mean since the last point)', 'dev_loss': 'dev loss'}
 
-def loss_curves(history: list[dict], path: str) -> None:
-  """Train and dev loss against the step, log scale, from the run's 'eval' rows.
+
+def loss_curves(history: list[dict], path: str, labels: dict | None = None) -> None:
+  """Losses against the step, log scale, from the run's 'eval' rows.
 
   Args:
-    history: dicts with 'step', 'train_loss', 'dev_loss' (metrics.jsonl 'eval' events).
+    history: dicts with 'step' and the `labels` keys (metrics.jsonl 'eval' events).
     path: the PNG to write.
+    labels: {key: legend label} of the curves; default train and dev loss.
   """
+  labels = labels or DEFAULT_LOSSES
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
   steps = [h['step'] for h in history]
-  for key, style in (('train_loss', 'o-'), ('dev_loss', 's--')):
-    values = [h[key] for h in history]
-    label = 'train loss (mean since the last point)' if key == 'train_loss' else 'dev loss'
-    ax.plot(steps, values, style, label=label, markersize=4)
-  positive = [h[k] for h in history for k in ('train_loss', 'dev_loss') if h[k] > 0]
+  for (key, label), style in zip(labels.items(), ('o-', 's--', '^:', 'd-.'), strict=False):
+    ax.plot(steps, [h[key] for h in history], style, label=label, markersize=4)
+  positive = [h[k] for h in history for k in labels if h[k] > 0]
   if positive and max(positive) / min(positive) > 20:
     ax.set_yscale('log')
   ax.set_xlabel('optimiser step')

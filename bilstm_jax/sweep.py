@@ -3,11 +3,11 @@
 Hidden size or layer count change the parameters' shapes, so members that differ in them
 cannot share one vmapped program. A sweep config is an ensemble config
 (`configs/ensemble.py`) plus a `sweep` block listing values of `model` fields; every
-combination is trained as its own population (`ensemble.train_and_evaluate`, in
+combination is trained as its own population (`train_lib.train_and_evaluate`, in
 `workdir/<shape>/`), and one table with a row per member of every shape is written to
 `workdir/results.json` after each shape. A rerun with the same workdir skips the shapes
 already in the table, so an interrupted sweep resumes at the first unfinished shape
-(that shape restarts from scratch).
+(from that shape's newest checkpoint).
 
   python -m bilstm_jax.sweep --config configs/sweep.py --workdir /tmp/sweep
 """
@@ -20,7 +20,7 @@ import os
 
 import ml_collections
 
-from bilstm_jax import ensemble, train_lib
+from bilstm_jax import population, train_lib
 
 
 def shapes(sweep_config, model_config) -> list[dict]:
@@ -77,14 +77,14 @@ def run(config, workdir: str) -> dict:
       print(f'[sweep] {name}: done before, skipped')
       continue
     print(f'[sweep] {name}: training {config.ensemble.num_members} members')
-    summary = ensemble.train_and_evaluate(shape_config(config, shape), os.path.join(workdir, name))
+    summary = train_lib.train_and_evaluate(shape_config(config, shape), os.path.join(workdir, name))
     results['rows'] += [{'shape': name, **shape, **row} for row in summary['members']]
-    results['shapes'][name] = {k: v for k, v in summary.items() if k != 'members'}
-    results['best'] = ensemble.best_member(results['rows'])
+    results['shapes'][name] = {k: v for k, v in summary.items() if k not in ('members', 'history')}
+    results['best'] = population.best_member(results['rows'])
     train_lib.write_json(path, results)  # after every shape: the resume point
   columns = ('shape', 'member', 'learning_rate', 'train_loss', 'dev_loss')
   print(f'[sweep] {len(results["rows"])} members over {len(results["shapes"])} shapes:')
-  print(ensemble.format_table(results['rows'], columns))
+  print(population.format_table(results['rows'], columns))
   best = results['best']
   print(f'[sweep] best: {best["shape"]} member {best["member"]} dev loss {best["dev_loss"]:.6f}')
   return results

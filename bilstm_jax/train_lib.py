@@ -1,4 +1,12 @@
-"""Training: state, a pure jitted step, evaluation and the loop behind `train.py`."""
+"""Training: state, a pure jitted step, evaluation and the loop behind `train.py`.
+
+The loop trains whatever a config describes through one code path: its parts that depend
+on what is trained (build the state, the compiled multi-step, a chunk's batches, the dev
+metrics, the final summary) are the methods of a `Parts` object: `SingleModel` for one
+model, `population.Population` for a config with an `ensemble` block (N stacked members).
+Checkpoints and exact resume, early stopping, `train.num_steps`, schedules, sharding,
+TensorBoard and plots are the loop's, so every config gets them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import flax.linen as nn
 import jax
@@ -150,9 +159,6 @@ def _steps_chunks(num_steps: int, steps_per_call: int) -> list[tuple[int, int]]:
 # run replays exactly the compiled calls an uninterrupted run makes.
 
 
-METRICS = ('dev_loss', 'train_loss')  # what each evaluation computes
-
-
 @dataclasses.dataclass
 class Progress:
   """Where a run stands; saved in every checkpoint so a resumed run continues exactly.
@@ -176,15 +182,58 @@ class Progress:
 
   def to_meta(self) -> dict:
     meta = dataclasses.asdict(self)
-    meta['window'] = {k: float(v) for k, v in self.window.items()}  # fetches, once per save
+    # Fetches, once per save; a float, or a list for an ensemble's per-member sums.
+    meta['window'] = {k: np.asarray(v).tolist() for k, v in self.window.items()}
     return meta
 
   @classmethod
   def from_meta(cls, meta: dict) -> Progress:
     fields = {f.name for f in dataclasses.fields(cls)}
     progress = cls(**{k: v for k, v in meta.items() if k in fields})
-    progress.window = {k: np.float32(v) for k, v in progress.window.items()}
+    progress.window = {k: np.asarray(v, np.float32) for k, v in progress.window.items()}
     return progress
+
+
+class Parts(Protocol):
+  """The parts of the loop that depend on what is trained (one model, or a population).
+
+  Attributes:
+    metrics: the names `train.metric` may take (scalar entries of the metrics dicts).
+    loss_labels: {metric: label} of the curves in plots/loss.png (None: the default two).
+  """
+
+  metrics: tuple[str, ...]
+  loss_labels: dict | None
+
+  def examples_per_epoch(self, config, train_set: dict) -> int:
+    """Examples one model sees per epoch (`plan` counts steps from it)."""
+
+  def compile(self, config, task, mesh, batch_size: int) -> tuple[nn.Module, Callable, Callable]:
+    """(model, multi_step(state, batches, rng) -> (state, sums), eval_fn(state, batch))."""
+
+  def init(self, run: Run) -> tuple:
+    """A fresh (state, rng) from `config.seed`, placed on the run's mesh."""
+
+  def epoch_batches(self, run: Run, epoch: int) -> list[dict]:
+    """This process's rows of each of `epoch`'s batches, in order."""
+
+  def stack(self, batches: list[dict]) -> dict:
+    """The batches of one compiled call, stacked as `multi_step` takes them."""
+
+  def train_metrics(self, window: dict) -> dict:
+    """{'train_loss': float, ...} from the loss sums since the last log (fetches them)."""
+
+  def evaluate(self, run: Run, state) -> dict:
+    """Dev metrics: the scalars of `metrics` and any per-member lists."""
+
+  def start_info(self, state) -> dict:
+    """Extra fields of the 'start' event (e.g. num_params)."""
+
+  def log_line(self, metrics: dict) -> str:
+    """What an evaluation prints after its epoch and step."""
+
+  def finish(self, run: Run, state, mon: monitor.Monitor, wall: float, ckpts) -> dict:
+    """Final evaluation, summary.json and outputs; returns the summary."""
 
 
 @dataclasses.dataclass
@@ -202,6 +251,7 @@ class Run:
   multi_step: Callable
   eval_fn: Callable
   mesh: jax.sharding.Mesh  # the devices of all processes; see `sharding.make_mesh`
+  parts: Parts  # what depends on the kind of run: `SingleModel` or `population.Population`
 
 
 def load_datasets(config, task: tasks.Task) -> tuple[dict, dict]:
@@ -226,41 +276,140 @@ def plan(config, num_train: int) -> tuple[int, int]:
   return steps_per_epoch, config.train.epochs * steps_per_epoch
 
 
+def make_parts(config, train_set: dict) -> Parts:
+  """`population.Population` for a config with an `ensemble` block, else `SingleModel`."""
+  if config.get('ensemble') is None:
+    return SingleModel()
+  from bilstm_jax import population  # imports this module
+
+  return population.Population(config, train_set)
+
+
 def make_run(config, workdir: str) -> Run:
   """Loads the data, builds the model and compiles the train and eval functions."""
-  if config.train.metric not in METRICS:
-    raise ValueError(f'train.metric must be one of {METRICS}; got {config.train.metric!r}.')
   task = tasks.get_task(config.data.task)
   train_set, dev_set = load_datasets(config, task)
-  steps_per_epoch, total_steps = plan(config, len(train_set['lengths']))
+  parts = make_parts(config, train_set)
+  if config.train.metric not in parts.metrics:
+    raise ValueError(f'train.metric must be one of {parts.metrics}; got {config.train.metric!r}.')
+  steps_per_epoch, total_steps = plan(config, parts.examples_per_epoch(config, train_set))
   mesh = sharding.make_mesh(config.get('mesh'))
   batch_size = config.train.batch_size
   sharding.check_batch_size(batch_size, mesh)
-  # The jitted steps see global arrays: each batch split over the mesh's `data` axis (the
-  # train step gets this process's rows, evaluation whole batches), the state as placed.
-  multi_step = jax.jit(functools.partial(train_steps, loss_fn=task.loss_fn), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, loss_fn=task.loss_fn))
+  model, multi_step, eval_fn = parts.compile(config, task, mesh, batch_size)
   return Run(
     config=config,
     workdir=workdir,
     task=task,
-    model=task.make_model(config.model, config.data),
+    model=model,
     train_set=train_set,
     dev_set=dev_set,
     steps_per_epoch=steps_per_epoch,
     total_steps=total_steps,
-    multi_step=sharding.data_parallel(multi_step, mesh, batch_size, batch_axis=1),
-    eval_fn=sharding.data_parallel(eval_fn, mesh, batch_size, global_rows=True),
+    multi_step=multi_step,
+    eval_fn=eval_fn,
     mesh=mesh,
+    parts=parts,
   )
 
 
 def build_state(run: Run) -> tuple[TrainState, jax.Array]:
-  """A fresh TrainState and the base dropout rng, both from `config.seed`."""
+  """A fresh single-model TrainState and the base dropout rng, both from `config.seed`."""
   init_rng, step_rng = jax.random.split(jax.random.key(run.config.seed))
   sample = next(data_lib.batches(run.train_set, run.config.train.batch_size, shuffle=False))
   tx = optim.make_optimizer(run.config.optim, run.total_steps)
   return create_train_state(init_rng, run.model, tx, sample), step_rng
+
+
+class SingleModel:
+  """The `Parts` of a single-model run: the default."""
+
+  metrics = ('dev_loss', 'train_loss')
+  loss_labels = None
+
+  def examples_per_epoch(self, config, train_set: dict) -> int:
+    return len(train_set['lengths'])
+
+  def compile(self, config, task, mesh, batch_size: int):
+    # The jitted steps see global arrays: each batch split over the mesh's `data` axis (the
+    # train step gets this process's rows, evaluation whole batches), the state as placed.
+    multi_step = jax.jit(functools.partial(train_steps, loss_fn=task.loss_fn), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, loss_fn=task.loss_fn))
+    return (
+      task.make_model(config.model, config.data),
+      sharding.data_parallel(multi_step, mesh, batch_size, batch_axis=1),
+      sharding.data_parallel(eval_fn, mesh, batch_size, global_rows=True),
+    )
+
+  def init(self, run: Run) -> tuple[TrainState, jax.Array]:
+    state, rng = build_state(run)
+    # On the mesh: replicated (or split over `model`); a restored checkpoint keeps this.
+    placement = (sharding.state_sharding(state, run.mesh), sharding.replicated(run.mesh))
+    return sharding.put((state, rng), placement)
+
+  def epoch_batches(self, run: Run, epoch: int) -> list[dict]:
+    cfg = run.config
+    rows = sharding.local_rows(run.mesh, cfg.train.batch_size)
+    return list(
+      sharding.process_batches(
+        run.train_set,
+        cfg.train.batch_size,
+        rows,
+        seed=cfg.seed,
+        epoch=epoch,
+        shuffle=cfg.train.shuffle,
+      )
+    )
+
+  def stack(self, batches: list[dict]) -> dict:
+    return data_lib.stack(batches)
+
+  def train_metrics(self, window: dict) -> dict:
+    return {'train_loss': float(window['loss_sum']) / max(float(window['weight']), 1.0)}
+
+  def evaluate(self, run: Run, state) -> dict:
+    return {'dev_loss': evaluate(run.eval_fn, state, run.dev_set, run.config.train.batch_size)}
+
+  def start_info(self, state) -> dict:
+    return {'num_params': int(sum(x.size for x in jax.tree.leaves(state.params)))}
+
+  def log_line(self, metrics: dict) -> str:
+    return f'train loss {metrics["train_loss"]:.6f}  dev loss {metrics["dev_loss"]:.6f}'
+
+  def finish(self, run: Run, state, mon: monitor.Monitor, wall: float, ckpts) -> dict:
+    """Final evaluation, summary.json, the export and the plots."""
+    cfg, bs = run.config, run.config.train.batch_size
+    train_mse = evaluate(run.eval_fn, state, run.train_set, bs)
+    dev_mse = evaluate(run.eval_fn, state, run.dev_set, bs)
+    dev_var = target_variance(run.dev_set)
+    steps = int(state.step)
+    summary = {
+      'task': cfg.data.task,
+      'final_train_loss': train_mse,
+      'final_dev_loss': dev_mse,
+      'dev_target_variance': dev_var,
+      'dev_loss_over_variance': dev_mse / dev_var,
+      'steps': steps,
+      'epochs': cfg.train.epochs,
+      'train_wall_s': wall,
+      'steps_per_s': steps / wall if wall > 0 else None,
+      'num_params': self.start_info(state)['num_params'],
+      **run_info(run, mon, ckpts),
+    }
+    write_summary(run, mon, summary)
+    mon.print(
+      f'Final MSE: train {train_mse:.6f}  dev {dev_mse:.6f}  '
+      f'(dev target variance {dev_var:.4f}; ratio {dev_mse / dev_var:.4f})'
+    )
+    if not distributed.is_writer():
+      return summary
+    params = sharding.host_copy(state.params)  # process 0 alone, on its own device
+    export.export_predict(run.model, params, cfg.data.input_size, _path(run, 'export'))
+    apply = jax.jit(lambda params, x, n: state.apply_fn({'params': params}, x, n))
+    preds = np.asarray(apply(params, run.dev_set['inputs'][:4], run.dev_set['lengths'][:4]))
+    plots.predictions(preds, run.dev_set, _path(run, 'plots', 'predictions.png'))
+    _print_predictions(preds, run.dev_set, mon.print)
+    return summary
 
 
 def open_checkpoints(config, workdir: str, read_only: bool = False) -> checkpoint.Checkpoints:
@@ -314,33 +463,18 @@ def chunks_from(run: Run, progress: Progress):
     epoch, batch = epoch + 1, 0
 
 
-def epoch_batches(run: Run, epoch: int) -> list[dict]:
-  """This process's rows of each batch of `epoch` (with one process, the whole batches)."""
-  cfg = run.config
-  rows = sharding.local_rows(run.mesh, cfg.train.batch_size)
-  return list(
-    sharding.process_batches(
-      run.train_set,
-      cfg.train.batch_size,
-      rows,
-      seed=cfg.seed,
-      epoch=epoch,
-      shuffle=cfg.train.shuffle,
-    )
-  )
-
-
 def run_chunk(run: Run, state, rng, batches: list[dict], progress: Progress) -> TrainState:
   """Trains on `batches` in one compiled call; the loss sums stay on device."""
-  state, sums = run.multi_step(state, data_lib.stack(batches), rng)
+  state, sums = run.multi_step(state, run.parts.stack(batches), rng)
   progress.window = jax.tree.map(jnp.add, progress.window, sums)
   progress.step += len(batches)
   return state
 
 
-def train_loss_or_raise(progress: Progress, ckpts) -> float:
+def train_metrics_or_raise(run: Run, progress: Progress, ckpts) -> dict:
   """Fetches the running train loss; a NaN or inf stops the run before anything is saved."""
-  loss = float(progress.window['loss_sum']) / max(float(progress.window['weight']), 1.0)
+  metrics = run.parts.train_metrics(progress.window)
+  loss = metrics['train_loss']
   if not np.isfinite(loss):
     last = ckpts.latest_step()
     kept = 'no checkpoint was saved yet' if last is None else f'kept {ckpts.path(last)}'
@@ -349,11 +483,7 @@ def train_loss_or_raise(progress: Progress, ckpts) -> float:
       f'{progress.epoch}). The last good checkpoint is {kept}. Lower optim.learning_rate '
       'or set optim.grad_clip_norm.'
     )
-  return loss
-
-
-def evaluate_dev(run: Run, state) -> dict:
-  return {'dev_loss': evaluate(run.eval_fn, state, run.dev_set, run.config.train.batch_size)}
+  return metrics
 
 
 def update_early_stopping(config, progress: Progress, value: float) -> None:
@@ -371,7 +501,8 @@ def update_early_stopping(config, progress: Progress, value: float) -> None:
 
 def save(run: Run, ckpts, state, rng, progress: Progress, metrics: dict) -> None:
   meta = {'progress': progress.to_meta(), 'config': run.config.to_dict(), 'metrics': metrics}
-  ckpts.save(state, rng, meta, {run.config.train.metric: metrics[run.config.train.metric]})
+  metric = run.config.train.metric
+  ckpts.save(state, rng, meta, {metric: metrics[metric]}, step=progress.step)
 
 
 class _Timer:
@@ -393,7 +524,7 @@ def train_loop(run: Run, ckpts, mon: monitor.Monitor, state, rng, progress: Prog
   timer, cache = _Timer(progress.step), {}
   for epoch, lo, hi in chunks_from(run, progress):
     if epoch not in cache:
-      cache = {epoch: epoch_batches(run, epoch)}
+      cache = {epoch: run.parts.epoch_batches(run, epoch)}
     before = progress.step
     state = run_chunk(run, state, rng, cache[epoch][lo:hi], progress)
     mon.advance(hi - lo)
@@ -404,8 +535,9 @@ def train_loop(run: Run, ckpts, mon: monitor.Monitor, state, rng, progress: Prog
     save_now = log_now or (every > 0 and progress.step // every > before // every)
     if not save_now:
       continue
-    train_loss = train_loss_or_raise(progress, ckpts)
-    metrics = {**evaluate_dev(run, state), 'train_loss': train_loss}
+    train = train_metrics_or_raise(run, progress, ckpts)
+    train_loss = train['train_loss']
+    metrics = {**run.parts.evaluate(run, state), **train}
     if log_now:
       row = {'epoch': epoch, 'step': progress.step, **metrics}
       row['learning_rate'] = optim.learning_rate_at(
@@ -415,10 +547,7 @@ def train_loop(run: Run, ckpts, mon: monitor.Monitor, state, rng, progress: Prog
       mon.event('eval', **row)
       mon.scalars(progress.step, row)
       mon.advance(0, train_loss=f'{train_loss:.4g}', dev_loss=f'{metrics["dev_loss"]:.4g}')
-      mon.print(
-        f'Epoch {epoch:4d}  step {progress.step:6d}  train loss {train_loss:.6f}  '
-        f'dev loss {metrics["dev_loss"]:.6f}'
-      )
+      mon.print(f'Epoch {epoch:4d}  step {progress.step:6d}  {run.parts.log_line(metrics)}')
       progress.window = {'loss_sum': 0.0, 'weight': 0.0}
       update_early_stopping(cfg, progress, metrics[cfg.train.metric])
     save(run, ckpts, state, rng, progress, metrics)
@@ -432,45 +561,21 @@ def train_loop(run: Run, ckpts, mon: monitor.Monitor, state, rng, progress: Prog
   return state
 
 
-def finish(run: Run, state, mon: monitor.Monitor, wall: float, ckpts) -> dict:
-  """Final evaluation, summary.json, the export and the plots."""
-  cfg, bs = run.config, run.config.train.batch_size
-  train_mse = evaluate(run.eval_fn, state, run.train_set, bs)
-  dev_mse = evaluate(run.eval_fn, state, run.dev_set, bs)
-  dev_var = target_variance(run.dev_set)
-  steps = int(state.step)
-  history = [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
-  summary = {
-    'task': cfg.data.task,
-    'final_train_loss': train_mse,
-    'final_dev_loss': dev_mse,
-    'dev_target_variance': dev_var,
-    'dev_loss_over_variance': dev_mse / dev_var,
-    'steps': steps,
-    'epochs': cfg.train.epochs,
-    'train_wall_s': wall,
-    'steps_per_s': steps / wall if wall > 0 else None,
-    'num_params': int(sum(x.size for x in jax.tree.leaves(state.params))),
-    'best_checkpoint': ckpts.path(ckpts.best_step()) if ckpts.best_step() is not None else None,
+def run_info(run: Run, mon: monitor.Monitor, ckpts) -> dict:
+  """The summary fields every run has: best checkpoint, devices and the eval history."""
+  best = ckpts.best_step()
+  return {
+    'best_checkpoint': ckpts.path(best) if best is not None else None,
     **sharding.describe(run.mesh),  # num_devices, num_processes, mesh
-    'history': history,
+    'history': [e for e in monitor.read_events(mon.path) if e['event'] == 'eval'],
   }
+
+
+def write_summary(run: Run, mon: monitor.Monitor, summary: dict, skip=('history',)) -> None:
+  """summary.json (process 0) and the 'end' event, without the `skip` keys."""
   if distributed.is_writer():
     write_json(os.path.join(run.workdir, 'summary.json'), summary)
-  mon.event('end', **{k: v for k, v in summary.items() if k != 'history'})
-  mon.print(
-    f'Final MSE: train {train_mse:.6f}  dev {dev_mse:.6f}  '
-    f'(dev target variance {dev_var:.4f}; ratio {dev_mse / dev_var:.4f})'
-  )
-  if not distributed.is_writer():
-    return summary
-  params = sharding.host_copy(state.params)  # process 0 alone, on its own device
-  export.export_predict(run.model, params, cfg.data.input_size, _path(run, 'export'))
-  apply = jax.jit(lambda params, x, n: state.apply_fn({'params': params}, x, n))
-  preds = np.asarray(apply(params, run.dev_set['inputs'][:4], run.dev_set['lengths'][:4]))
-  plots.predictions(preds, run.dev_set, _path(run, 'plots', 'predictions.png'))
-  _print_predictions(preds, run.dev_set, mon.print)
-  return summary
+  mon.event('end', **{k: v for k, v in summary.items() if k not in skip})
 
 
 def _path(run: Run, *parts: str) -> str:
@@ -484,19 +589,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     errors.CheckpointError: the workdir holds a run of an incompatible config.
     errors.NonFiniteLossError: the loss became NaN or inf (the last good checkpoint stays).
   """
-  if config.get('ensemble') is not None:  # a population of members: see bilstm_jax/ensemble.py
-    from bilstm_jax import ensemble  # imports this module
-
-    return ensemble.train_and_evaluate(config, workdir)
   distributed.initialize(config.get('distributed'))  # before any other JAX computation
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
   run = make_run(config, workdir)
   ckpts = open_checkpoints(config, workdir)
-  state, rng = build_state(run)
-  # On the mesh: replicated (or split over `model`); a restored checkpoint keeps this.
-  placement = (sharding.state_sharding(state, run.mesh), sharding.replicated(run.mesh))
-  state, rng = sharding.put((state, rng), placement)
+  state, rng = run.parts.init(run)
   state, rng, progress = restore_or_start(run, ckpts, state, rng)
   # Every process runs the loop; only process 0 writes the shared files (checkpoints are
   # written by all processes together, orbax coordinates them).
@@ -509,19 +607,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mon.event('resume', step=progress.step, epoch=progress.epoch, batch=progress.batch)
   else:
     mon.hparams(config.to_dict())
-    num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
-    mon.event('start', step=0, num_params=num_params, steps_per_epoch=run.steps_per_epoch)
+    info = run.parts.start_info(state)
+    mon.event('start', step=0, **info, steps_per_epoch=run.steps_per_epoch)
   start = time.perf_counter()
   try:
     if not progress.stopped_early:
       state = train_loop(run, ckpts, mon, state, rng, progress)
     jax.block_until_ready(state.params)
     wall = time.perf_counter() - start
-    return finish(run, state, mon, wall, ckpts)
+    return run.parts.finish(run, state, mon, wall, ckpts)
   finally:
     history = [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
     if history and distributed.is_writer():
-      plots.loss_curves(history, _path(run, 'plots', 'loss.png'))
+      plots.loss_curves(history, _path(run, 'plots', 'loss.png'), run.parts.loss_labels)
     mon.close()
     ckpts.close()
 

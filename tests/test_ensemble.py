@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bilstm_jax import data, ensemble, losses, models, train_lib
+from bilstm_jax import data, ensemble, losses, models, population, train_lib
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,17 +183,17 @@ def test_sample_hparams_ranges():
       'sampling': 'grid',
     }
   )
-  hp = ensemble.sample_hparams(ens, seed=0)
+  hp = population.sample_hparams(ens, seed=0)
   np.testing.assert_allclose(hp['learning_rate'][[0, -1]], [1e-4, 1e-1], rtol=1e-6)
   np.testing.assert_allclose(np.diff(np.log(hp['learning_rate'])), np.log(1000) / 4, rtol=1e-5)
   np.testing.assert_allclose(hp['dropout'], [0, 0.125, 0.25, 0.375, 0.5], rtol=1e-6)
   assert (hp['weight_decay'] == 0).all() and (hp['init_scale'] == 1).all()
   ens.sampling = 'random'
-  lr = ensemble.sample_hparams(ens, seed=1)['learning_rate']
+  lr = population.sample_hparams(ens, seed=1)['learning_rate']
   assert lr.min() >= 1e-4 and lr.max() <= 1e-1 and (np.diff(lr) > 0).all()
   ens.dropout = (0.2, 0.1)
   with pytest.raises(ValueError, match='low'):
-    ensemble.sample_hparams(ens, seed=0)
+    population.sample_hparams(ens, seed=0)
 
 
 def test_best_member_skips_diverged_and_table_formats():
@@ -202,8 +202,8 @@ def test_best_member_skips_diverged_and_table_formats():
     {'member': 1, 'learning_rate': 0.01, 'dev_loss': 0.5},
     {'member': 2, 'learning_rate': 0.1, 'dev_loss': 0.2},
   ]
-  assert ensemble.best_member(rows)['member'] == 2
-  text = ensemble.format_table(rows)
+  assert population.best_member(rows)['member'] == 2
+  text = population.format_table(rows)
   assert text.splitlines()[0].split() == ['member', 'learning_rate', 'dev_loss']
   assert 'nan' in text
 
