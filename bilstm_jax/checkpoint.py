@@ -15,6 +15,7 @@ always kept (to resume from), plus the best `keep_best` by the chosen dev metric
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -247,7 +248,8 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
     saved, current: config dicts (`config.to_dict()`).
     where: the file `saved` came from, for the message.
   """
-  a, b = _flatten(saved), _flatten(current)
+  # As JSON stores them (a config's tuples come back as lists).
+  a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, current))
   diffs = [
     f'{k}: {a.get(k, "<absent>")!r} in the workdir, {b.get(k, "<absent>")!r} now'
     for k in sorted(set(a) | set(b))

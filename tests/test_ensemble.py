@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -279,3 +281,115 @@ def test_train_py_trains_the_ensemble_config_and_prints_the_table(tmp_path):
   assert all(1e-4 <= r['learning_rate'] <= 0.3 for r in rows)
   assert summary['best_member']['dev_loss'] == min(r['dev_loss'] for r in rows)
   assert np.isfinite(summary['ensemble_dev_loss'])
+
+
+# 4 members, 4 steps an epoch, 2 per compiled call, 3 epochs; a checkpoint every 2 steps.
+TINY_ENSEMBLE = {
+  'ensemble.num_members': 4,
+  'data.num_train': 32,
+  'data.num_dev': 8,
+  'data.seq_len': 6,
+  'model.hidden_size': 4,
+  'train.batch_size': 8,
+  'train.epochs': 3,
+  'train.log_every_epochs': 1,
+  'train.steps_per_call': 2,
+  'checkpoint.save_every_steps': 2,
+}
+
+
+def _tiny_ensemble_config(**overrides):
+  from configs import ensemble as ensemble_config
+
+  cfg = ensemble_config.get_config()
+  for key, value in {**TINY_ENSEMBLE, **overrides}.items():
+    block, name = key.split('.')
+    cfg[block][name] = value
+  return cfg
+
+
+def _latest_state(cfg, workdir):
+  """The stacked TrainState, step keys and meta of the newest checkpoint in `workdir`."""
+  run = train_lib.make_run(cfg, workdir)
+  state, rng = run.parts.init(run)
+  ckpts = train_lib.open_checkpoints(cfg, workdir, read_only=True)
+  try:
+    step = ckpts.latest_step()
+    state, rng, meta = ckpts.restore(step, state, rng)
+  finally:
+    ckpts.close()
+  return step, state, rng, meta
+
+
+def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
+  from bilstm_jax import checkpoint
+
+  reference = str(tmp_path / 'reference')
+  expected = train_lib.train_and_evaluate(_tiny_ensemble_config(), reference)
+
+  workdir = str(tmp_path / 'killed')
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  flags = [f'--config.{k}={v}' for k, v in TINY_ENSEMBLE.items()]
+  cmd = [sys.executable, 'train.py', '--config', 'configs/ensemble.py', '--workdir', workdir]
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  # Saves are slow (0.3 s each), training between them fast: killing as soon as the first
+  # checkpoint is complete lands in training or evaluation, before the next save.
+  proc = subprocess.Popen(
+    cmd + flags,
+    cwd=ROOT,
+    env={**env, checkpoint.SAVE_DELAY_ENV: '0.3'},
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+  )
+  end = time.time() + 120
+  while time.time() < end and proc.poll() is None:
+    if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
+      break
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  at_kill = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+  assert at_kill and at_kill[-1] < 12, (at_kill, proc.stderr.read().decode()[-2000:])
+
+  resumed = subprocess.run(cmd + flags, cwd=ROOT, env=env, capture_output=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+  assert b'Best member:' in resumed.stdout
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    events = [json.loads(line) for line in f]
+  assert [e['step'] for e in events if e['event'] == 'resume'] == [at_kill[-1]]
+
+  cfg = _tiny_ensemble_config()
+  step, state, rng, meta = _latest_state(cfg, workdir)
+  ref_step, ref_state, ref_rng, ref_meta = _latest_state(cfg, reference)
+  assert step == ref_step == 12 and meta['progress'] == ref_meta['progress']
+  assert jax.tree.leaves(state.params)[0].shape[0] == 4
+  same = np.testing.assert_array_equal
+  train = lambda s: (s.params, s.opt_state, s.step)  # noqa: E731
+  jax.tree.map(same, train(state), train(ref_state))
+  same(jax.random.key_data(rng), jax.random.key_data(ref_rng))
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['members'] == expected['members']
+  assert summary['best_member'] == expected['best_member']
+
+
+def test_ensemble_num_steps_and_early_stopping(tmp_path):
+  # Learning rate 0: the dev losses never improve, so patience 1 stops at the second
+  # evaluation (step 8), before train.num_steps (10) and without looking at train.epochs.
+  cfg = _tiny_ensemble_config(
+    **{
+      'train.num_steps': 10,
+      'train.early_stopping_patience': 1,
+      'ensemble.learning_rate': (0.0, 0.0),
+      'checkpoint.save_every_steps': 0,
+    }
+  )
+  summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['steps'] == 8
+  evals = summary['history']
+  assert [e['step'] for e in evals] == [4, 8]
+  assert evals[0]['dev_loss'] == evals[1]['dev_loss'] == min(evals[0]['member_dev_loss'])
+  assert len(evals[0]['member_train_loss']) == 4
+  assert summary['best_checkpoint'].endswith('/4')
+  assert (tmp_path / 'plots' / 'loss.png').exists()
+  assert list((tmp_path / 'tensorboard').iterdir())
