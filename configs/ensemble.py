@@ -33,5 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.ensemble.dropout = (0.0, 0.0)  # replaces model.dropout; between stacked layers only
   config.ensemble.init_scale = (1.0, 1.0)  # multiplies each member's initial parameters
   config.ensemble.sampling = 'random'  # 'random' (independent draws) or 'grid' (even spacing)
+  # Checkpoints, resume and early stopping as for one model. What train.metric (default
+  # 'dev_loss') means here: the best member's dev loss, so checkpoints rank and patience
+  # counts by whether any member improved; 'median_dev_loss' (the median member's) and
+  # 'ensemble_dev_loss' (the mean prediction's) are the alternatives.
   # config.mesh.member > 1 (or -1) splits the members over that many devices.
   return config
