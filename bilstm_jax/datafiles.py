@@ -119,17 +119,24 @@ def _parse_line(path: str, lineno: int, line: str) -> dict:
   return out
 
 
-def write_predictions(path: str, predictions: np.ndarray, lengths: np.ndarray) -> None:
-  """Writes predictions float[n, time, outputs] (valid up to `lengths`) to `path`."""
+def write_predictions(
+  path: str, predictions: np.ndarray, lengths: np.ndarray, std: np.ndarray | None = None
+) -> None:
+  """Writes predictions float[n, time, outputs] (valid up to `lengths`) to `path`.
+
+  `std` (same shape; an ensemble's spread over members) is written beside them if given.
+  """
   predictions, lengths = np.asarray(predictions), np.asarray(lengths)
+  extra = {} if std is None else {'std': np.asarray(std)}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp'
   if path.endswith('.npz'):
     with open(tmp, 'wb') as f:
-      np.savez(f, predictions=predictions, lengths=lengths)
+      np.savez(f, predictions=predictions, lengths=lengths, **extra)
   else:
     with open(tmp, 'w') as f:
       for i, (p, n) in enumerate(zip(predictions, lengths, strict=True)):
         row = {'index': i, 'length': int(n), 'predictions': p[: int(n)].tolist()}
+        row.update({k: v[i, : int(n)].tolist() for k, v in extra.items()})
         f.write(json.dumps(row) + '\n')
   os.replace(tmp, path)

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import datafiles, tasks, train_lib
+from bilstm_jax import datafiles, ensemble, tasks, train_lib
 from bilstm_jax.errors import CheckpointError
 
 SPLITS = ('train', 'dev')
@@ -21,7 +21,8 @@ SPLITS = ('train', 'dev')
 def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.TrainState, str]:
   """The params of the best (by `train.metric`) or latest checkpoint of `workdir`.
 
-  The model is built from `config`; a checkpoint of another model shape is an error.
+  The model is built from `config`; a checkpoint of another model shape is an error. For
+  a config with an `ensemble` block the params are the stacked members' (leading axis N).
 
   Returns:
     (a TrainState holding the params, the checkpoint's path).
@@ -32,7 +33,15 @@ def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.Tra
   model = task.make_model(config.model, config.data)
   sample = jnp.zeros((1, config.data.seq_len, config.data.input_size), jnp.float32)
   lengths = jnp.ones((1,), jnp.int32)
-  params_like = jax.eval_shape(model.init, jax.random.key(0), sample, lengths)['params']
+
+  def init(key):
+    return model.init(key, sample, lengths)['params']
+
+  if is_ensemble(config):
+    keys = jax.random.split(jax.random.key(0), config.ensemble.num_members)
+    params_like = jax.eval_shape(jax.vmap(init), keys)
+  else:
+    params_like = jax.eval_shape(init, jax.random.key(0))
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
     raise CheckpointError(f'No checkpoints in {directory}; train first (--mode=train).')
@@ -49,6 +58,10 @@ def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.Tra
   return state, path
 
 
+def is_ensemble(config) -> bool:
+  return config.get('ensemble') is not None
+
+
 def load_data(config, name: str, need_targets: bool) -> dict:
   """A split of the config's task ('train', 'dev') or a data file (see `datafiles`)."""
   if name in SPLITS:
@@ -61,8 +74,18 @@ def evaluate(config, workdir: str, which: str = 'best') -> dict:
   state, path = load_state(config, workdir, which)
   dataset = load_data(config, config.data.test, need_targets=True)
   loss_fn = tasks.get_task(config.data.task).loss_fn
-  eval_fn = jax.jit(functools.partial(train_lib.eval_step, loss_fn=loss_fn))
-  loss = train_lib.evaluate(eval_fn, state, dataset, config.train.batch_size)
+  extra = {}
+  if is_ensemble(config):
+    # The ensemble's loss is that of the members' mean prediction; each member's is listed.
+    losses = ensemble.evaluate(
+      jax.jit(ensemble.make_eval_fn(loss_fn)), state, dataset, config.train.batch_size
+    )
+    loss = losses['ensemble_loss']
+    member = losses['member_loss']
+    extra = {'member_loss': member.tolist(), 'best_member': int(np.nanargmin(member))}
+  else:
+    eval_fn = jax.jit(functools.partial(train_lib.eval_step, loss_fn=loss_fn))
+    loss = train_lib.evaluate(eval_fn, state, dataset, config.train.batch_size)
   variance = train_lib.target_variance(dataset)
   result = {
     'data': config.data.test,
@@ -72,20 +95,29 @@ def evaluate(config, workdir: str, which: str = 'best') -> dict:
     'loss': loss,
     'target_variance': variance,
     'loss_over_variance': loss / variance if variance > 0 else None,
+    **extra,
   }
   print(json.dumps(result))
   train_lib.write_json(os.path.join(workdir, 'evaluate.json'), result)
   return result
 
 
-def predict_dataset(state, dataset: dict, batch_size: int) -> np.ndarray:
-  """Model outputs float32[n, time, outputs] for every example, in order."""
-  apply = jax.jit(lambda p, x, n: state.apply_fn({'params': p}, x, n))
+def predict_dataset(state, dataset: dict, batch_size: int, members: bool = False) -> np.ndarray:
+  """Model outputs float32[n, time, outputs] for every example, in order.
+
+  With `members=True` (stacked ensemble params), every member's: float32[N, n, time, out].
+  """
+  if members:
+    apply = jax.jit(lambda state, x, n: ensemble.predict(state, x, n))
+    axis = 1
+  else:
+    apply = jax.jit(lambda state, x, n: state.apply_fn({'params': state.params}, x, n))
+    axis = 0
   outs = [
-    np.asarray(apply(state.params, b['inputs'], b['lengths']))
+    np.asarray(apply(state, b['inputs'], b['lengths']))
     for b in data_lib.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
   ]
-  return np.concatenate(outs)[: len(dataset['lengths'])]
+  return np.take(np.concatenate(outs, axis), np.arange(len(dataset['lengths'])), axis)
 
 
 def predict(config, workdir: str, input_path: str, output_path: str, which: str = 'best') -> str:
@@ -94,8 +126,13 @@ def predict(config, workdir: str, input_path: str, output_path: str, which: str 
     raise ValueError('--mode=predict needs --output (a .jsonl or .npz path).')
   state, path = load_state(config, workdir, which)
   dataset = load_data(config, input_path, need_targets=False)
-  preds = predict_dataset(state, dataset, config.train.batch_size)
-  datafiles.write_predictions(output_path, preds, dataset['lengths'])
+  if is_ensemble(config):
+    # The members' mean prediction, and their spread as an uncertainty estimate.
+    members = predict_dataset(state, dataset, config.train.batch_size, members=True)
+    preds, std = members.mean(0), members.std(0)
+  else:
+    preds, std = predict_dataset(state, dataset, config.train.batch_size), None
+  datafiles.write_predictions(output_path, preds, dataset['lengths'], std=std)
   print(
     json.dumps(
       {'input': input_path, 'output': output_path, 'checkpoint': path, 'num_examples': len(preds)}

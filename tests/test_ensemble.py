@@ -393,3 +393,34 @@ def test_ensemble_num_steps_and_early_stopping(tmp_path):
   assert (tmp_path / 'checkpoints' / '8').is_dir()  # saved where it stopped
   assert (tmp_path / 'plots' / 'loss.png').exists()
   assert list((tmp_path / 'tensorboard').iterdir())
+
+
+def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
+  from bilstm_jax import inference
+
+  cfg = _tiny_ensemble_config()
+  summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  result = inference.evaluate(cfg, str(tmp_path), 'latest')
+  np.testing.assert_allclose(
+    result['member_loss'], [r['dev_loss'] for r in summary['members']], rtol=1e-6
+  )
+  np.testing.assert_allclose(result['loss'], summary['ensemble_dev_loss'], rtol=1e-6)
+  assert result['best_member'] == summary['best_member']['member']
+
+  out = str(tmp_path / 'preds.npz')
+  inference.predict(cfg, str(tmp_path), 'dev', out, 'latest')
+  written = np.load(out)
+  state, _ = inference.load_state(cfg, str(tmp_path), 'latest')
+  dev = inference.load_data(cfg, 'dev', need_targets=False)
+  # Each member on its own, as an ordinary single model; then mean and spread.
+  singles = np.stack(
+    [
+      np.asarray(
+        state.apply_fn({'params': ensemble.export_params(state, i)}, dev['inputs'], dev['lengths'])
+      )
+      for i in range(cfg.ensemble.num_members)
+    ]
+  )
+  np.testing.assert_allclose(written['predictions'], singles.mean(0), atol=1e-6)
+  np.testing.assert_allclose(written['std'], singles.std(0), atol=1e-6)
+  assert written['std'].max() > 0  # members differ
