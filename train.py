@@ -10,7 +10,7 @@ Training resumes from the newest checkpoint in --workdir when started again.
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bilstm_jax import errors, inference, runtime, train_lib
@@ -28,14 +28,24 @@ flags.DEFINE_bool(
   "Raise glibc's mmap/trim thresholds and use one malloc arena (bilstm_jax.runtime): "
   'XLA on CPU then stops faulting its buffers in every step. Process-wide.',
 )
+flags.DEFINE_string(
+  'compilation_cache',
+  '~/.cache/bilstm_jax/xla',
+  'Directory for JAX\'s persistent compilation cache (a rerun skips compiling); "" = off.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    # orbax and jax log every step of every save at INFO; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   if FLAGS.tune_allocator:
     runtime.tune_allocator()
+  if FLAGS.compilation_cache:
+    runtime.enable_compilation_cache(FLAGS.compilation_cache)
   config, workdir = FLAGS.config, FLAGS.workdir
   try:
     if FLAGS.mode == 'train':

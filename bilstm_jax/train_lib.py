@@ -52,7 +52,8 @@ def make_optimizer(optim_config, total_steps: int | None = None) -> optax.Gradie
 
 def create_train_state(rng: jax.Array, model, tx, sample_batch: dict) -> TrainState:
   """Initialises parameters from a sample batch's shapes and wraps them with `tx`."""
-  variables = model.init(
+  # Jitted: run eagerly, the init's scan would compile each primitive on its own.
+  variables = jax.jit(model.init)(
     rng, jnp.asarray(sample_batch['inputs']), jnp.asarray(sample_batch['lengths'])
   )
   return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx)
