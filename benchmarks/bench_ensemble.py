@@ -71,7 +71,7 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str) -> di
   import ml_collections
   import numpy as np
 
-  from bilstm_jax import ensemble, models, train_lib
+  from bilstm_jax import ensemble, models, optim, train_lib
 
   b, t, i, h = CONFIGS[cfg]
   rng = np.random.default_rng(0)
@@ -83,8 +83,8 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str) -> di
   batches = jax.device_put(batches)
   one_batch = jax.tree.map(lambda x: x[0], batches)
   model = models.BiLSTMRegressor(h, **({'impl': impl} if impl else {}))
-  optim = ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3})
-  tx = train_lib.make_optimizer(optim)
+  optim_config = ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3})
+  tx = optim.make_optimizer(optim_config)
   init_keys, step_keys = ensemble.member_keys(0, n)
   state = ensemble.create_members(init_keys, model, tx, one_batch)
   jax.block_until_ready(state)

@@ -36,40 +36,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import losses, optim, train_lib
+from bilstm_jax import losses, train_lib
 
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
 
 
 # ----------------------------------------------------------------------------- creation
-
-
-def make_optimizer(
-  optim_config, total_steps: int | None = None, weight_decay: bool = False
-) -> optax.GradientTransformation:
-  """`train_lib.make_optimizer`, or with `weight_decay=True` AdamW whose decay is injectable.
-
-  `train_lib.make_optimizer` injects only the learning rate; a per-member weight decay
-  needs it in `opt_state.hyperparams` too. Same schedule and clipping as `optim`.
-  """
-  if not weight_decay:
-    return train_lib.make_optimizer(optim_config, total_steps)
-  if optim_config.name not in optim.OPTIMIZERS:
-    raise ValueError(f'Per-member weight decay needs Adam(W); got {optim_config.name!r}.')
-  scale = optim.schedule_scale(optim_config, total_steps)
-  clip = optim_config.get('grad_clip_norm', 0.0)
-
-  def build(learning_rate, weight_decay):
-    lr = learning_rate if scale is None else (lambda count: learning_rate * scale(count))
-    opt = optax.adamw(lr, weight_decay=weight_decay)
-    return opt if clip <= 0 else optax.chain(optax.clip_by_global_norm(clip), opt)
-
-  return optax.inject_hyperparams(build)(
-    learning_rate=optim_config.learning_rate, weight_decay=optim_config.get('weight_decay', 0.0)
-  )
 
 
 def member_keys(seed: int, num_members: int) -> tuple[jax.Array, jax.Array]:

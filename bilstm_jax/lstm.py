@@ -26,16 +26,22 @@ from bilstm_jax import fused, recurrence
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
-# The recurrence used by the module. `bilstm_jax.fused` may provide a faster version with
-# the same signature and the same numbers.
-_SCAN_IMPLS: dict[str, Callable] = {'reference': recurrence.lstm_scan_reference}
+# Recurrences by name (`BiLSTM.impl`), all with the signature and numbers of
+# `recurrence.lstm_scan_reference`; 'fused' (bilstm_jax/fused.py) is the default.
+_SCAN_IMPLS: dict[str, Callable] = {}
 
 
 def register_scan_impl(name: str, fn: Callable) -> None:
-  """Registers a recurrence with the signature of `recurrence.lstm_scan_reference`."""
-  _SCAN_IMPLS[name] = fn
+  """Registers a recurrence with the signature of `recurrence.lstm_scan_reference`.
+
+  It is stored jitted (`matmul_dtype` static): inside a caller's jit that changes
+  nothing, and eager calls of the module reuse one compiled scan per shape instead of
+  compiling every primitive of the loop again on each call.
+  """
+  _SCAN_IMPLS[name] = jax.jit(fn, static_argnums=5)
 
 
+register_scan_impl('reference', recurrence.lstm_scan_reference)
 register_scan_impl('fused', fused.lstm_scan_fused)
 
 

@@ -50,15 +50,21 @@ def schedule_scale(optim_config, total_steps: int | None) -> Callable | None:
   )
 
 
-def make_optimizer(optim_config, total_steps: int | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+  optim_config, total_steps: int | None = None, inject_weight_decay: bool = False
+) -> optax.GradientTransformation:
   """Adam or AdamW with the configured schedule and clipping, peak rate injectable.
 
   Args:
     optim_config: the config's `optim` block.
     total_steps: optimiser steps in the run (needed by 'warmup_cosine' only).
+    inject_weight_decay: use AdamW even for `optim.name=adam` (a decay of 0 is exactly
+      Adam), so that `weight_decay` is an injected hyperparameter too; ensembles set it
+      per member.
 
   Returns:
-    A GradientTransformation whose state has `hyperparams['learning_rate']`.
+    A GradientTransformation whose state has `hyperparams['learning_rate']` and, for
+    AdamW, `hyperparams['weight_decay']`.
   """
   if optim_config.name not in OPTIMIZERS:
     raise ValueError(f'Unknown optim.name {optim_config.name!r}; known: {list(OPTIMIZERS)}.')
@@ -68,17 +74,19 @@ def make_optimizer(optim_config, total_steps: int | None = None) -> optax.Gradie
     raise ValueError(f'optim.weight_decay={weight_decay} needs optim.name=adamw.')
   clip = optim_config.get('grad_clip_norm', 0.0)
 
-  def build(learning_rate):
+  adamw = optim_config.name == 'adamw' or inject_weight_decay
+
+  def build(learning_rate, weight_decay=0.0):
     lr = learning_rate if scale is None else (lambda count: learning_rate * scale(count))
-    if optim_config.name == 'adamw':
-      opt = optax.adamw(lr, weight_decay=weight_decay)
-    else:
-      opt = optax.adam(lr)
+    opt = optax.adamw(lr, weight_decay=weight_decay) if adamw else optax.adam(lr)
     if clip > 0:
       opt = optax.chain(optax.clip_by_global_norm(clip), opt)
     return opt
 
-  return optax.inject_hyperparams(build)(learning_rate=optim_config.learning_rate)
+  hparams = {'learning_rate': optim_config.learning_rate}
+  if adamw:
+    hparams['weight_decay'] = weight_decay
+  return optax.inject_hyperparams(build)(**hparams)
 
 
 def learning_rate_at(optim_config, total_steps: int | None, peak, step: int) -> float | list:

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import ensemble, monitor, sharding, train_lib
+from bilstm_jax import ensemble, monitor, optim, sharding, train_lib
 
 HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
 
@@ -227,7 +227,7 @@ class Population:
   def init(self, run: train_lib.Run):
     """The stacked members and their step keys, split over the mesh's `member` axis."""
     cfg = run.config
-    tx = ensemble.make_optimizer(cfg.optim, run.total_steps, weight_decay=self.weight_decay)
+    tx = optim.make_optimizer(cfg.optim, run.total_steps, inject_weight_decay=self.weight_decay)
     hp = {k: self.hparams[k] for k in ('learning_rate', 'init_scale')}
     if self.weight_decay:
       hp['weight_decay'] = self.hparams['weight_decay']

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax.training import train_state
 
 from bilstm_jax import (
@@ -43,11 +42,6 @@ from bilstm_jax import data as data_lib
 
 class TrainState(train_state.TrainState):
   """Flax's TrainState: step, apply_fn, params, tx, opt_state."""
-
-
-def make_optimizer(optim_config, total_steps: int | None = None) -> optax.GradientTransformation:
-  """`optim.make_optimizer`: Adam/AdamW, schedule, clipping; injectable (peak) learning rate."""
-  return optim.make_optimizer(optim_config, total_steps)
 
 
 def create_train_state(rng: jax.Array, model, tx, sample_batch: dict) -> TrainState:

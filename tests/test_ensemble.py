@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bilstm_jax import data, ensemble, losses, models, population, train_lib
+from bilstm_jax import data, ensemble, losses, models, optim, population, train_lib
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_vmapped_ensemble_equals_independent_single_runs(mode):
   shared = members is None
   calls = _stacked_calls(dataset, members, shared)
   sample = {k: v[0] if shared else v[0, 0] for k, v in calls[0].items()}
-  tx = ensemble.make_optimizer(_optim(), weight_decay=True)
+  tx = optim.make_optimizer(_optim(), inject_weight_decay=True)
   init_keys, step_keys = ensemble.member_keys(5, n)
 
   per_member_dropout = bool(hp['dropout'].max() > 0)
@@ -98,7 +98,7 @@ def test_learning_rates_make_members_diverge():
   keys = jnp.stack([key, key, key])  # same init for all: only the learning rate differs
   lrs = np.array([0.01, 0.01, 0.1], np.float32)
   state = ensemble.create_members(
-    keys, model, train_lib.make_optimizer(_optim()), sample, {'learning_rate': lrs}
+    keys, model, optim.make_optimizer(_optim()), sample, {'learning_rate': lrs}
   )
   np.testing.assert_array_equal(state.opt_state.hyperparams['learning_rate'], lrs)
   fn = ensemble.make_train_steps(donate=False)
@@ -141,7 +141,7 @@ def test_inference_members_mean_std_export_and_metrics():
   model = models.BiLSTMRegressor(HIDDEN)
   init_keys, _ = ensemble.member_keys(0, 3)
   state = ensemble.create_members(
-    init_keys, model, train_lib.make_optimizer(_optim()), {k: v[:2] for k, v in dataset.items()}
+    init_keys, model, optim.make_optimizer(_optim()), {k: v[:2] for k, v in dataset.items()}
   )
   x, lengths = jnp.asarray(dataset['inputs']), jnp.asarray(dataset['lengths'])
   preds = ensemble.predict(state, x, lengths)
@@ -213,12 +213,12 @@ def test_best_member_skips_diverged_and_table_formats():
 def test_member_axis_sharded_over_two_devices():
   code = """
 import jax, jax.numpy as jnp, numpy as np
-from bilstm_jax import ensemble, models, train_lib
+from bilstm_jax import ensemble, models, optim, train_lib
 import ml_collections
 assert jax.device_count() == 2
 b = {'inputs': np.ones((2, 3, 4, 5), np.float32), 'lengths': np.full((2, 3), 4, np.int32),
      'targets': np.zeros((2, 3, 4, 1), np.float32)}
-tx = train_lib.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 0.1}))
+tx = optim.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 0.1}))
 ik, sk = ensemble.member_keys(0, 4)
 s = ensemble.create_members(ik, models.BiLSTMRegressor(4), tx, {k: v[0] for k, v in b.items()})
 fn = ensemble.make_train_steps(donate=False)

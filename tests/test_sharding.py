@@ -76,7 +76,7 @@ def _worker() -> dict:
   """Runs in a subprocess with 8 CPU devices; returns max |difference| per check."""
   import jax
 
-  from bilstm_jax import ensemble, tasks, train_lib
+  from bilstm_jax import ensemble, optim, tasks, train_lib
 
   assert jax.device_count() == 8, jax.devices()
   cfg = default.get_config()
@@ -85,7 +85,7 @@ def _worker() -> dict:
   batch_size = cfg.train.batch_size
   batches = list(data.batches(data.synthetic(cfg.data, 'train'), batch_size, epoch=1))
   stacked = data.stack(batches[:3])
-  tx = train_lib.make_optimizer(cfg.optim)
+  tx = optim.make_optimizer(cfg.optim)
   model = task.make_model(cfg.model, cfg.data)
   rng = jax.random.key(1)
 

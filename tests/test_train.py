@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import data, losses, models, train_lib
+from bilstm_jax import data, losses, models, optim, train_lib
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +23,7 @@ def _state_and_batch(num_layers=2, dropout=0.0):
   batch = next(data.batches(data.synthetic(cfg.data, 'train'), 4, shuffle=False))
   batch['lengths'] = np.array([10, 7, 1, 0], np.int32)
   model = models.BiLSTMRegressor(hidden_size=4, num_layers=num_layers, dropout=dropout)
-  tx = train_lib.make_optimizer(cfg.optim)
+  tx = optim.make_optimizer(cfg.optim)
   return train_lib.create_train_state(jax.random.key(0), model, tx, batch), batch
 
 
