@@ -442,6 +442,30 @@ def restore_or_start(run: Run, ckpts, state, rng) -> tuple[TrainState, jax.Array
   return state, rng, Progress.from_meta(meta['progress'])
 
 
+def load_latest(config, workdir: str) -> tuple[int, TrainState, jax.Array, dict]:
+  """The newest complete checkpoint of the run in `workdir`, restored in this process.
+
+  Works for single models and ensembles alike (the state is built as training builds it).
+
+  Returns:
+    (step, state, rng, meta): meta holds 'progress', 'config' and 'metrics'.
+
+  Raises:
+    errors.CheckpointError: `workdir` holds no complete checkpoint.
+  """
+  run = make_run(config, workdir)
+  state, rng = run.parts.init(run)
+  ckpts = open_checkpoints(config, workdir, read_only=True)
+  try:
+    step = ckpts.latest_step()
+    if step is None:
+      raise errors.CheckpointError(f'No complete checkpoint in {workdir}/checkpoints.')
+    state, rng, meta = ckpts.restore(step, state, rng)
+  finally:
+    ckpts.close()
+  return step, state, rng, meta
+
+
 def chunks_from(run: Run, progress: Progress):
   """Yields (epoch, lo, hi): the batch ranges of the compiled calls still to run."""
   epoch, batch, step = progress.epoch, progress.batch, progress.step

@@ -29,8 +29,9 @@ TINY = {
 }
 
 
-def tiny_config(**overrides):
-  cfg = default.get_config()
+def tiny_config(config_module=default, **overrides):
+  """A seconds-long variant of a config module's config, with `block.key` overrides."""
+  cfg = config_module.get_config()
   for key, value in {**TINY, **overrides}.items():
     block, name = key.split('.')
     cfg[block][name] = value

@@ -96,14 +96,7 @@ def _restore(workdir: str):
   """The newest checkpoint of `workdir`, restored in this (single-device) process."""
   cfg = default.get_config()
   cfg.train.num_steps = STEPS
-  run = train_lib.make_run(cfg, workdir)
-  state, rng = train_lib.build_state(run)
-  ckpts = train_lib.open_checkpoints(cfg, workdir, read_only=True)
-  try:
-    step = ckpts.latest_step()
-    state, rng, meta = ckpts.restore(step, state, rng)
-  finally:
-    ckpts.close()
+  step, state, _, meta = train_lib.load_latest(cfg, workdir)
   return step, state, meta
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from bilstm_jax import data, ensemble, losses, models, optim, population, train_lib
 from configs import default
+from tests.test_checkpoint import TINY, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIDDEN, LAYERS, BATCH = 4, 2, 3
@@ -283,42 +284,14 @@ def test_train_py_trains_the_ensemble_config_and_prints_the_table(tmp_path):
   assert np.isfinite(summary['ensemble_dev_loss'])
 
 
-# 4 members, 4 steps an epoch, 2 per compiled call, 3 epochs; a checkpoint every 2 steps.
-TINY_ENSEMBLE = {
-  'ensemble.num_members': 4,
-  'data.num_train': 32,
-  'data.num_dev': 8,
-  'data.seq_len': 6,
-  'model.hidden_size': 4,
-  'train.batch_size': 8,
-  'train.epochs': 3,
-  'train.log_every_epochs': 1,
-  'train.steps_per_call': 2,
-  'checkpoint.save_every_steps': 2,
-}
+# TINY (4 steps an epoch, 2 per compiled call, 3 epochs, a checkpoint every 2 steps), 4 members.
+TINY_ENSEMBLE = {**TINY, 'ensemble.num_members': 4}
 
 
 def _tiny_ensemble_config(**overrides):
   from configs import ensemble as ensemble_config
 
-  cfg = ensemble_config.get_config()
-  for key, value in {**TINY_ENSEMBLE, **overrides}.items():
-    block, name = key.split('.')
-    cfg[block][name] = value
-  return cfg
-
-
-def _latest_state(cfg, workdir):
-  """The stacked TrainState, step keys and meta of the newest checkpoint in `workdir`."""
-  run = train_lib.make_run(cfg, workdir)
-  state, rng = run.parts.init(run)
-  ckpts = train_lib.open_checkpoints(cfg, workdir, read_only=True)
-  try:
-    step = ckpts.latest_step()
-    state, rng, meta = ckpts.restore(step, state, rng)
-  finally:
-    ckpts.close()
-  return step, state, rng, meta
+  return tiny_config(ensemble_config, **{**TINY_ENSEMBLE, **overrides})
 
 
 def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
@@ -359,8 +332,8 @@ def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   assert [e['step'] for e in events if e['event'] == 'resume'] == [at_kill[-1]]
 
   cfg = _tiny_ensemble_config()
-  step, state, rng, meta = _latest_state(cfg, workdir)
-  ref_step, ref_state, ref_rng, ref_meta = _latest_state(cfg, reference)
+  step, state, rng, meta = train_lib.load_latest(cfg, workdir)
+  ref_step, ref_state, ref_rng, ref_meta = train_lib.load_latest(cfg, reference)
   assert step == ref_step == 12 and meta['progress'] == ref_meta['progress']
   assert jax.tree.leaves(state.params)[0].shape[0] == 4
   same = np.testing.assert_array_equal
