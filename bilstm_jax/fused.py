@@ -27,7 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from bilstm_jax.recurrence import recurrent_matmul
+from bilstm_jax.recurrence import from_steps, recurrent_matmul, step_mask, to_steps
 
 
 def _gate_scale(hidden: int) -> jax.Array:
@@ -37,13 +37,19 @@ def _gate_scale(hidden: int) -> jax.Array:
 
 
 def _forward(xp, mask, w_hh, h0, c0, matmul_dtype):
-  """Runs the recurrence; returns the states before each step, activations and tanh(c)."""
+  """Runs the recurrence; returns the states before each step, activations and tanh(c).
+
+  `xp` is read in natural order inside the loop (the backward direction at T-1-s), so
+  the [time, batch, dirs, 4h] projection is never copied into step order.
+  """
   k = _gate_scale(h0.shape[-1])
   shift = 1.0 - k
+  time, dirs = xp.shape[0], xp.shape[2]
 
   def step(carry, inputs):
     h, c = carry
-    x_t, m_t = inputs
+    s, m_t = inputs
+    x_t = jnp.stack([xp[s, :, 0], xp[time - 1 - s, :, 1]][:dirs])
     gates = x_t + recurrent_matmul(h, w_hh, matmul_dtype)
     act = jnp.tanh(gates * k) * k + shift  # i, f, o: sigmoid; g: tanh
     i, f, g, o = jnp.split(act, 4, axis=-1)
@@ -52,19 +58,20 @@ def _forward(xp, mask, w_hh, h0, c0, matmul_dtype):
     new_carry = (jnp.where(m_t, o * tc, h), jnp.where(m_t, c_new, c))
     return new_carry, (h, c, act, tc)
 
-  (h_n, c_n), (h_prev, c_prev, act, tc) = jax.lax.scan(step, (h0, c0), (xp, mask))
+  steps = (jnp.arange(time), mask)
+  (h_n, c_n), (h_prev, c_prev, act, tc) = jax.lax.scan(step, (h0, c0), steps)
   return (h_n, c_n), (h_prev, c_prev, act, tc)
 
 
 def _outputs(mask, h_prev, h_n):
-  """The zero-masked output sequence from the states before each step and the last state."""
+  """The zero-masked outputs [time, batch, dirs, hidden] from the step-order states."""
   h_after = jnp.concatenate([h_prev[1:], h_n[None]], axis=0)
-  return jnp.where(mask, h_after, 0.0)
+  return from_steps(jnp.where(mask, h_after, 0.0))
 
 
 def lstm_scan_fused(
   xp: jax.Array,
-  mask: jax.Array,
+  valid: jax.Array,
   w_hh: jax.Array,
   h0: jax.Array,
   c0: jax.Array,
@@ -73,19 +80,19 @@ def lstm_scan_fused(
   """Runs the masked recurrence with a hand-written backward pass.
 
   Args:
-    xp: float32[time, dirs, batch, 4 * hidden], input projection plus both biases; the
-      backward direction already reversed along time.
-    mask: bool[time, dirs, batch, 1], True at real (unpadded) steps.
+    xp: float32[time, batch, dirs, 4 * hidden], input projection plus both biases, in
+      natural time order for both directions.
+    valid: bool[time, batch], True at real (unpadded) steps.
     w_hh: float[dirs, hidden, 4 * hidden], recurrent weights, gate order i, f, g, o.
     h0, c0: float32[dirs, batch, hidden], initial states.
     matmul_dtype: optional dtype for the matmul operands (e.g. bfloat16), forward and
       backward; accumulation is always float32.
 
   Returns:
-    hs: float32[time, dirs, batch, hidden], zero at padded steps.
+    hs: float32[time, batch, dirs, hidden], zero at padded steps.
     (h_n, c_n): float32[dirs, batch, hidden], states after each direction's last real step.
   """
-  return _scan(xp, mask, w_hh, h0, c0, matmul_dtype)
+  return _scan(xp, step_mask(valid, w_hh.shape[0]), w_hh, h0, c0, matmul_dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -103,6 +110,7 @@ def _fused_fwd(xp, mask, w_hh, h0, c0, matmul_dtype):
 def _fused_bwd(matmul_dtype, residuals, cotangents):
   mask, w_hh, h_prev, c_prev, act, tc = residuals
   d_hs, (d_hn, d_cn) = cotangents
+  d_hs = to_steps(d_hs)
   hidden = h_prev.shape[-1]
   k = _gate_scale(hidden)
   shift = 1.0 - k
@@ -132,7 +140,7 @@ def _fused_bwd(matmul_dtype, residuals, cotangents):
   if matmul_dtype is not None:
     lhs, rhs = lhs.astype(matmul_dtype), rhs.astype(matmul_dtype)
   d_w_hh = jnp.einsum('tdbh,tdbg->dhg', lhs, rhs, preferred_element_type=jnp.float32)
-  return d_gates, None, d_w_hh.astype(w_hh.dtype), dh0, dc0
+  return from_steps(d_gates), None, d_w_hh.astype(w_hh.dtype), dh0, dc0
 
 
 _scan.defvjp(_fused_fwd, _fused_bwd)

@@ -4,11 +4,14 @@ Everything here is a pure function of arrays. The input projection of all time s
 computed by the caller (one large matmul outside the loop); the scan only does the
 recurrent matmul and the gate arithmetic.
 
-Layout (time-major inside, directions stacked):
-  xp:   [time, dirs, batch, 4 * hidden]  input projection plus both biases; the backward
-        direction is already reversed along time.
-  mask: [time, dirs, batch, 1]           True where the step is a real (unpadded) step.
-  w_hh: [dirs, hidden, 4 * hidden]       recurrent weights, gate order i, f, g, o.
+Layout of a recurrence's arguments and results (time-major, natural time order for both
+directions, so the caller's input projection is one matmul written straight into it):
+  xp:    [time, batch, dirs, 4 * hidden]  input projection plus both biases.
+  valid: [time, batch]                    True where the step is a real (unpadded) step.
+  w_hh:  [dirs, hidden, 4 * hidden]       recurrent weights, gate order i, f, g, o.
+  hs:    [time, batch, dirs, hidden]      outputs, zero at padded steps.
+Inside, scan step s advances the forward direction at time s and the backward direction
+at time T-1-s ("step order": [time, dirs, batch, ...], the backward direction reversed).
 
 Padding rule: at a padded step the carry is kept unchanged and the output is zero. For the
 forward direction that freezes the state at `length - 1`; for the reversed direction the
@@ -38,6 +41,21 @@ def lstm_gates(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
   return h, c
 
 
+def to_steps(a: jax.Array) -> jax.Array:
+  """[time, batch, dirs, ...] in natural order -> [time, dirs, batch, ...] in step order."""
+  return jnp.stack([a[:, :, 0], a[::-1, :, 1]][: a.shape[2]], axis=1)
+
+
+def from_steps(a: jax.Array) -> jax.Array:
+  """[time, dirs, batch, ...] in step order -> [time, batch, dirs, ...] in natural order."""
+  return jnp.stack([a[:, 0], a[::-1, 1]][: a.shape[1]], axis=2)
+
+
+def step_mask(valid: jax.Array, dirs: int) -> jax.Array:
+  """bool[time, batch] -> bool[time, dirs, batch, 1] in step order."""
+  return jnp.stack([valid, valid[::-1]][:dirs], axis=1)[..., None]
+
+
 def recurrent_matmul(h: jax.Array, w_hh: jax.Array, dtype=None) -> jax.Array:
   """h [dirs, batch, hidden] @ w_hh [dirs, hidden, 4h] -> float32 [dirs, batch, 4h]."""
   if dtype is not None:
@@ -47,7 +65,7 @@ def recurrent_matmul(h: jax.Array, w_hh: jax.Array, dtype=None) -> jax.Array:
 
 def lstm_scan_reference(
   xp: jax.Array,
-  mask: jax.Array,
+  valid: jax.Array,
   w_hh: jax.Array,
   h0: jax.Array,
   c0: jax.Array,
@@ -56,15 +74,15 @@ def lstm_scan_reference(
   """Runs the masked recurrence; gradients come from autodiff through the scan.
 
   Args:
-    xp: float32[time, dirs, batch, 4 * hidden].
-    mask: bool[time, dirs, batch, 1].
+    xp: float32[time, batch, dirs, 4 * hidden].
+    valid: bool[time, batch].
     w_hh: float[dirs, hidden, 4 * hidden].
     h0, c0: float32[dirs, batch, hidden], initial states.
     matmul_dtype: optional dtype for the recurrent matmul operands (e.g. bfloat16);
       accumulation is always float32.
 
   Returns:
-    hs: float32[time, dirs, batch, hidden], zero at padded steps.
+    hs: float32[time, batch, dirs, hidden], zero at padded steps.
     (h_n, c_n): float32[dirs, batch, hidden], states after each direction's last real step.
   """
 
@@ -76,5 +94,6 @@ def lstm_scan_reference(
     c = jnp.where(m_t, c_new, c)
     return (h, c), jnp.where(m_t, h_new, 0.0)
 
-  (h_n, c_n), hs = jax.lax.scan(step, (h0, c0), (xp, mask))
-  return hs, (h_n, c_n)
+  mask = step_mask(valid, w_hh.shape[0])
+  (h_n, c_n), hs = jax.lax.scan(step, (h0, c0), (to_steps(xp), mask))
+  return from_steps(hs), (h_n, c_n)

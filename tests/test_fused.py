@@ -73,8 +73,8 @@ def test_scan_gradients_match_autodiff_directly():
   """The raw recurrence with a mask that is not a prefix (held carry in the middle)."""
   d = 2
   ks = jax.random.split(jax.random.key(2), 5)
-  xp = jax.random.normal(ks[0], (T, d, B, 4 * H))
-  mask = jax.random.bernoulli(ks[1], 0.6, (T, d, B, 1))
+  xp = jax.random.normal(ks[0], (T, B, d, 4 * H))
+  mask = jax.random.bernoulli(ks[1], 0.6, (T, B))
   w_hh = 0.4 * jax.random.normal(ks[2], (d, H, 4 * H))
   h0 = jax.random.normal(ks[3], (d, B, H))
   c0 = jax.random.normal(ks[4], (d, B, H))
