@@ -125,17 +125,6 @@ def target_variance(dataset: dict) -> float:
   return float(dataset['targets'][mask].var())
 
 
-class MetricsLog:
-  """Appends one JSON object per event to `workdir/metrics.jsonl`."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-
-  def write(self, event: str, **values) -> None:
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'event': event, **values}) + '\n')
-
-
 def write_json(path: str, obj) -> None:
   """Writes JSON atomically (temporary file, then rename)."""
   tmp = path + '.tmp'
