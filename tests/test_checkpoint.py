@@ -100,8 +100,17 @@ def test_sigkill_mid_training_then_mid_save_resumes_bit_identical(tmp_path, refe
   #    second checkpoint is complete lands between saves, in training or evaluation.
   at_kill = _kill_when(workdir, lambda names: sum(n.isdigit() for n in names) >= 2, 0.3)
   assert sum(n.isdigit() for n in at_kill) >= 2
-  # 2. The resumed run sleeps 3 s inside each save: kill it in its first one.
-  at_kill = _kill_when(workdir, lambda names: any('tmp' in n for n in names), 3.0)
+  # 2. The resumed run sleeps 3 s inside each save: kill it in its first one. Run 1 may
+  #    itself have died inside a save, leaving a partial directory that run 2 deletes on
+  #    start; only a partial directory seen after run 2 logged its resume is its own.
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+
+  def in_own_save(names):
+    with open(metrics) as f:
+      resumed = any('"resume"' in line for line in f)
+    return resumed and any('tmp' in n for n in names)
+
+  at_kill = _kill_when(workdir, in_own_save, 3.0)
   assert any('tmp' in n for n in at_kill), at_kill  # it died inside a save
   # 3. Resume again and finish.
   resumed = _start(workdir)
