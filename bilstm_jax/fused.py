@@ -1,13 +1,19 @@
-"""A fast LSTM recurrence: a masked scan with a hand-written backward pass (`custom_vjp`).
+"""A fast LSTM layer: a masked scan with a hand-written backward pass (`custom_vjp`).
 
-Same signature, layouts and numbers as `recurrence.lstm_scan_reference`. Autodiff through
+Same signature, layouts and numbers as `recurrence.lstm_layer_reference`. Autodiff through
 `lax.scan` stores every intermediate of the step and computes the weight gradient one step
 at a time; here the forward scan saves only what the backward needs (gate activations,
 tanh of the new cell state, and the carried states), the backward scan carries only the
-recurrent gradient (dh, dc) and emits the gate pre-activation gradients of every step, and
-the recurrent weight gradient is then one large matmul over all time steps. The gradient
-of `xp` is those gate gradients, so the caller's autodiff turns them into the input-weight,
-bias and input gradients as large matmuls too.
+recurrent gradient (dh, dc) and emits the gate pre-activation gradients of every step,
+and the gradients of x, w_ih, bias and w_hh are then large matmuls over all time steps.
+
+The custom gradient covers the whole layer, input projection included, so that every
+large array is produced in the layout its consumer reads: the scans emit one array per
+direction ([steps, batch, ...], contiguous), each direction's weight gradients are plain
+[time * batch, k] matmuls on them, and the backward direction's inputs are reversed once
+(x is smaller than the gate gradients). Handing the gate gradients back to autodiff as
+the gradient of a [time, batch, dirs, 4h] projection instead costs a transposing copy of
+the largest array of the step for each of its consumers.
 
 Two choices keep the loop body cheap on XLA CPU, where elementwise work inside a loop costs
 about three times as much as outside it:
@@ -27,7 +33,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from bilstm_jax.recurrence import from_steps, recurrent_matmul, step_mask, to_steps
+from bilstm_jax.recurrence import matmul, project, recurrent_matmul, step_mask
 
 
 def _gate_scale(hidden: int) -> jax.Array:
@@ -36,82 +42,95 @@ def _gate_scale(hidden: int) -> jax.Array:
   return jnp.repeat(k, hidden)
 
 
-def _forward(xp, mask, w_hh, h0, c0, matmul_dtype):
-  """Runs the recurrence; returns the states before each step, activations and tanh(c).
+def _step_input(a: jax.Array, s, width: int, dirs: int) -> jax.Array:
+  """Step s of a natural-order [time, batch, dirs * width] array: [dirs, batch, width].
 
-  `xp` is read in natural order inside the loop (the backward direction at T-1-s), so
-  the [time, batch, dirs, 4h] projection is never copied into step order.
+  The forward direction reads time s, the backward direction time T-1-s.
   """
-  k = _gate_scale(h0.shape[-1])
+  time = a.shape[0]
+  return jnp.stack([a[s, :, :width], a[time - 1 - s, :, width : 2 * width]][:dirs])
+
+
+def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
+  """Runs the recurrence; returns the final states and, per step, what the backward needs.
+
+  Per-step results are in step order: `h_prev` is a tuple with one [time, batch, hidden]
+  array per direction (the state before each step), `c_prev`, `act` and `tc` are
+  [time, dirs, batch, ...] (read only by the backward scan).
+  """
+  time, batch = x.shape[:2]
+  dirs, hidden = w_hh.shape[0], w_hh.shape[1]
+  xp = project(x, w_ih, bias, matmul_dtype).reshape(time, batch, dirs * 4 * hidden)
+  k = _gate_scale(hidden)
   shift = 1.0 - k
-  time, dirs = xp.shape[0], xp.shape[2]
 
   def step(carry, inputs):
     h, c = carry
     s, m_t = inputs
-    x_t = jnp.stack([xp[s, :, 0], xp[time - 1 - s, :, 1]][:dirs])
-    gates = x_t + recurrent_matmul(h, w_hh, matmul_dtype)
+    gates = _step_input(xp, s, 4 * hidden, dirs) + recurrent_matmul(h, w_hh, matmul_dtype)
     act = jnp.tanh(gates * k) * k + shift  # i, f, o: sigmoid; g: tanh
     i, f, g, o = jnp.split(act, 4, axis=-1)
     c_new = f * c + i * g
     tc = jnp.tanh(c_new)
     new_carry = (jnp.where(m_t, o * tc, h), jnp.where(m_t, c_new, c))
-    return new_carry, (h, c, act, tc)
+    return new_carry, (tuple(h), c, act, tc)
 
-  steps = (jnp.arange(time), mask)
-  (h_n, c_n), (h_prev, c_prev, act, tc) = jax.lax.scan(step, (h0, c0), steps)
-  return (h_n, c_n), (h_prev, c_prev, act, tc)
+  return jax.lax.scan(step, (h0, c0), (jnp.arange(time), mask))
 
 
 def _outputs(mask, h_prev, h_n):
-  """The zero-masked outputs [time, batch, dirs, hidden] from the step-order states."""
-  h_after = jnp.concatenate([h_prev[1:], h_n[None]], axis=0)
-  return from_steps(jnp.where(mask, h_after, 0.0))
+  """The zero-masked outputs [time, batch, dirs * hidden] in natural order."""
+  outs = []
+  for d, h in enumerate(h_prev):
+    h_after = jnp.concatenate([h[1:], h_n[d][None]], axis=0)
+    out = jnp.where(mask[:, d], h_after, 0.0)
+    outs.append(out[::-1] if d else out)
+  return jnp.concatenate(outs, axis=-1)
 
 
-def lstm_scan_fused(
-  xp: jax.Array,
+def lstm_layer_fused(
+  x: jax.Array,
   valid: jax.Array,
+  w_ih: jax.Array,
+  bias: jax.Array,
   w_hh: jax.Array,
   h0: jax.Array,
   c0: jax.Array,
   matmul_dtype=None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-  """Runs the masked recurrence with a hand-written backward pass.
+  """Runs one LSTM layer with a hand-written backward pass.
 
   Args:
-    xp: float32[time, batch, dirs, 4 * hidden], input projection plus both biases, in
-      natural time order for both directions.
-    valid: bool[time, batch], True at real (unpadded) steps.
-    w_hh: float[dirs, hidden, 4 * hidden], recurrent weights, gate order i, f, g, o.
-    h0, c0: float32[dirs, batch, hidden], initial states.
+    x, valid, w_ih, bias, w_hh, h0, c0: as in `bilstm_jax.recurrence`.
     matmul_dtype: optional dtype for the matmul operands (e.g. bfloat16), forward and
-      backward; accumulation is always float32.
+      backward; accumulation, states and gate arithmetic are always float32.
 
   Returns:
-    hs: float32[time, batch, dirs, hidden], zero at padded steps.
+    hs: float32[time, batch, dirs * hidden], zero at padded steps.
     (h_n, c_n): float32[dirs, batch, hidden], states after each direction's last real step.
   """
-  return _scan(xp, step_mask(valid, w_hh.shape[0]), w_hh, h0, c0, matmul_dtype)
+  mask = step_mask(valid, w_hh.shape[0])
+  return _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _scan(xp, mask, w_hh, h0, c0, matmul_dtype):
-  (h_n, c_n), (h_prev, _, _, _) = _forward(xp, mask, w_hh, h0, c0, matmul_dtype)
+@partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
+  (h_n, c_n), (h_prev, _, _, _) = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
   return _outputs(mask, h_prev, h_n), (h_n, c_n)
 
 
-def _fused_fwd(xp, mask, w_hh, h0, c0, matmul_dtype):
-  (h_n, c_n), (h_prev, c_prev, act, tc) = _forward(xp, mask, w_hh, h0, c0, matmul_dtype)
-  residuals = (mask, w_hh, h_prev, c_prev, act, tc)
+def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
+  (h_n, c_n), per_step = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
+  h_prev = per_step[0]
+  residuals = (x, mask, w_ih, bias, w_hh, h0, c0, per_step)
   return (_outputs(mask, h_prev, h_n), (h_n, c_n)), residuals
 
 
-def _fused_bwd(matmul_dtype, residuals, cotangents):
-  mask, w_hh, h_prev, c_prev, act, tc = residuals
+def _layer_bwd(matmul_dtype, residuals, cotangents):
+  x, mask, w_ih, bias, w_hh, h0, c0, (h_prev, c_prev, act, tc) = residuals
   d_hs, (d_hn, d_cn) = cotangents
-  d_hs = to_steps(d_hs)
-  hidden = h_prev.shape[-1]
+  time = x.shape[0]
+  dirs, hidden = w_hh.shape[0], w_hh.shape[1]
   k = _gate_scale(hidden)
   shift = 1.0 - k
   k2 = k * k
@@ -119,10 +138,10 @@ def _fused_bwd(matmul_dtype, residuals, cotangents):
 
   def step(carry, inputs):
     dh, dc = carry
-    dy_t, m_t, act_t, tc_t, cp_t = inputs
+    s, m_t, act_t, tc_t, cp_t = inputs
     i, f, g, o = jnp.split(act_t, 4, axis=-1)
     # Padded steps pass the carried gradient through untouched and see no output gradient.
-    dh_new = jnp.where(m_t, dh + dy_t, 0.0)
+    dh_new = jnp.where(m_t, dh + _step_input(d_hs, s, hidden, dirs), 0.0)
     dc_new = jnp.where(m_t, dc, 0.0) + dh_new * o * (1.0 - tc_t * tc_t)
     d_act = jnp.concatenate([dc_new * g, dc_new * cp_t, dc_new * i, dh_new * tc_t], axis=-1)
     d_gates = d_act * (k2 - jnp.square(act_t - shift))
@@ -131,16 +150,34 @@ def _fused_bwd(matmul_dtype, residuals, cotangents):
     )
     dh = jnp.where(m_t, dh_rec, dh)
     dc = jnp.where(m_t, dc_new * f, dc)
-    return (dh, dc), d_gates
+    return (dh, dc), tuple(d_gates)
 
-  (dh0, dc0), d_gates = jax.lax.scan(
-    step, (d_hn, d_cn), (d_hs, mask, act, tc, c_prev), reverse=True
+  steps = (jnp.arange(time), mask, act, tc, c_prev)
+  (dh0, dc0), d_gates = jax.lax.scan(step, (d_hn, d_cn), steps, reverse=True)
+
+  # Per direction, over all steps at once; rows are (step, batch) pairs. The backward
+  # direction's steps run in reverse time, so it reads x reversed and its dx is reversed.
+  def rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+  xs = [x, x[::-1]]
+  d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
+  for d in range(dirs):
+    dg = rows(d_gates[d])
+    d_w_ih.append(matmul('kf,kg->fg', rows(xs[d]), dg, matmul_dtype))
+    d_w_hh.append(matmul('kh,kg->hg', rows(h_prev[d]), dg, matmul_dtype))
+    d_bias.append(jnp.sum(dg, axis=0))
+    dx = matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
+    d_x = d_x + (dx[::-1] if d else dx)
+  return (
+    d_x.astype(x.dtype),
+    None,
+    jnp.stack(d_w_ih).astype(w_ih.dtype),
+    jnp.stack(d_bias).astype(bias.dtype),
+    jnp.stack(d_w_hh).astype(w_hh.dtype),
+    dh0.astype(h0.dtype),
+    dc0.astype(c0.dtype),
   )
-  lhs, rhs = h_prev, d_gates
-  if matmul_dtype is not None:
-    lhs, rhs = lhs.astype(matmul_dtype), rhs.astype(matmul_dtype)
-  d_w_hh = jnp.einsum('tdbh,tdbg->dhg', lhs, rhs, preferred_element_type=jnp.float32)
-  return from_steps(d_gates), None, d_w_hh.astype(w_hh.dtype), dh0, dc0
 
 
-_scan.defvjp(_fused_fwd, _fused_bwd)
+_layer.defvjp(_layer_fwd, _layer_bwd)

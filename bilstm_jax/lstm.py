@@ -26,23 +26,23 @@ from bilstm_jax import fused, recurrence
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
-# Recurrences by name (`BiLSTM.impl`), all with the signature and numbers of
-# `recurrence.lstm_scan_reference`; 'fused' (bilstm_jax/fused.py) is the default.
-_SCAN_IMPLS: dict[str, Callable] = {}
+# Layer implementations by name (`BiLSTM.impl`), all with the signature and numbers of
+# `recurrence.lstm_layer_reference`; 'fused' (bilstm_jax/fused.py) is the default.
+_LAYER_IMPLS: dict[str, Callable] = {}
 
 
-def register_scan_impl(name: str, fn: Callable) -> None:
-  """Registers a recurrence with the signature of `recurrence.lstm_scan_reference`.
+def register_layer_impl(name: str, fn: Callable) -> None:
+  """Registers a layer with the signature of `recurrence.lstm_layer_reference`.
 
   It is stored jitted (`matmul_dtype` static): inside a caller's jit that changes
-  nothing, and eager calls of the module reuse one compiled scan per shape instead of
+  nothing, and eager calls of the module reuse one compiled layer per shape instead of
   compiling every primitive of the loop again on each call.
   """
-  _SCAN_IMPLS[name] = jax.jit(fn, static_argnums=5)
+  _LAYER_IMPLS[name] = jax.jit(fn, static_argnums=7)
 
 
-register_scan_impl('reference', recurrence.lstm_scan_reference)
-register_scan_impl('fused', fused.lstm_scan_fused)
+register_layer_impl('reference', recurrence.lstm_layer_reference)
+register_layer_impl('fused', fused.lstm_layer_fused)
 
 
 def pytorch_uniform(hidden_size: int) -> Initializer:
@@ -187,9 +187,9 @@ class BiLSTM(nn.Module):
         orders them (layer 0 forward, layer 0 backward, layer 1 forward, ...).
     """
     check_inputs(inputs, lengths, self.time_major)
-    if self.impl not in _SCAN_IMPLS:
-      raise ValueError(f'Unknown BiLSTM impl {self.impl!r}; known: {sorted(_SCAN_IMPLS)}.')
-    scan = _SCAN_IMPLS[self.impl]
+    if self.impl not in _LAYER_IMPLS:
+      raise ValueError(f'Unknown BiLSTM impl {self.impl!r}; known: {sorted(_LAYER_IMPLS)}.')
+    run_layer = _LAYER_IMPLS[self.impl]
     x = inputs if self.time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, F]
     time, batch = x.shape[:2]
     d, h = self.num_directions, self.hidden_size
@@ -213,15 +213,10 @@ class BiLSTM(nn.Module):
     h_n, c_n = [], []
     for layer in range(self.num_layers):
       p = self._layer_params(layer, x.shape[-1])
-      features = x.shape[-1]
-      # Input projection of every step and both directions: one matmul, [T, B, D, 4H].
-      w_ih = jnp.moveaxis(p['w_ih'], 0, 1).reshape(features, d * 4 * h).astype(self.dtype)
-      bias = (p['b_ih'] + p['b_hh']).astype(jnp.float32).reshape(d * 4 * h)
-      xp = jnp.einsum('tbf,fg->tbg', x.astype(self.dtype), w_ih, preferred_element_type=jnp.float32)
-      xp = (xp + bias).reshape(time, batch, d, 4 * h)
       sl = slice(layer * d, (layer + 1) * d)
-      hs, (hn, cn) = scan(xp, valid, p['w_hh'], h0[sl], c0[sl], matmul_dtype)
-      x = hs.reshape(time, batch, d * h).astype(self.dtype)  # forward, then backward units
+      bias = p['b_ih'] + p['b_hh']
+      hs, (hn, cn) = run_layer(x, valid, p['w_ih'], bias, p['w_hh'], h0[sl], c0[sl], matmul_dtype)
+      x = hs.astype(self.dtype)  # [T, B, D * H]: forward units, then backward
       h_n.append(hn)
       c_n.append(cn)
       if self.dropout > 0 and layer < self.num_layers - 1:

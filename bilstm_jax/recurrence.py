@@ -1,15 +1,19 @@
-"""The LSTM recurrence: one `lax.scan` that advances every direction of a layer at once.
+"""One LSTM layer: the input projection and one `lax.scan` that advances every direction.
 
 Everything here is a pure function of arrays. The input projection of all time steps is
-computed by the caller (one large matmul outside the loop); the scan only does the
-recurrent matmul and the gate arithmetic.
+one large matmul outside the loop; the scan only does the recurrent matmul and the gate
+arithmetic.
 
-Layout of a recurrence's arguments and results (time-major, natural time order for both
-directions, so the caller's input projection is one matmul written straight into it):
-  xp:    [time, batch, dirs, 4 * hidden]  input projection plus both biases.
-  valid: [time, batch]                    True where the step is a real (unpadded) step.
-  w_hh:  [dirs, hidden, 4 * hidden]       recurrent weights, gate order i, f, g, o.
-  hs:    [time, batch, dirs, hidden]      outputs, zero at padded steps.
+A layer function (`lstm_layer_reference` here, `fused.lstm_layer_fused`) takes and returns
+time-major arrays in natural time order for both directions:
+  x:      [time, batch, features]          the layer's inputs.
+  valid:  [time, batch]                    True where the step is a real (unpadded) step.
+  w_ih:   [dirs, features, 4 * hidden]     input weights, gate order i, f, g, o.
+  bias:   [dirs, 4 * hidden]               b_ih + b_hh.
+  w_hh:   [dirs, hidden, 4 * hidden]       recurrent weights.
+  h0, c0: [dirs, batch, hidden]            initial states.
+  hs:     [time, batch, dirs * hidden]     outputs (forward units, then backward), zero at
+                                           padded steps.
 Inside, scan step s advances the forward direction at time s and the backward direction
 at time T-1-s ("step order": [time, dirs, batch, ...], the backward direction reversed).
 
@@ -56,33 +60,54 @@ def step_mask(valid: jax.Array, dirs: int) -> jax.Array:
   return jnp.stack([valid, valid[::-1]][:dirs], axis=1)[..., None]
 
 
+def matmul(spec: str, a: jax.Array, b: jax.Array, dtype=None) -> jax.Array:
+  """`jnp.einsum(spec, a, b)` with operands cast to `dtype` (if given), float32 result."""
+  if dtype is not None:
+    a, b = a.astype(dtype), b.astype(dtype)
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
 def recurrent_matmul(h: jax.Array, w_hh: jax.Array, dtype=None) -> jax.Array:
   """h [dirs, batch, hidden] @ w_hh [dirs, hidden, 4h] -> float32 [dirs, batch, 4h]."""
-  if dtype is not None:
-    h, w_hh = h.astype(dtype), w_hh.astype(dtype)
-  return jnp.einsum('dbh,dhg->dbg', h, w_hh, preferred_element_type=jnp.float32)
+  return matmul('dbh,dhg->dbg', h, w_hh, dtype)
 
 
-def lstm_scan_reference(
-  xp: jax.Array,
+def project(x: jax.Array, w_ih: jax.Array, bias: jax.Array, dtype=None) -> jax.Array:
+  """The input projection of every step and direction, as one matmul.
+
+  Args:
+    x: float[time, batch, features]; w_ih: [dirs, features, 4h]; bias: [dirs, 4h].
+    dtype: optional dtype of the matmul operands; the result is float32.
+
+  Returns:
+    float32[time, batch, dirs, 4h], natural time order for both directions.
+  """
+  time, batch, features = x.shape
+  dirs, _, gates = w_ih.shape
+  w = jnp.moveaxis(w_ih, 0, 1).reshape(features, dirs * gates)
+  xp = matmul('tbf,fg->tbg', x, w, dtype) + bias.astype(jnp.float32).reshape(dirs * gates)
+  return xp.reshape(time, batch, dirs, gates)
+
+
+def lstm_layer_reference(
+  x: jax.Array,
   valid: jax.Array,
+  w_ih: jax.Array,
+  bias: jax.Array,
   w_hh: jax.Array,
   h0: jax.Array,
   c0: jax.Array,
   matmul_dtype=None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-  """Runs the masked recurrence; gradients come from autodiff through the scan.
+  """Runs one LSTM layer; gradients come from autodiff through the scan.
 
   Args:
-    xp: float32[time, batch, dirs, 4 * hidden].
-    valid: bool[time, batch].
-    w_hh: float[dirs, hidden, 4 * hidden].
-    h0, c0: float32[dirs, batch, hidden], initial states.
-    matmul_dtype: optional dtype for the recurrent matmul operands (e.g. bfloat16);
-      accumulation is always float32.
+    x, valid, w_ih, bias, w_hh, h0, c0: as in the module docstring.
+    matmul_dtype: optional dtype of the matmul operands (e.g. bfloat16); accumulation,
+      states and gate arithmetic are always float32.
 
   Returns:
-    hs: float32[time, batch, dirs, hidden], zero at padded steps.
+    hs: float32[time, batch, dirs * hidden], zero at padded steps.
     (h_n, c_n): float32[dirs, batch, hidden], states after each direction's last real step.
   """
 
@@ -94,6 +119,8 @@ def lstm_scan_reference(
     c = jnp.where(m_t, c_new, c)
     return (h, c), jnp.where(m_t, h_new, 0.0)
 
+  xp = project(x, w_ih, bias, matmul_dtype)
   mask = step_mask(valid, w_hh.shape[0])
   (h_n, c_n), hs = jax.lax.scan(step, (h0, c0), (to_steps(xp), mask))
-  return from_steps(hs), (h_n, c_n)
+  hs = from_steps(hs)
+  return hs.reshape(*hs.shape[:2], -1), (h_n, c_n)

@@ -69,23 +69,26 @@ def test_full_length_without_lengths_or_state():
   _assert_rel(g_ref, g_fast, 1e-5)
 
 
-def test_scan_gradients_match_autodiff_directly():
-  """The raw recurrence with a mask that is not a prefix (held carry in the middle)."""
-  d = 2
-  ks = jax.random.split(jax.random.key(2), 5)
-  xp = jax.random.normal(ks[0], (T, B, d, 4 * H))
+@pytest.mark.parametrize('d', [1, 2])
+def test_layer_gradients_match_autodiff_directly(d):
+  """The raw layer with a mask that is not a prefix (held carry in the middle)."""
+  ks = jax.random.split(jax.random.key(2), 7)
+  x = jax.random.normal(ks[0], (T, B, F))
   mask = jax.random.bernoulli(ks[1], 0.6, (T, B))
+  w_ih = 0.4 * jax.random.normal(ks[5], (d, F, 4 * H))
+  bias = 0.4 * jax.random.normal(ks[6], (d, 4 * H))
   w_hh = 0.4 * jax.random.normal(ks[2], (d, H, 4 * H))
   h0 = jax.random.normal(ks[3], (d, B, H))
   c0 = jax.random.normal(ks[4], (d, B, H))
 
-  def loss(scan, xp, w_hh, h0, c0):
-    hs, (h_n, c_n) = scan(xp, mask, w_hh, h0, c0, None)
+  def loss(layer, *args):
+    hs, (h_n, c_n) = layer(args[0], mask, *args[1:], None)
     return jnp.sum(jnp.sin(hs)) + jnp.sum(h_n * c_n)
 
-  args = (xp, w_hh, h0, c0)
-  g_ref = jax.grad(loss, argnums=(1, 2, 3, 4))(recurrence.lstm_scan_reference, *args)
-  g_fast = jax.grad(loss, argnums=(1, 2, 3, 4))(fused.lstm_scan_fused, *args)
+  args = (x, w_ih, bias, w_hh, h0, c0)
+  argnums = tuple(range(1, 7))
+  g_ref = jax.grad(loss, argnums)(recurrence.lstm_layer_reference, *args)
+  g_fast = jax.grad(loss, argnums)(fused.lstm_layer_fused, *args)
   _assert_rel(g_ref, g_fast, 1e-5)
 
 
