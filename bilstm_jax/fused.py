@@ -4,16 +4,19 @@ Same signature, layouts and numbers as `recurrence.lstm_layer_reference`. Autodi
 `lax.scan` stores every intermediate of the step and computes the weight gradient one step
 at a time; here the forward scan saves only what the backward needs (gate activations,
 tanh of the new cell state, and the carried states), the backward scan carries only the
-recurrent gradient (dh, dc) and emits the gate pre-activation gradients of every step,
+recurrent gradient (dh, dc) and produces the gate pre-activation gradients of every step,
 and the gradients of x, w_ih, bias and w_hh are then large matmuls over all time steps.
 
-The custom gradient covers the whole layer, input projection included, so that every
-large array is produced in the layout its consumer reads: the scans emit one array per
-direction ([steps, batch, ...], contiguous), each direction's weight gradients are plain
-[time * batch, k] matmuls on them, and the backward direction's inputs are reversed once
-(x is smaller than the gate gradients). Handing the gate gradients back to autodiff as
-the gradient of a [time, batch, dirs, 4h] projection instead costs a transposing copy of
-the largest array of the step for each of its consumers.
+Layout, chosen so that no large array is copied, transposed or zero-filled:
+  * The custom gradient covers the whole layer, input projection included. Each
+    direction has its own [time, batch, 4h] buffer in natural time order: the forward
+    scan carries it, reads step s's projection from it (the backward direction at time
+    T-1-s) and overwrites that row with the gate activations in place; the backward scan
+    carries the same buffer on and overwrites each row with the gate gradients. Every
+    weight gradient is then a plain [time * batch, k] matmul on a contiguous buffer, and
+    nothing of that size is a scan output (XLA zero-fills every scan output first).
+  * Handing the gate gradients back to autodiff as the gradient of a [time, batch, dirs,
+    4h] projection instead made XLA copy or transpose that array once per consumer.
 
 Two choices keep the loop body cheap on XLA CPU, where elementwise work inside a loop costs
 about three times as much as outside it:
@@ -33,7 +36,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from bilstm_jax.recurrence import matmul, project, recurrent_matmul, step_mask
+from bilstm_jax.recurrence import matmul, recurrent_matmul, step_mask
 
 
 def _gate_scale(hidden: int) -> jax.Array:
@@ -42,40 +45,65 @@ def _gate_scale(hidden: int) -> jax.Array:
   return jnp.repeat(k, hidden)
 
 
-def _step_input(a: jax.Array, s, width: int, dirs: int) -> jax.Array:
-  """Step s of a natural-order [time, batch, dirs * width] array: [dirs, batch, width].
+def _times(s, time: int) -> tuple:
+  """The time index each direction handles at scan step s: forward s, backward T-1-s."""
+  return s, time - 1 - s
 
-  The forward direction reads time s, the backward direction time T-1-s.
-  """
-  time = a.shape[0]
-  return jnp.stack([a[s, :, :width], a[time - 1 - s, :, width : 2 * width]][:dirs])
+
+def _step_input(a: jax.Array, s, width: int, dirs: int) -> jax.Array:
+  """Step s of a natural-order [time, batch, dirs * width] array: [dirs, batch, width]."""
+  rows = [jax.lax.dynamic_index_in_dim(a, t, keepdims=False) for t in _times(s, a.shape[0])]
+  return jnp.stack([rows[d][:, d * width : (d + 1) * width] for d in range(dirs)])
+
+
+def _read_rows(bufs: tuple, s) -> jax.Array:
+  """Step s's rows of the per-direction [time, batch, n] buffers: [dirs, batch, n]."""
+  times = _times(s, bufs[0].shape[0])
+  return jnp.stack(
+    [jax.lax.dynamic_index_in_dim(b, t, keepdims=False) for b, t in zip(bufs, times, strict=False)]
+  )
+
+
+def _write_rows(bufs: tuple, s, values: jax.Array) -> tuple:
+  """Overwrites step s's rows of the per-direction buffers with values[d] (in place)."""
+  times = _times(s, bufs[0].shape[0])
+  return tuple(
+    jax.lax.dynamic_update_index_in_dim(b, v, t, 0)
+    for b, v, t in zip(bufs, values, times, strict=False)
+  )
 
 
 def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
-  """Runs the recurrence; returns the final states and, per step, what the backward needs.
+  """Runs the recurrence; returns the final states and what the backward needs.
 
-  Per-step results are in step order: `h_prev` is a tuple with one [time, batch, hidden]
-  array per direction (the state before each step), `c_prev`, `act` and `tc` are
-  [time, dirs, batch, ...] (read only by the backward scan).
+  That is `h_prev` (a tuple, per direction the [time, batch, hidden] states before each
+  step, in step order), `c_prev` and `tc` ([time, dirs, batch, hidden], step order) and
+  `acts` (a tuple, per direction the [time, batch, 4h] gate activations, natural order).
   """
-  time, batch = x.shape[:2]
+  time = x.shape[0]
   dirs, hidden = w_hh.shape[0], w_hh.shape[1]
-  xp = project(x, w_ih, bias, matmul_dtype).reshape(time, batch, dirs * 4 * hidden)
+  # Per direction, the input projection of every step: the buffer the scan carries.
+  bufs = tuple(matmul('tbf,fg->tbg', x, w_ih[d], matmul_dtype) for d in range(dirs))
+  bias = bias.astype(jnp.float32)[:, None, :]
   k = _gate_scale(hidden)
   shift = 1.0 - k
 
   def step(carry, inputs):
-    h, c = carry
+    h, c, bufs = carry
     s, m_t = inputs
-    gates = _step_input(xp, s, 4 * hidden, dirs) + recurrent_matmul(h, w_hh, matmul_dtype)
+    gates = _read_rows(bufs, s) + bias + recurrent_matmul(h, w_hh, matmul_dtype)
     act = jnp.tanh(gates * k) * k + shift  # i, f, o: sigmoid; g: tanh
     i, f, g, o = jnp.split(act, 4, axis=-1)
     c_new = f * c + i * g
     tc = jnp.tanh(c_new)
-    new_carry = (jnp.where(m_t, o * tc, h), jnp.where(m_t, c_new, c))
-    return new_carry, (tuple(h), c, act, tc)
+    bufs = _write_rows(bufs, s, act)
+    new_carry = (jnp.where(m_t, o * tc, h), jnp.where(m_t, c_new, c), bufs)
+    return new_carry, (tuple(h), c, tc)
 
-  return jax.lax.scan(step, (h0, c0), (jnp.arange(time), mask))
+  (h_n, c_n, acts), (h_prev, c_prev, tc) = jax.lax.scan(
+    step, (h0, c0, bufs), (jnp.arange(time), mask)
+  )
+  return (h_n, c_n), (h_prev, c_prev, acts, tc)
 
 
 def _outputs(mask, h_prev, h_n):
@@ -127,48 +155,50 @@ def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
 
 
 def _layer_bwd(matmul_dtype, residuals, cotangents):
-  x, mask, w_ih, bias, w_hh, h0, c0, (h_prev, c_prev, act, tc) = residuals
+  x, mask, w_ih, bias, w_hh, h0, c0, (h_prev, c_prev, acts, tc) = residuals
   d_hs, (d_hn, d_cn) = cotangents
   time = x.shape[0]
   dirs, hidden = w_hh.shape[0], w_hh.shape[1]
   k = _gate_scale(hidden)
   shift = 1.0 - k
   k2 = k * k
-  w_t = w_hh if matmul_dtype is None else w_hh.astype(matmul_dtype)
+  # Transposed once, outside the loop: [dirs, 4h, hidden].
+  w_t = jnp.swapaxes(w_hh if matmul_dtype is None else w_hh.astype(matmul_dtype), 1, 2)
 
   def step(carry, inputs):
-    dh, dc = carry
-    s, m_t, act_t, tc_t, cp_t = inputs
+    dh, dc, bufs = carry
+    s, m_t, tc_t, cp_t = inputs
+    act_t = _read_rows(bufs, s)
     i, f, g, o = jnp.split(act_t, 4, axis=-1)
-    # Padded steps pass the carried gradient through untouched and see no output gradient.
     dh_new = jnp.where(m_t, dh + _step_input(d_hs, s, hidden, dirs), 0.0)
     dc_new = jnp.where(m_t, dc, 0.0) + dh_new * o * (1.0 - tc_t * tc_t)
     d_act = jnp.concatenate([dc_new * g, dc_new * cp_t, dc_new * i, dh_new * tc_t], axis=-1)
     d_gates = d_act * (k2 - jnp.square(act_t - shift))
     dh_rec = jnp.einsum(
-      'dbg,dhg->dbh', d_gates.astype(w_t.dtype), w_t, preferred_element_type=jnp.float32
+      'dbg,dgh->dbh', d_gates.astype(w_t.dtype), w_t, preferred_element_type=jnp.float32
     )
     dh = jnp.where(m_t, dh_rec, dh)
     dc = jnp.where(m_t, dc_new * f, dc)
-    return (dh, dc), tuple(d_gates)
+    bufs = _write_rows(bufs, s, d_gates)
+    return (dh, dc, bufs), None
 
-  steps = (jnp.arange(time), mask, act, tc, c_prev)
-  (dh0, dc0), d_gates = jax.lax.scan(step, (d_hn, d_cn), steps, reverse=True)
+  steps = (jnp.arange(time), mask, tc, c_prev)
+  # The activation buffers become the gate gradients, row by row.
+  (dh0, dc0, d_gates), _ = jax.lax.scan(step, (d_hn, d_cn, acts), steps, reverse=True)
 
-  # Per direction, over all steps at once; rows are (step, batch) pairs. The backward
-  # direction's steps run in reverse time, so it reads x reversed and its dx is reversed.
   def rows(a):
     return a.reshape(-1, a.shape[-1])
 
-  xs = [x, x[::-1]]
+  # Per direction, over all (time, batch) rows at once, in natural time order; the
+  # backward direction's states before each step are in step order, so reversed.
   d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
   for d in range(dirs):
     dg = rows(d_gates[d])
-    d_w_ih.append(matmul('kf,kg->fg', rows(xs[d]), dg, matmul_dtype))
-    d_w_hh.append(matmul('kh,kg->hg', rows(h_prev[d]), dg, matmul_dtype))
+    hp = h_prev[d][::-1] if d else h_prev[d]
+    d_w_ih.append(matmul('kf,kg->fg', rows(x), dg, matmul_dtype))
+    d_w_hh.append(matmul('kh,kg->hg', rows(hp), dg, matmul_dtype))
     d_bias.append(jnp.sum(dg, axis=0))
-    dx = matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
-    d_x = d_x + (dx[::-1] if d else dx)
+    d_x = d_x + matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
   return (
     d_x.astype(x.dtype),
     None,
