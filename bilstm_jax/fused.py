@@ -50,12 +50,6 @@ def _times(s, time: int) -> tuple:
   return s, time - 1 - s
 
 
-def _step_input(a: jax.Array, s, width: int, dirs: int) -> jax.Array:
-  """Step s of a natural-order [time, batch, dirs * width] array: [dirs, batch, width]."""
-  rows = [jax.lax.dynamic_index_in_dim(a, t, keepdims=False) for t in _times(s, a.shape[0])]
-  return jnp.stack([rows[d][:, d * width : (d + 1) * width] for d in range(dirs)])
-
-
 def _read_rows(bufs: tuple, s) -> jax.Array:
   """Step s's rows of the per-direction [time, batch, n] buffers: [dirs, batch, n]."""
   times = _times(s, bufs[0].shape[0])
@@ -165,12 +159,15 @@ def _layer_bwd(matmul_dtype, residuals, cotangents):
   # Transposed once, outside the loop: [dirs, 4h, hidden].
   w_t = jnp.swapaxes(w_hh if matmul_dtype is None else w_hh.astype(matmul_dtype), 1, 2)
 
+  # The outputs' gradient, split per direction like the buffers: [time, batch, hidden].
+  d_out = tuple(d_hs[..., d * hidden : (d + 1) * hidden] for d in range(dirs))
+
   def step(carry, inputs):
     dh, dc, bufs = carry
     s, m_t, tc_t, cp_t = inputs
     act_t = _read_rows(bufs, s)
     i, f, g, o = jnp.split(act_t, 4, axis=-1)
-    dh_new = jnp.where(m_t, dh + _step_input(d_hs, s, hidden, dirs), 0.0)
+    dh_new = jnp.where(m_t, dh + _read_rows(d_out, s), 0.0)
     dc_new = jnp.where(m_t, dc, 0.0) + dh_new * o * (1.0 - tc_t * tc_t)
     d_act = jnp.concatenate([dc_new * g, dc_new * cp_t, dc_new * i, dh_new * tc_t], axis=-1)
     d_gates = d_act * (k2 - jnp.square(act_t - shift))
