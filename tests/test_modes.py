@@ -115,20 +115,18 @@ def test_bad_data_files_name_the_file_and_line(tmp_path):
   (tmp_path / 'garbage.npz').write_bytes(b'not a zip')
   with pytest.raises(errors.DataFileError, match=r'garbage\.npz is not a readable'):
     datafiles.read(str(tmp_path / 'garbage.npz'), 5, True)
-  np.savez(
-    tmp_path / 'notargets.npz',
-    inputs=np.zeros((2, 3, 5), np.float32),
-    lengths=np.array([3, 1], np.int32),
-  )
+
+  def inputs_only(name, features):
+    path = str(tmp_path / name)
+    np.savez(
+      path, inputs=np.zeros((2, 3, features), np.float32), lengths=np.array([3, 1], np.int32)
+    )
+    return path
+
   with pytest.raises(errors.DataFileError, match=r"notargets\.npz lacks \['targets'\]"):
-    datafiles.read(str(tmp_path / 'notargets.npz'), 5, True)
-  np.savez(
-    tmp_path / 'wide.npz',
-    inputs=np.zeros((2, 3, 7), np.float32),
-    lengths=np.array([3, 1], np.int32),
-  )
+    datafiles.read(inputs_only('notargets.npz', 5), 5, True)
   with pytest.raises(errors.DataFileError, match=r'wide\.npz: inputs have 7 features'):
-    datafiles.read(str(tmp_path / 'wide.npz'), 5, False)
+    datafiles.read(inputs_only('wide.npz', 7), 5, False)
 
 
 def test_schedules_clipping_and_injected_rate():
