@@ -23,9 +23,9 @@ flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'evaluate/predict: w
 flags.DEFINE_string('input', None, 'predict: a data file or split; default config.data.test.')
 flags.DEFINE_string('output', None, 'predict: where to write predictions (.jsonl or .npz).')
 flags.DEFINE_bool(
-  'tune_allocator',
+  'tune_cpu',
   True,
-  "Raise glibc's mmap/trim thresholds and use one malloc arena (bilstm_jax.runtime): "
+  "Raise glibc's mmap/trim thresholds and dispatch synchronously (bilstm_jax.runtime): "
   'XLA on CPU then stops faulting its buffers in every step. Process-wide.',
 )
 flags.DEFINE_string(
@@ -42,8 +42,8 @@ def main(argv):
   if not FLAGS['verbosity'].present:
     # orbax and jax log every step of every save at INFO; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
-  if FLAGS.tune_allocator:
-    runtime.tune_allocator()
+  if FLAGS.tune_cpu:
+    runtime.tune_cpu()
   if FLAGS.compilation_cache:
     runtime.enable_compilation_cache(FLAGS.compilation_cache)
   config, workdir = FLAGS.config, FLAGS.workdir

@@ -1,11 +1,20 @@
-"""Process-wide runtime settings that speed up JAX. Opt-in; nothing runs on import.
+"""Process-wide runtime settings that speed up JAX on CPU. Opt-in; nothing runs on import.
 
-XLA's CPU runtime allocates and frees large buffers every step. With glibc's defaults,
-buffers above the (dynamic) mmap threshold are mmapped and unmapped each time, and freed
-heap memory is trimmed back to the OS, so every step faults its working set in again
-(tens of thousands of minor page faults per step at medium sizes). Raising the mmap and
-trim thresholds keeps that memory in the process; `MALLOC_ARENA_MAX=1` keeps all threads
-on one arena so the retained memory is reused rather than duplicated per thread.
+XLA's CPU runtime allocates a large scratch buffer for every call of a compiled program
+(tens to hundreds of MB for a medium-sized LSTM step) and frees it afterwards. With
+glibc's defaults that memory is unmapped or trimmed back to the OS after each call, so
+every call faults its working set in again: tens of thousands of minor page faults per
+step. Two settings together keep it in the process:
+
+  * glibc's mmap and trim thresholds raised (mallopt), so large blocks come from the
+    heap and freed ones stay there for the next call;
+  * JAX's asynchronous CPU dispatch turned off, so a program runs in the calling
+    thread, whose malloc arena is glibc's main heap. From a worker thread the buffer
+    would come from a per-thread arena, whose heaps are capped at 64 MB: larger blocks
+    are mmapped and unmapped on every call whatever the threshold.
+
+The earlier alternative, one malloc arena for all threads (`MALLOC_ARENA_MAX=1`), gave
+the same step time but made XLA's compiler about 30% slower (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -17,38 +26,45 @@ import os
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 
 _ONE_GIB = 1 << 30
 
 
-def tune_allocator(threshold_bytes: int = _ONE_GIB) -> bool:
-  """Raises glibc's mmap and trim thresholds and limits malloc to one arena.
+def tune_cpu(threshold_bytes: int = _ONE_GIB) -> bool:
+  """Raises glibc's mmap and trim thresholds and runs JAX's CPU programs synchronously.
 
-  Call it once at the start of an entry point (a training or benchmark script), before JAX
-  allocates its first large buffers. It changes the whole process, so the library never
-  calls it by itself. On platforms without glibc it does nothing.
+  Call it once at the start of an entry point (a training or benchmark script), before
+  JAX's first computation: the dispatch mode is fixed when JAX creates its CPU client.
+  It changes the whole process, so the library never calls it by itself. A jitted call
+  then returns only when its results are ready; on a CPU, where the host work between
+  steps competes for the same cores anyway, that costs nothing measurable here.
 
   Args:
     threshold_bytes: the new M_MMAP_THRESHOLD and M_TRIM_THRESHOLD.
 
   Returns:
-    True if all three settings were applied, False otherwise (e.g. not glibc).
+    True if both settings took effect; False if JAX had already started (the dispatch
+    mode is then unchanged) or the C library is not glibc (thresholds unchanged).
   """
-  # Inherited by subprocesses; this process gets the same setting through mallopt below.
-  os.environ.setdefault('MALLOC_ARENA_MAX', '1')
+  import jax  # only here: importing this module must stay free of side effects
+  from jax._src import xla_bridge  # no public way to ask whether the client exists yet
+
+  started = xla_bridge.backends_are_initialized()
+  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  return _raise_malloc_thresholds(threshold_bytes) and not started
+
+
+def _raise_malloc_thresholds(threshold_bytes: int) -> bool:
   name = ctypes.util.find_library('c')
   if name is None:
     return False
   try:
-    libc = ctypes.CDLL(name)
-    mallopt = libc.mallopt
+    mallopt = ctypes.CDLL(name).mallopt
   except (OSError, AttributeError):
     return False
   mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
   mallopt.restype = ctypes.c_int
-  ok = mallopt(_M_ARENA_MAX, 1) == 1
-  ok &= mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1
+  ok = mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1
   ok &= mallopt(_M_TRIM_THRESHOLD, threshold_bytes) == 1
   return bool(ok)
 
@@ -59,12 +75,12 @@ def enable_compilation_cache(path: str) -> str:
   JAX's persistent cache by default stores only programs that took over a second to
   compile; a small model's steps compile in well under that, so every program is kept
   here. The key covers the program, the JAX/XLA versions and the device, so a stale entry
-  is never used. Process-wide, like `tune_allocator`: call it from an entry point.
+  is never used. Process-wide, like `tune_cpu`: call it from an entry point.
 
   Returns:
     The absolute cache directory.
   """
-  import jax  # only here: importing this module must stay free of side effects
+  import jax
 
   path = os.path.abspath(os.path.expanduser(path))
   os.makedirs(path, exist_ok=True)
