@@ -1,12 +1,12 @@
 """BiLSTM speed on CPU: bilstm_jax against Flax linen and PyTorch, fwd+bwd and a train step.
 
-One command measures everything, with glibc's default allocator settings and with
-`bilstm_jax.runtime.tune_allocator()`, in two child processes one after the other (the
-allocator is process-wide state):
+One command measures everything, with the default runtime settings and with
+`bilstm_jax.runtime.tune_cpu()` (as train.py runs), in two child processes one after the
+other (those settings are process-wide state):
 
-  PYTHONPATH=. python benchmarks/bench_bilstm.py              # full run, both allocators
+  PYTHONPATH=. python benchmarks/bench_bilstm.py              # full run, both settings
   PYTHONPATH=. python benchmarks/bench_bilstm.py --quick      # smoke run, seconds
-  PYTHONPATH=. python benchmarks/bench_bilstm.py --allocator tuned --configs medium
+  PYTHONPATH=. python benchmarks/bench_bilstm.py --runtime tuned --configs medium
 
 Every candidate is timed round-robin (one call of each in turn, repeated), so noise on
 this shared 2-core machine hits them alike. Reported: median milliseconds per call,
@@ -40,19 +40,22 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--configs', default=','.join(CONFIGS), help='comma-separated config names')
   p.add_argument('--reps', type=int, default=40, help='most timed rounds per config')
+  p.add_argument('--block', type=int, default=10, help='most consecutive calls per round')
   p.add_argument('--min-reps', type=int, default=5, help='fewest timed rounds per config')
   p.add_argument('--budget', type=float, default=6.0, help='seconds of timing per config')
   p.add_argument('--quick', action='store_true', help='seed and small only, few rounds')
-  p.add_argument('--allocator', choices=['default', 'tuned', 'both'], default='both')
-  p.add_argument('--tune-allocator', action='store_true', help='same as --allocator tuned')
+  p.add_argument(
+    '--runtime',
+    choices=['default', 'tuned', 'both'],
+    default='both',
+    help='tuned: bilstm_jax.runtime.tune_cpu() in the measuring process',
+  )
   p.add_argument('--no-bf16', action='store_true', help='skip the bfloat16 variant')
   p.add_argument('--no-torch', action='store_true', help='skip PyTorch')
   p.add_argument('--steps-per-call', type=int, default=10, help='train steps per call (seed)')
   p.add_argument('--json', default=RESULTS, help='where to write the results')
   p.add_argument('--child-out', default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  if args.tune_allocator:
-    args.allocator = 'tuned'
   if args.quick:
     args.configs, args.reps, args.min_reps, args.budget = 'seed,small', 5, 3, 2.0
   return args
@@ -203,31 +206,40 @@ def gemm_rate(n=1024, reps=30):
 
 
 def time_round_robin(cands, args):
-  """Median ms per candidate; rounds fit `args.budget` seconds, within [min_reps, reps].
+  """Median ms per call of each candidate; rounds fit `args.budget` seconds.
 
-  If the machine is so busy that rounds take far longer than estimated, stops after
-  2.5 x budget seconds (at least 3 rounds); the reps column shows it.
+  Each round runs every candidate in turn, in a block of up to `args.block` consecutive
+  calls (fewer for slow candidates: a block lasts about 0.1 s), so each is timed in the
+  steady state of a training loop that calls the same function over and over; rotating
+  the order every round spreads the machine's noise over all of them alike. Single
+  interleaved calls instead charge each candidate for the threads the previous library
+  left spinning (benchmarks/NOTES.md). The number of rounds lies in [min_reps, reps];
+  if the machine is so busy that rounds take far longer than estimated, timing stops
+  after 2.5 x budget seconds (at least 3 rounds); the reps column shows it.
   """
   import numpy as np
 
-  for fn, _ in cands.values():  # warm up: first-call costs are not steady state
+  block = {}
+  for k, (fn, _) in cands.items():  # warm up: first-call costs are not steady state
     fn()
+    s = time.perf_counter()
     fn()
+    block[k] = int(min(args.block, max(1, 0.1 // max(time.perf_counter() - s, 1e-9))))
   start = time.perf_counter()
   for fn, _ in cands.values():
     fn()
-  per_round = time.perf_counter() - start
+  per_call_round = time.perf_counter() - start
+  per_round = per_call_round * max(block.values())
   reps = int(min(args.reps, max(args.min_reps, args.budget // max(per_round, 1e-9))))
   times = {k: [] for k in cands}
   names = list(cands)
   deadline = time.perf_counter() + 2.5 * args.budget
   for r in range(reps):
-    # Rotate the order every round: a candidate that runs right after another library
-    # (whose worker threads may still be spinning) pays for it, so all take that turn.
     for k in names[r % len(names) :] + names[: r % len(names)]:
-      s = time.perf_counter()
-      cands[k][0]()
-      times[k].append(time.perf_counter() - s)
+      for _ in range(block[k]):
+        s = time.perf_counter()
+        cands[k][0]()
+        times[k].append(time.perf_counter() - s)
     if r + 1 >= 3 and time.perf_counter() > deadline:  # a loaded machine: stop early
       break
   reps = r + 1
@@ -239,23 +251,24 @@ def time_round_robin(cands, args):
       'p25_ms': float(np.percentile(v, 25)),
       'p75_ms': float(np.percentile(v, 75)),
       'reps': reps,
+      'calls': len(v),
       'compile_s': cands[k][1],
     }
   return stats
 
 
 def run_child(args):
-  """Measures in this process (allocator already set by the caller) and writes JSON."""
-  tuned = args.allocator == 'tuned'
+  """Measures in this process (tuned first if asked) and writes JSON."""
+  tuned = args.runtime == 'tuned'
   if tuned:
     from bilstm_jax import runtime
 
-    applied = runtime.tune_allocator()
+    applied = runtime.tune_cpu()
   import jax
 
   result = {
-    'allocator': 'tuned' if tuned else 'default',
-    'allocator_applied': applied if tuned else None,
+    'runtime': 'tuned' if tuned else 'default',
+    'tune_cpu_applied': applied if tuned else None,
     'jax': jax.__version__,
     'gemm_gflops_f32_1024': gemm_rate(),
     'configs': {},
@@ -279,7 +292,7 @@ def run_child(args):
       **stats,
     }
     print(
-      f'[{result["allocator"]}] {name}: '
+      f'[{result["runtime"]}] {name}: '
       + ', '.join(f'{k} {v["median_ms"]:.2f}' for k, v in stats.items()),
       flush=True,
     )
@@ -296,7 +309,7 @@ def _ms(stats, k):
 
 def table(run):
   rows = [
-    f'### allocator: {run["allocator"]} (float32 GEMM 1024^2: '
+    f'### runtime: {run["runtime"]} (float32 GEMM 1024^2: '
     f'{run["gemm_gflops_f32_1024"]:.1f} GFLOP/s)',
     '',
     '| config | fused | reference | fused bf16 | linen | torch | torch/fused | linen/fused '
@@ -339,11 +352,12 @@ def main(argv=None):
   if args.child_out:
     run_child(args)
     return
-  modes = ['default', 'tuned'] if args.allocator == 'both' else [args.allocator]
+  modes = ['default', 'tuned'] if args.runtime == 'both' else [args.runtime]
   runs = {}
   child_args = [
     f'--configs={args.configs}',
     f'--reps={args.reps}',
+    f'--block={args.block}',
     f'--min-reps={args.min_reps}',
     f'--budget={args.budget}',
     f'--steps-per-call={args.steps_per_call}',
@@ -351,21 +365,16 @@ def main(argv=None):
     *(['--no-torch'] if args.no_torch else []),
   ]
   for mode in modes:
-    env = dict(os.environ)
-    if mode == 'tuned':
-      env['MALLOC_ARENA_MAX'] = '1'  # read by glibc at start-up; mallopt repeats it
-    else:
-      env.pop('MALLOC_ARENA_MAX', None)
     with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as tmp:
       child_out = tmp.name
     cmd = [
       sys.executable,
       os.path.abspath(__file__),
       *child_args,
-      f'--allocator={mode}',
+      f'--runtime={mode}',
       f'--child-out={child_out}',
     ]
-    subprocess.run(cmd, env=env, check=True)
+    subprocess.run(cmd, check=True)
     with open(child_out) as f:
       runs[mode] = json.load(f)
     os.unlink(child_out)
