@@ -45,6 +45,11 @@ def _gate_scale(hidden: int) -> jax.Array:
   return jnp.repeat(k, hidden)
 
 
+def _step_indices(time: int) -> jax.Array:
+  """uint32[time]: 0 .. time-1; unsigned, so JAX adds no negative-index fix-up per step."""
+  return jnp.arange(time, dtype=jnp.uint32)
+
+
 def _times(s, time: int) -> tuple:
   """The time index each direction handles at scan step s: forward s, backward T-1-s."""
   return s, time - 1 - s
@@ -95,7 +100,7 @@ def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
     return new_carry, (tuple(h), c, tc)
 
   (h_n, c_n, acts), (h_prev, c_prev, tc) = jax.lax.scan(
-    step, (h0, c0, bufs), (jnp.arange(time), mask)
+    step, (h0, c0, bufs), (_step_indices(time), mask)
   )
   return (h_n, c_n), (h_prev, c_prev, acts, tc)
 
@@ -179,7 +184,7 @@ def _layer_bwd(matmul_dtype, residuals, cotangents):
     bufs = _write_rows(bufs, s, d_gates)
     return (dh, dc, bufs), None
 
-  steps = (jnp.arange(time), mask, tc, c_prev)
+  steps = (_step_indices(time), mask, tc, c_prev)
   # The activation buffers become the gate gradients, row by row.
   (dh0, dc0, d_gates), _ = jax.lax.scan(step, (d_hn, d_cn, acts), steps, reverse=True)
 
