@@ -37,7 +37,7 @@ def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.Tra
   def init(key):
     return model.init(key, sample, lengths)['params']
 
-  if is_ensemble(config):
+  if train_lib.is_ensemble(config):
     keys = jax.random.split(jax.random.key(0), config.ensemble.num_members)
     params_like = jax.eval_shape(jax.vmap(init), keys)
   else:
@@ -58,10 +58,6 @@ def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.Tra
   return state, path
 
 
-def is_ensemble(config) -> bool:
-  return config.get('ensemble') is not None
-
-
 def load_data(config, name: str, need_targets: bool) -> dict:
   """A split of the config's task ('train', 'dev') or a data file (see `datafiles`)."""
   if name in SPLITS:
@@ -75,7 +71,7 @@ def evaluate(config, workdir: str, which: str = 'best') -> dict:
   dataset = load_data(config, config.data.test, need_targets=True)
   loss_fn = tasks.get_task(config.data.task).loss_fn
   extra = {}
-  if is_ensemble(config):
+  if train_lib.is_ensemble(config):
     # The ensemble's loss is that of the members' mean prediction; each member's is listed.
     losses = ensemble.evaluate(
       jax.jit(ensemble.make_eval_fn(loss_fn)), state, dataset, config.train.batch_size
@@ -126,7 +122,7 @@ def predict(config, workdir: str, input_path: str, output_path: str, which: str 
     raise ValueError('--mode=predict needs --output (a .jsonl or .npz path).')
   state, path = load_state(config, workdir, which)
   dataset = load_data(config, input_path, need_targets=False)
-  if is_ensemble(config):
+  if train_lib.is_ensemble(config):
     # The members' mean prediction, and their spread as an uncertainty estimate.
     members = predict_dataset(state, dataset, config.train.batch_size, members=True)
     preds, std = members.mean(0), members.std(0)

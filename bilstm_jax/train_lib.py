@@ -260,9 +260,14 @@ def plan(config, num_train: int) -> tuple[int, int]:
   return steps_per_epoch, config.train.epochs * steps_per_epoch
 
 
+def is_ensemble(config) -> bool:
+  """Whether `config` trains a population (it has an `ensemble` block)."""
+  return config.get('ensemble') is not None
+
+
 def make_parts(config, train_set: dict) -> Parts:
   """`population.Population` for a config with an `ensemble` block, else `SingleModel`."""
-  if config.get('ensemble') is None:
+  if not is_ensemble(config):
     return SingleModel()
   from bilstm_jax import population  # imports this module
 
@@ -575,8 +580,13 @@ def run_info(run: Run, mon: monitor.Monitor, ckpts) -> dict:
   return {
     'best_checkpoint': ckpts.path(best) if best is not None else None,
     **sharding.describe(run.mesh),  # num_devices, num_processes, mesh
-    'history': [e for e in monitor.read_events(mon.path) if e['event'] == 'eval'],
+    'history': eval_history(mon),
   }
+
+
+def eval_history(mon: monitor.Monitor) -> list[dict]:
+  """The run's 'eval' events so far (metrics.jsonl), oldest first."""
+  return [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
 
 
 def write_summary(run: Run, mon: monitor.Monitor, summary: dict, skip=('history',)) -> None:
@@ -625,7 +635,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     wall = time.perf_counter() - start
     return run.parts.finish(run, state, mon, wall, ckpts)
   finally:
-    history = [e for e in monitor.read_events(mon.path) if e['event'] == 'eval']
+    history = eval_history(mon)
     if history and distributed.is_writer():
       plots.loss_curves(history, _path(run, 'plots', 'loss.png'), run.parts.loss_labels)
     mon.close()
