@@ -11,7 +11,10 @@ other (those settings are process-wide state):
 Every candidate is timed round-robin (one call of each in turn, repeated), so noise on
 this shared 2-core machine hits them alike. Reported: median milliseconds per call,
 compile time of each jitted function (lower + compile), and the ratios torch/ours and
-linen/ours. Prints markdown tables and writes benchmarks/results/bench_bilstm.json.
+linen/ours for both of our layers: 'native' (the CPU kernel, what `impl='auto'` runs on
+one CPU device) and 'fused' (the portable `lax.scan` version). The train step uses the
+default `impl='auto'`, as train.py does. Prints markdown tables and writes
+benchmarks/results/bench_bilstm.json.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def jax_candidates(name, cfg, args):
   import jax
   import jax.numpy as jnp
 
+  from bilstm_jax import native
   from bilstm_jax.lstm import BiLSTM
 
   b, t, i, h, layers = cfg
@@ -92,6 +96,8 @@ def jax_candidates(name, cfg, args):
     exe, secs = compiled(jax.value_and_grad(loss), params, x)
     out[label] = (lambda: jax.block_until_ready(exe(params, x)), secs)
 
+  if native.preferred():  # the CPU kernel builds here (else the table shows nan)
+    add_fwd_bwd('native', BiLSTM(h, num_layers=layers, impl='native'))
   add_fwd_bwd('fused', BiLSTM(h, num_layers=layers, impl='fused'))
   add_fwd_bwd('reference', BiLSTM(h, num_layers=layers, impl='reference'))
   if not args.no_bf16:
@@ -152,7 +158,7 @@ def make_train_step(cfg, x, key):
   from bilstm_jax.models import BiLSTMRegressor
 
   batch = _batch(cfg, x, key)
-  model = BiLSTMRegressor(hidden_size=cfg[3], num_layers=cfg[4], impl='fused')
+  model = BiLSTMRegressor(hidden_size=cfg[3], num_layers=cfg[4])  # impl='auto', as train.py
   state = train_lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
   return train_lib.train_step, state, batch, jax.random.key(1), 'bilstm_jax.train_lib'
 
@@ -312,29 +318,29 @@ def table(run):
     f'### runtime: {run["runtime"]} (float32 GEMM 1024^2: '
     f'{run["gemm_gflops_f32_1024"]:.1f} GFLOP/s)',
     '',
-    '| config | fused | reference | fused bf16 | linen | torch | torch/fused | linen/fused '
-    '| train_step | reps | load |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| config | native | fused | reference | fused bf16 | linen | torch | torch/native '
+    '| linen/native | torch/fused | linen/fused | train_step | reps | load |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for name, s in run['configs'].items():
-    f = _ms(s, 'fused')
+    n, f, torch, linen = (_ms(s, k) for k in ('native', 'fused', 'torch', 'linen'))
     rows.append(
-      f'| {name} | {f:.2f} | {_ms(s, "reference"):.2f} | {_ms(s, "fused_bf16"):.2f} '
-      f'| {_ms(s, "linen"):.2f} | {_ms(s, "torch"):.2f} | {_ms(s, "torch") / f:.2f}x '
-      f'| {_ms(s, "linen") / f:.2f}x | {_ms(s, "train_step"):.2f} | {s["fused"]["reps"]} '
+      f'| {name} | {n:.2f} | {f:.2f} | {_ms(s, "reference"):.2f} | {_ms(s, "fused_bf16"):.2f} '
+      f'| {linen:.2f} | {torch:.2f} | {torch / n:.2f}x | {linen / n:.2f}x | {torch / f:.2f}x '
+      f'| {linen / f:.2f}x | {_ms(s, "train_step"):.2f} | {s["fused"]["reps"]} '
       f'| {max(s["loadavg_1min"]):.1f} |'
     )
   rows += [
     '',
     'compile seconds (lower + compile):',
     '',
-    '| config | fused | reference | fused bf16 | linen | train_step |',
-    '|---|---|---|---|---|---|',
+    '| config | native | fused | reference | fused bf16 | linen | train_step |',
+    '|---|---|---|---|---|---|---|',
   ]
   for name, s in run['configs'].items():
     c = [
       s[k]['compile_s'] if k in s else float('nan')
-      for k in ('fused', 'reference', 'fused_bf16', 'linen', 'train_step')
+      for k in ('native', 'fused', 'reference', 'fused_bf16', 'linen', 'train_step')
     ]
     rows.append(f'| {name} | ' + ' | '.join(f'{v:.2f}' for v in c) + ' |')
   for name, s in run['configs'].items():

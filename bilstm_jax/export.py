@@ -18,6 +18,8 @@ import os
 import jax
 import jax.numpy as jnp
 
+from bilstm_jax import native
+
 FILENAME = 'predict.jaxexport'
 
 
@@ -38,10 +40,11 @@ def export_predict(model, params, input_size: int, directory: str) -> jax.export
     return model.apply({'params': params}, inputs, lengths)
 
   b, t = jax.export.symbolic_shape('b, t')
-  exported = jax.export.export(jax.jit(predict))(
-    jax.ShapeDtypeStruct((b, t, input_size), jnp.float32),
-    jax.ShapeDtypeStruct((b,), jnp.int32),
-  )
+  with native.disabled():  # the portable scan: the CPU kernel is a machine-local custom call
+    exported = jax.export.export(jax.jit(predict))(
+      jax.ShapeDtypeStruct((b, t, input_size), jnp.float32),
+      jax.ShapeDtypeStruct((b,), jnp.int32),
+    )
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, FILENAME)
   with open(path + '.tmp', 'wb') as f:

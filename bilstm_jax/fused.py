@@ -36,6 +36,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from bilstm_jax import native as native_kernel
 from bilstm_jax.recurrence import matmul, recurrent_matmul, step_mask
 
 
@@ -72,13 +73,36 @@ def _write_rows(bufs: tuple, s, values: jax.Array) -> tuple:
   )
 
 
-def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
-  """Runs the recurrence; returns the final states and what the backward needs.
+def _valid(mask):
+  """bool[time, dirs, batch, 1] step-order mask -> bool[time, batch] (natural order)."""
+  return mask[:, 0, :, 0]
 
-  That is `h_prev` (a tuple, per direction the [time, batch, hidden] states before each
-  step, in step order), `c_prev` and `tc` ([time, dirs, batch, hidden], step order) and
-  `acts` (a tuple, per direction the [time, batch, 4h] gate activations, natural order).
+
+def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
+  """Runs the recurrence; returns the outputs, the final states and what the backward needs.
+
+  That is `h_prev` (per direction the [time, batch, hidden] states before each time step,
+  natural order), `c_prev` and `tc` ([time, dirs, batch, hidden], step order) and `acts`
+  (per direction the [time, batch, 4h] gate activations, natural order).
   """
+  if native:
+    # One matmul for both directions, [time, batch, dirs * 4h]: no transpose.
+    w_cat = jnp.moveaxis(w_ih, 0, 1).reshape(w_ih.shape[1], -1)
+    proj = matmul('tbf,fg->tbg', x, w_cat)
+    hs, acts, h_prev, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
+      proj, _valid(mask), bias, w_hh, h0, c0
+    )
+    return hs, (h_n, c_n), (h_prev, c_prev, acts, tc)
+  (h_n, c_n), (h_prev, c_prev, acts, tc) = _forward_scan(
+    x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype
+  )
+  hs = _outputs(mask, h_prev, h_n)
+  h_prev = tuple(h[::-1] if d else h for d, h in enumerate(h_prev))  # natural order
+  return hs, (h_n, c_n), (h_prev, c_prev, acts, tc)
+
+
+def _forward_scan(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
+  """The forward recurrence as a `lax.scan`; `h_prev` comes in step order."""
   time = x.shape[0]
   dirs, hidden = w_hh.shape[0], w_hh.shape[1]
   # Per direction, the input projection of every step: the buffer the scan carries.
@@ -124,6 +148,7 @@ def lstm_layer_fused(
   h0: jax.Array,
   c0: jax.Array,
   matmul_dtype=None,
+  native: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Runs one LSTM layer with a hand-written backward pass.
 
@@ -131,32 +156,56 @@ def lstm_layer_fused(
     x, valid, w_ih, bias, w_hh, h0, c0: as in `bilstm_jax.recurrence`.
     matmul_dtype: optional dtype for the matmul operands (e.g. bfloat16), forward and
       backward; accumulation, states and gate arithmetic are always float32.
+    native: run the two loops with the CPU kernel of `bilstm_jax.native` instead of
+      `lax.scan` (CPU only, float32 only).
 
   Returns:
     hs: float32[time, batch, dirs * hidden], zero at padded steps.
     (h_n, c_n): float32[dirs, batch, hidden], states after each direction's last real step.
   """
+  if native and matmul_dtype is not None:
+    raise ValueError(
+      f"impl='native' computes in float32; got matmul dtype {jnp.dtype(matmul_dtype).name}. "
+      "Use impl='fused' for reduced-precision matmuls."
+    )
   mask = step_mask(valid, w_hh.shape[0])
-  return _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
+  return _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
-  (h_n, c_n), (h_prev, _, _, _) = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
-  return _outputs(mask, h_prev, h_n), (h_n, c_n)
+def lstm_layer_native(x, valid, w_ih, bias, w_hh, h0, c0, matmul_dtype=None):
+  """`lstm_layer_fused` with both loops in the CPU kernel (`BiLSTM(impl='native')`)."""
+  return lstm_layer_fused(x, valid, w_ih, bias, w_hh, h0, c0, matmul_dtype, native=True)
 
 
-def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
-  (h_n, c_n), per_step = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
-  h_prev = per_step[0]
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
+  hs, final, _ = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native)
+  return hs, final
+
+
+def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
+  hs, final, per_step = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native)
   residuals = (x, mask, w_ih, bias, w_hh, h0, c0, per_step)
-  return (_outputs(mask, h_prev, h_n), (h_n, c_n)), residuals
+  return (hs, final), residuals
 
 
-def _layer_bwd(matmul_dtype, residuals, cotangents):
+def _layer_bwd(matmul_dtype, native, residuals, cotangents):
   x, mask, w_ih, bias, w_hh, h0, c0, (h_prev, c_prev, acts, tc) = residuals
   d_hs, (d_hn, d_cn) = cotangents
-  time = x.shape[0]
+  if native:
+    d_gates, dh0, dc0 = native_kernel.lstm_bwd(
+      acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn
+    )
+  else:
+    d_gates, dh0, dc0 = _backward_scan(
+      matmul_dtype, mask, w_hh, h_prev, c_prev, acts, tc, d_hs, d_hn, d_cn
+    )
+  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev, d_gates, dh0, dc0)
+
+
+def _backward_scan(matmul_dtype, mask, w_hh, h_prev, c_prev, acts, tc, d_hs, d_hn, d_cn):
+  """The backward recurrence as a `lax.scan`: (gate gradients, dh0, dc0)."""
+  time = mask.shape[0]
   dirs, hidden = w_hh.shape[0], w_hh.shape[1]
   k = _gate_scale(hidden)
   shift = 1.0 - k
@@ -187,16 +236,21 @@ def _layer_bwd(matmul_dtype, residuals, cotangents):
   steps = (_step_indices(time), mask, tc, c_prev)
   # The activation buffers become the gate gradients, row by row.
   (dh0, dc0, d_gates), _ = jax.lax.scan(step, (d_hn, d_cn, acts), steps, reverse=True)
+  return d_gates, dh0, dc0
+
+
+def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev, d_gates, dh0, dc0):
+  """The gradients of every input of the layer, given the gate gradients."""
+  dirs = w_hh.shape[0]
 
   def rows(a):
     return a.reshape(-1, a.shape[-1])
 
-  # Per direction, over all (time, batch) rows at once, in natural time order; the
-  # backward direction's states before each step are in step order, so reversed.
+  # Per direction, over all (time, batch) rows at once, in natural time order.
   d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
   for d in range(dirs):
     dg = rows(d_gates[d])
-    hp = h_prev[d][::-1] if d else h_prev[d]
+    hp = h_prev[d]
     d_w_ih.append(matmul('kf,kg->fg', rows(x), dg, matmul_dtype))
     d_w_hh.append(matmul('kh,kg->hg', rows(hp), dg, matmul_dtype))
     d_bias.append(jnp.sum(dg, axis=0))

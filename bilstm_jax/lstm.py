@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import fused, recurrence
+from bilstm_jax import fused, native, recurrence
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
 # Layer implementations by name (`BiLSTM.impl`), all with the signature and numbers of
-# `recurrence.lstm_layer_reference`; 'fused' (bilstm_jax/fused.py) is the default.
+# `recurrence.lstm_layer_reference`. The default 'auto' picks 'native' or 'fused'.
 _LAYER_IMPLS: dict[str, Callable] = {}
 
 
@@ -43,6 +43,7 @@ def register_layer_impl(name: str, fn: Callable) -> None:
 
 register_layer_impl('reference', recurrence.lstm_layer_reference)
 register_layer_impl('fused', fused.lstm_layer_fused)
+register_layer_impl('native', fused.lstm_layer_native)
 
 
 def pytorch_uniform(hidden_size: int) -> Initializer:
@@ -107,8 +108,12 @@ class BiLSTM(nn.Module):
     param_dtype: dtype of the parameters.
     kernel_init, recurrent_init, bias_init: initialisers for w_ih, w_hh and both biases;
       None means PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
-    impl: which recurrence to run: 'fused' (default; a hand-written backward pass, see
-      `bilstm_jax.fused`) or 'reference' (autodiff through `lax.scan`). Same numbers.
+    impl: which recurrence to run, all with the same numbers: 'fused' (a hand-written
+      backward pass around two `lax.scan`s, see `bilstm_jax.fused`), 'native' (the same,
+      with both loops in a multi-threaded CPU kernel, `bilstm_jax.native`; CPU and
+      float32 only), 'reference' (autodiff through `lax.scan`), or 'auto' (default):
+      'native' when JAX computes on a single CPU device in float32 and the kernel
+      builds, else 'fused'.
 
   Example:
     >>> lstm = BiLSTM(hidden_size=8, num_layers=2)
@@ -129,7 +134,7 @@ class BiLSTM(nn.Module):
   kernel_init: Initializer | None = None
   recurrent_init: Initializer | None = None
   bias_init: Initializer | None = None
-  impl: str = 'fused'
+  impl: str = 'auto'
 
   @property
   def num_directions(self) -> int:
@@ -187,9 +192,14 @@ class BiLSTM(nn.Module):
         orders them (layer 0 forward, layer 0 backward, layer 1 forward, ...).
     """
     check_inputs(inputs, lengths, self.time_major)
-    if self.impl not in _LAYER_IMPLS:
-      raise ValueError(f'Unknown BiLSTM impl {self.impl!r}; known: {sorted(_LAYER_IMPLS)}.')
-    run_layer = _LAYER_IMPLS[self.impl]
+    matmul_dtype = None if self.dtype == jnp.float32 else self.dtype
+    impl = self.impl
+    if impl == 'auto':
+      impl = 'native' if matmul_dtype is None and native.preferred() else 'fused'
+    if impl not in _LAYER_IMPLS:
+      known = sorted([*_LAYER_IMPLS, 'auto'])
+      raise ValueError(f'Unknown BiLSTM impl {self.impl!r}; known: {known}.')
+    run_layer = _LAYER_IMPLS[impl]
     x = inputs if self.time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, F]
     time, batch = x.shape[:2]
     d, h = self.num_directions, self.hidden_size
@@ -209,7 +219,6 @@ class BiLSTM(nn.Module):
           f'initial_state must be two arrays of shape {want}; got {h0.shape} and {c0.shape}.'
         )
 
-    matmul_dtype = None if self.dtype == jnp.float32 else self.dtype
     h_n, c_n = [], []
     for layer in range(self.num_layers):
       p = self._layer_params(layer, x.shape[-1])

@@ -1,15 +1,21 @@
-"""The fused recurrence (`impl='fused'`, a custom VJP) against autodiff and torch.nn.LSTM."""
+"""The custom-VJP recurrences against autodiff and torch.nn.LSTM.
+
+`impl='fused'` runs its loops as `lax.scan`s, `impl='native'` in the CPU kernel
+(`bilstm_jax.native`); every test here runs both.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import fused, recurrence
+from bilstm_jax import fused, native, recurrence
 from bilstm_jax.lstm import BiLSTM
 
 B, T, F, H = 3, 7, 4, 5
 LENGTHS = np.array([0, 4, T], np.int32)
+FAST = ['fused', 'native']
+LAYERS = {'fused': fused.lstm_layer_fused, 'native': fused.lstm_layer_native}
 
 
 def _inputs(seed=0):
@@ -31,9 +37,10 @@ def _assert_rel(a, b, rtol):
     assert err < rtol, f'{jax.tree_util.keystr(path)}: relative error {err:.2e}'
 
 
+@pytest.mark.parametrize('impl', FAST)
 @pytest.mark.parametrize('num_layers', [1, 2])
 @pytest.mark.parametrize('bidirectional', [False, True])
-def test_matches_reference_values_and_gradients(num_layers, bidirectional):
+def test_matches_reference_values_and_gradients(num_layers, bidirectional, impl):
   k_init, x, k_h, k_c = _inputs()
   d = 2 if bidirectional else 1
   state = (
@@ -41,7 +48,7 @@ def test_matches_reference_values_and_gradients(num_layers, bidirectional):
     jax.random.normal(k_c, (num_layers * d, B, H)),
   )
   ref = BiLSTM(H, num_layers=num_layers, bidirectional=bidirectional, impl='reference')
-  fast = ref.clone(impl='fused')
+  fast = ref.clone(impl=impl)
   params = ref.init(k_init, x)
   lengths = jnp.asarray(LENGTHS)
 
@@ -59,27 +66,36 @@ def test_matches_reference_values_and_gradients(num_layers, bidirectional):
   _assert_rel(g_ref, g_fast, 1e-5)
 
 
-def test_full_length_without_lengths_or_state():
+@pytest.mark.parametrize('impl', FAST)
+def test_full_length_without_lengths_or_state(impl):
   k_init, x, _, _ = _inputs(1)
   ref = BiLSTM(H, impl='reference')
   params = ref.init(k_init, x)
   grad = jax.grad(_loss, argnums=(1, 2))
   g_ref = grad(ref, params, x, None, None)
-  g_fast = grad(ref.clone(impl='fused'), params, x, None, None)
+  g_fast = grad(ref.clone(impl=impl), params, x, None, None)
   _assert_rel(g_ref, g_fast, 1e-5)
 
 
+@pytest.mark.parametrize('impl', FAST)
 @pytest.mark.parametrize('d', [1, 2])
-def test_layer_gradients_match_autodiff_directly(d):
-  """The raw layer with a mask that is not a prefix (held carry in the middle)."""
+@pytest.mark.parametrize('shape', [(T, B, F, H), (9, 13, 6, 20)])
+def test_layer_gradients_match_autodiff_directly(d, impl, shape):
+  """The raw layer with a mask that is not a prefix (held carry in the middle).
+
+  The second shape exercises the kernel's tails: a batch that is not a whole number of
+  row blocks (and is split between threads when there is one direction) and gates that
+  are not a whole number of vectors.
+  """
+  t, b, f, h = shape
   ks = jax.random.split(jax.random.key(2), 7)
-  x = jax.random.normal(ks[0], (T, B, F))
-  mask = jax.random.bernoulli(ks[1], 0.6, (T, B))
-  w_ih = 0.4 * jax.random.normal(ks[5], (d, F, 4 * H))
-  bias = 0.4 * jax.random.normal(ks[6], (d, 4 * H))
-  w_hh = 0.4 * jax.random.normal(ks[2], (d, H, 4 * H))
-  h0 = jax.random.normal(ks[3], (d, B, H))
-  c0 = jax.random.normal(ks[4], (d, B, H))
+  x = jax.random.normal(ks[0], (t, b, f))
+  mask = jax.random.bernoulli(ks[1], 0.6, (t, b))
+  w_ih = 0.4 * jax.random.normal(ks[5], (d, f, 4 * h))
+  bias = 0.4 * jax.random.normal(ks[6], (d, 4 * h))
+  w_hh = 0.4 * jax.random.normal(ks[2], (d, h, 4 * h))
+  h0 = jax.random.normal(ks[3], (d, b, h))
+  c0 = jax.random.normal(ks[4], (d, b, h))
 
   def loss(layer, *args):
     hs, (h_n, c_n) = layer(args[0], mask, *args[1:], None)
@@ -88,14 +104,19 @@ def test_layer_gradients_match_autodiff_directly(d):
   args = (x, w_ih, bias, w_hh, h0, c0)
   argnums = tuple(range(1, 7))
   g_ref = jax.grad(loss, argnums)(recurrence.lstm_layer_reference, *args)
-  g_fast = jax.grad(loss, argnums)(fused.lstm_layer_fused, *args)
+  g_fast = jax.grad(loss, argnums)(LAYERS[impl], *args)
   _assert_rel(g_ref, g_fast, 1e-5)
+  out_ref = recurrence.lstm_layer_reference(x, mask, *args[1:], None)
+  out_fast = LAYERS[impl](x, mask, *args[1:], None)
+  for a, b in zip(jax.tree.leaves(out_ref), jax.tree.leaves(out_fast), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
-def test_jit_vmap_and_grad_of_jit():
+@pytest.mark.parametrize('impl', FAST)
+def test_jit_vmap_and_grad_of_jit(impl):
   """An ensemble vmaps the whole step over a member axis; results equal separate runs."""
   k_init, x, _, _ = _inputs(3)
-  model = BiLSTM(H, num_layers=2, impl='fused')
+  model = BiLSTM(H, num_layers=2, impl=impl)
   members = 3
   params = jax.vmap(lambda k: model.init(k, x))(jax.random.split(k_init, members))
   lengths = jnp.asarray(LENGTHS)
@@ -124,7 +145,35 @@ def test_bfloat16_matmuls_close_to_float32():
   _assert_rel(g32, g16, 5e-2)
 
 
-def test_matches_torch_lstm_with_packed_sequences():
+def test_native_is_float32_only():
+  k_init, x, _, _ = _inputs(4)
+  model = BiLSTM(H, impl='native', dtype=jnp.bfloat16)
+  with pytest.raises(ValueError, match="impl='native' computes in float32; got matmul dtype"):
+    model.init(k_init, x)
+
+
+def test_auto_runs_the_kernel_on_one_cpu_device_and_the_scan_for_export():
+  _, x, _, _ = _inputs(5)
+  model = BiLSTM(H)  # impl='auto'
+  params = model.init(jax.random.key(0), x)
+
+  def hlo():
+    return jax.jit(lambda p, x: model.apply(p, x)).lower(params, x).as_text()
+
+  assert native.preferred()  # this test suite runs JAX on one CPU device
+  assert 'bilstm_jax_lstm_fwd' in hlo()
+  with native.disabled():
+    assert 'bilstm_jax_lstm_fwd' not in hlo()
+  assert (
+    'bilstm_jax_lstm_fwd'
+    not in jax.jit(lambda p, x: model.clone(dtype=jnp.bfloat16).apply(p, x))
+    .lower(params, x)
+    .as_text()
+  )
+
+
+@pytest.mark.parametrize('impl', FAST)
+def test_matches_torch_lstm_with_packed_sequences(impl):
   torch = pytest.importorskip('torch')
   num_layers, lengths = 2, np.array([3, T, 1], np.int64)
   torch.manual_seed(0)
@@ -141,7 +190,7 @@ def test_matches_torch_lstm_with_packed_sequences():
       'b_ih': jnp.stack([sd[f'bias_ih_{n}'] for n in names]),
       'b_hh': jnp.stack([sd[f'bias_hh_{n}'] for n in names]),
     }
-  model = BiLSTM(H, num_layers=num_layers, impl='fused')
+  model = BiLSTM(H, num_layers=num_layers, impl=impl)
   rng = np.random.default_rng(1)
   wy = rng.standard_normal((B, T, 2 * H)).astype(np.float32)
   wh = rng.standard_normal((2 * num_layers, B, H)).astype(np.float32)

@@ -1,0 +1,186 @@
+"""The CPU kernel of the LSTM recurrence (`lstm_cpu.cc`), built on first use.
+
+`bilstm_jax.fused` runs its two loops (the forward recurrence and the backward one) either
+as `lax.scan`s or, with `native=True`, as the two XLA FFI handlers of `lstm_cpu.cc`, which
+run each direction (or part of the batch) on its own thread for the whole sequence. Only
+the loops move: the input projection, the weight gradients and the custom VJP around them
+are the same code either way.
+
+The C++ file is compiled once per machine with the system's C++ compiler into a cache
+directory (`$BILSTM_JAX_CACHE`, default `~/.cache/bilstm_jax`), keyed by a hash of the
+source, the compiler's version, the flags and the JAX version, and written atomically so
+that concurrent first uses cannot load a half-written library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+_SOURCE = Path(__file__).with_name('lstm_cpu.cc')
+_FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-pthread')
+_TARGETS = {'bilstm_jax_lstm_fwd': 'LstmFwd', 'bilstm_jax_lstm_bwd': 'LstmBwd'}
+
+
+class NativeUnavailable(RuntimeError):
+  """The CPU kernel could not be built or loaded (the message says why)."""
+
+
+def cache_dir() -> Path:
+  default = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'bilstm_jax'
+  return Path(os.environ.get('BILSTM_JAX_CACHE', default))
+
+
+def _compiler() -> str:
+  cxx = os.environ.get('CXX') or 'c++'
+  path = shutil.which(cxx)
+  if path is None:
+    raise NativeUnavailable(f'C++ compiler {cxx!r} not found (set CXX, or install g++)')
+  return path
+
+
+def _cpu_flags() -> str:
+  """The CPU's feature flags: `-march=native` code must not be reused on another CPU that
+  shares the cache directory."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next((line for line in f if line.startswith('flags')), '')
+  except OSError:
+    return ''
+
+
+def _build() -> Path:
+  """Compiles lstm_cpu.cc unless the cache has it; returns the shared library's path."""
+  cxx = _compiler()
+  version = subprocess.run([cxx, '--version'], capture_output=True, text=True).stdout
+  key = hashlib.sha256()
+  for part in (' '.join(_FLAGS), version, jax.__version__, _cpu_flags()):
+    key.update(part.encode())
+  key.update(_SOURCE.read_bytes())
+  target = cache_dir() / f'lstm_cpu-{key.hexdigest()[:16]}.so'
+  if target.exists():
+    return target
+  target.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
+  os.close(fd)
+  cmd = [cxx, *_FLAGS, f'-I{jax.ffi.include_dir()}', str(_SOURCE), '-o', tmp]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode != 0:
+    os.unlink(tmp)
+    raise NativeUnavailable(f'compiling {_SOURCE.name} failed:\n{" ".join(cmd)}\n{proc.stderr}')
+  os.replace(tmp, target)  # atomic: a concurrent first use sees all of it or nothing
+  return target
+
+
+@functools.cache
+def _load() -> None:
+  lib = ctypes.CDLL(str(_build()))
+  for name, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+
+
+def ensure_loaded() -> None:
+  """Builds (once per machine) and registers the kernel; raises `NativeUnavailable`."""
+  try:
+    _load()
+  except OSError as e:
+    raise NativeUnavailable(f'loading the compiled kernel failed: {e}') from e
+
+
+@functools.cache
+def _builds() -> bool:
+  try:
+    ensure_loaded()
+  except NativeUnavailable as e:
+    warnings.warn(
+      f"bilstm_jax: the CPU kernel is unavailable, using impl='fused': {e}", stacklevel=3
+    )
+    return False
+  return True
+
+
+_disabled = threading.local()
+
+
+@contextlib.contextmanager
+def disabled():
+  """Within this context `BiLSTM(impl='auto')` traces the portable scan ('fused'), e.g. for
+  `jax.export`, which cannot serialize a machine-local custom call."""
+  before = getattr(_disabled, 'on', False)
+  _disabled.on = True
+  try:
+    yield
+  finally:
+    _disabled.on = before
+
+
+def preferred() -> bool:
+  """Whether `BiLSTM(impl='auto')` runs this kernel: JAX computes on one CPU device, the
+  kernel builds here, and `disabled()` is not in effect. With several devices the layer may
+  be sharded, which the custom call cannot be (XLA would gather its operands onto every
+  device), so the scan is used."""
+  if getattr(_disabled, 'on', False):
+    return False
+  return jax.default_backend() == 'cpu' and jax.device_count() == 1 and _builds()
+
+
+def _f32(*arrays):
+  return [jnp.asarray(a, jnp.float32) for a in arrays]
+
+
+def lstm_fwd(proj, valid, bias, w_hh, h0, c0):
+  """The forward recurrence (layouts in lstm_cpu.cc).
+
+  Returns:
+    (hs, acts, h_prev, c_prev, tc, h_n, c_n), where `acts` is a tuple with each
+    direction's [time, batch, 4h] gate activations.
+  """
+  ensure_loaded()
+  time, batch = valid.shape
+  dirs, hidden = w_hh.shape[:2]
+  f32 = jnp.float32
+
+  def shape(*dims):
+    return jax.ShapeDtypeStruct(dims, f32)
+
+  acts = [shape(time, batch, 4 * hidden), shape(time if dirs == 2 else 0, batch, 4 * hidden)]
+  shapes = (
+    shape(time, batch, dirs * hidden),
+    *acts,
+    shape(dirs, time, batch, hidden),
+    shape(time, dirs, batch, hidden),
+    shape(time, dirs, batch, hidden),
+    shape(dirs, batch, hidden),
+    shape(dirs, batch, hidden),
+  )
+  call = jax.ffi.ffi_call('bilstm_jax_lstm_fwd', shapes, vmap_method='sequential')
+  proj, bias, w_hh, h0, c0 = _f32(proj, bias, w_hh, h0, c0)
+  hs, a0, a1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0)
+  return (hs, (a0, a1)[:dirs], *rest)
+
+
+def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn):
+  """The backward recurrence; returns (d_gates, dh0, dc0), `d_gates` a tuple like `acts`:
+  each direction's activation buffer is overwritten with its gate gradients."""
+  ensure_loaded()
+  dirs = w_hh.shape[0]
+  if dirs == 1:
+    acts = (acts[0], jnp.zeros((0, *acts[0].shape[1:]), jnp.float32))
+  shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (*acts, d_hn, d_cn))
+  call = jax.ffi.ffi_call(
+    'bilstm_jax_lstm_bwd', shapes, vmap_method='sequential', input_output_aliases={0: 0, 1: 1}
+  )
+  g0, g1, dh0, dc0 = call(*acts, valid.astype(bool), *_f32(d_hs, tc, c_prev, w_hh, d_hn, d_cn))
+  return (g0, g1)[:dirs], dh0, dc0

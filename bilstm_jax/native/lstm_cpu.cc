@@ -1,0 +1,415 @@
+// The LSTM recurrence of `bilstm_jax.fused` as two XLA FFI handlers for the CPU.
+//
+// XLA's CPU runtime runs the thunks of a scan body one after another on one core, and an
+// LSTM step at the sizes people train is a few dozen small thunks. Here each direction
+// (or each slice of the batch, when there are more cores than directions) runs its whole
+// recurrence on its own thread: rows of the batch and the two directions never interact
+// inside a layer, so the threads join only once per call.
+//
+// Layouts (float32, row-major; T time, B batch, D directions (1 or 2), H hidden, G = 4H,
+// gate order i, f, g, o). "Step order" index s means time s for the forward direction and
+// T-1-s for the backward one, as in `bilstm_jax.recurrence`. Per-direction buffers come
+// as two operands; with one direction the second is empty ([0, B, G]).
+//   lstm_fwd(proj [T,B,D*G] input projection (x @ w_ih of both directions, one matmul),
+//            valid pred[T,B], bias [D,G], w_hh [D,H,G], h0 [D,B,H], c0 [D,B,H])
+//     -> hs [T,B,D*H] the layer's outputs, zero at padded steps;
+//        acts0, acts1 [T,B,G] each direction's gate activations;
+//        h_prev [D,T,B,H] the state before each time step (natural time order);
+//        c_prev [T,D,B,H] cell state before each step, step order;
+//        tc [T,D,B,H] tanh of the new cell state, step order;
+//        h_n, c_n [D,B,H].
+//   lstm_bwd(acts0, acts1 (aliased to d_gates0, d_gates1), valid, d_hs [T,B,D*H], tc,
+//            c_prev, w_hh, d_hn, d_cn)
+//     -> d_gates0, d_gates1 [T,B,G] gradients of the gate pre-activations;
+//        dh0, dc0 [D,B,H].
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <immintrin.h>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRows = 8;  // 8 x 2 accumulators of 16 floats: 16 of 32 vector registers
+#else
+constexpr int kLanes = 8;
+constexpr int kRows = 4;  // 4 x 2 accumulators of 8 floats: 8 of 16 vector registers
+#endif
+constexpr int kCols = 2 * kLanes;
+
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef float VecU __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline Vec load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
+inline void store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+// One broadcast instruction (`Vec{} + x` would add 0.0f to x first: -0.0f + 0.0f is +0.0f).
+#if defined(__AVX512F__)
+inline Vec splat(float x) { return (Vec)_mm512_set1_ps(x); }
+#elif defined(__AVX__)
+inline Vec splat(float x) { return (Vec)_mm256_set1_ps(x); }
+#else
+inline Vec splat(float x) { return Vec{} + x; }
+#endif
+
+// exp(y), y clamped to [-87, 87]: y = n ln2 + r with |r| <= ln2 / 2, a degree-7 Taylor
+// polynomial for exp(r) (relative error below 1e-8 there) and 2^n built in the exponent.
+inline Vec exp_vec(Vec y) {
+  y = y < -87.0f ? splat(-87.0f) : y;
+  y = y > 87.0f ? splat(87.0f) : y;
+  Vec n = __builtin_convertvector(
+      __builtin_convertvector(y * 1.44269504f + (y < 0.0f ? splat(-0.5f) : splat(0.5f)), IVec),
+      Vec);
+  Vec r = (y - n * 0.693145752f) - n * 1.42860677e-6f;
+  Vec p = splat(1.0f / 5040.0f);
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  IVec bits = (__builtin_convertvector(n, IVec) + 127) << 23;
+  Vec scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// scale / (1 + exp(-k x)) + shift: the sigmoid with k = scale = 1, shift = 0, and
+// tanh(x) = 2 / (1 + exp(-2x)) - 1 with k = scale = 2, shift = -1. Near 0 the tanh form
+// has an absolute error of about one float32 ulp of 1 (1.2e-7), like the sigmoid.
+inline Vec logistic(Vec x, Vec k, Vec scale, Vec shift) {
+  return scale / (1.0f + exp_vec(-k * x)) + shift;
+}
+
+// A [k, n] row-major matrix (row stride ld) packed as ceil(n / kCols) panels of [k, kCols],
+// zero-padded on the right, so the matmul's inner loop reads it contiguously.
+// With `transpose`, w is [n, k] and its transpose is packed. `col_to` places column j at
+// packed column col_to(j) (the forward pads each gate to a whole number of vectors);
+// `width` is the packed width before rounding up to whole panels.
+template <typename ColTo>
+std::vector<float> pack_panels(const float* w, int k, int n, int ld, bool transpose, int width,
+                               ColTo col_to) {
+  int panels = (width + kCols - 1) / kCols;
+  std::vector<float> out(static_cast<size_t>(panels) * k * kCols, 0.0f);
+  for (int col = 0; col < n; ++col) {
+    int to = col_to(col), p = to / kCols, j = to % kCols;
+    for (int kk = 0; kk < k; ++kk)
+      out[(static_cast<size_t>(p) * k + kk) * kCols + j] =
+          transpose ? w[static_cast<size_t>(col) * ld + kk] : w[static_cast<size_t>(kk) * ld + col];
+  }
+  return out;
+}
+
+// c[R rows, kCols] += a[R rows, k] @ panel[k, kCols]; a and c with row strides lda, ldc.
+template <int R>
+inline void micro(const float* a, int lda, const float* panel, int k, float* c, int ldc) {
+  Vec acc[R][2];
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = load(c + r * ldc);
+    acc[r][1] = load(c + r * ldc + kLanes);
+  }
+  for (int kk = 0; kk < k; ++kk) {
+    Vec w0 = load(panel + kk * kCols);
+    Vec w1 = load(panel + kk * kCols + kLanes);
+    for (int r = 0; r < R; ++r) {
+      Vec x = splat(a[r * lda + kk]);
+      acc[r][0] += x * w0;
+      acc[r][1] += x * w1;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    store(c + r * ldc, acc[r][0]);
+    store(c + r * ldc + kLanes, acc[r][1]);
+  }
+}
+
+template <int R>
+void micro_tail(const float* a, int lda, const float* panel, int k, float* c, int ldc, int rows) {
+  if constexpr (R > 0) {
+    if (rows == R) return micro<R>(a, lda, panel, k, c, ldc);
+    micro_tail<R - 1>(a, lda, panel, k, c, ldc, rows);
+  }
+}
+
+// c[m, padded n] += a[m, k] @ packed (a's row stride lda); c's row stride is a multiple
+// of kCols.
+void matmul_acc(const float* a, int m, int k, int lda, const std::vector<float>& packed,
+                float* c, int ldc) {
+  int panels = ldc / kCols;
+  for (int p = 0; p < panels; ++p) {
+    const float* panel = packed.data() + static_cast<size_t>(p) * k * kCols;
+    int r = 0;
+    for (; r + kRows <= m; r += kRows)
+      micro<kRows>(a + r * lda, lda, panel, k, c + r * ldc + p * kCols, ldc);
+    if (r < m)
+      micro_tail<kRows - 1>(a + r * lda, lda, panel, k, c + r * ldc + p * kCols, ldc, m - r);
+  }
+}
+
+int round_up(int n, int to) { return (n + to - 1) / to * to; }
+
+// One thread's share: direction d, batch rows [b0, b1).
+struct Slice {
+  int d, b0, b1;
+};
+
+// Splits (direction, batch) into at most `threads` slices; a direction's rows are split
+// only when there are more threads than directions.
+std::vector<Slice> slices(int dirs, int batch) {
+  static const int threads = [] {
+    const char* env = std::getenv("BILSTM_JAX_NATIVE_THREADS");
+    int n = env ? std::atoi(env) : 0;
+    return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  int per_dir = std::max(1, threads / dirs);
+  int chunk = round_up((batch + per_dir - 1) / per_dir, std::min(kRows, batch));
+  std::vector<Slice> out;
+  for (int d = 0; d < dirs; ++d)
+    for (int b = 0; b < batch; b += chunk) out.push_back({d, b, std::min(batch, b + chunk)});
+  return out;
+}
+
+// Runs fn on every slice: on the calling thread and on XLA's intra-op thread pool (the
+// threads that would otherwise spin idle beside us). Every participant takes the next
+// unclaimed slice, so the caller finishes the work alone if the pool never gets to it; a
+// late pool task finds nothing left and touches only the shared counters.
+template <typename Fn>
+void run_slices(ffi::ThreadPool& pool, const std::vector<Slice>& work, Fn& fn) {
+  struct State {
+    size_t n;
+    std::atomic<size_t> next{0}, done{0};
+  };
+  auto state = std::make_shared<State>();
+  state->n = work.size();
+  auto worker = [state, &work, &fn] {
+    for (size_t i; (i = state->next.fetch_add(1)) < state->n;) {
+      fn(work[i]);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), work.size() - 1);
+  for (int64_t i = 0; i < helpers; ++i)
+    pool.Schedule([state, worker] {
+      if (state->next.load() < state->n) worker();
+    });
+  worker();
+  while (state->done.load(std::memory_order_acquire) < state->n) std::this_thread::yield();
+}
+
+struct Dims {
+  int64_t T, B, D, H;
+};
+
+Dims dims_of(const ffi::Buffer<ffi::F32>& w_hh, const ffi::Buffer<ffi::PRED>& valid) {
+  auto w = w_hh.dimensions();
+  auto v = valid.dimensions();
+  return {v[0], v[1], w[0], w[1]};
+}
+
+}  // namespace
+
+static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
+                              ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> bias,
+                              ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> h0,
+                              ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
+                              ffi::ResultBuffer<ffi::F32> acts0, ffi::ResultBuffer<ffi::F32> acts1,
+                              ffi::ResultBuffer<ffi::F32> h_prev, ffi::ResultBuffer<ffi::F32> c_prev,
+                              ffi::ResultBuffer<ffi::F32> tc, ffi::ResultBuffer<ffi::F32> h_n,
+                              ffi::ResultBuffer<ffi::F32> c_n) {
+  const Dims z = dims_of(w_hh, valid);
+  const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H;
+  const float* in = proj.typed_data();
+  float* const acts[2] = {acts0->typed_data(), acts1->typed_data()};
+  float* out = hs->typed_data();
+  const bool* ok = valid.typed_data();
+
+  // Inside, each gate is padded to Hq (a whole number of vectors): [i | f | g | o] rows of
+  // width Gp >= 4 Hq. Padded lanes hold bounded garbage that is never copied out.
+  const int Hq = round_up(H, kLanes), Gp = round_up(4 * Hq, kCols);
+  auto padded = [H, Hq](int col) { return col / H * Hq + col % H; };
+  // logistic() constants per lane: tanh on the cell gate g, sigmoid on i, f, o.
+  std::vector<float> kk(Gp, 1.0f), shift(Gp, 0.0f);
+  for (int j = 2 * Hq; j < 3 * Hq; ++j) kk[j] = 2.0f, shift[j] = -1.0f;
+
+  auto body = [&](Slice sl) {
+    const int d = sl.d, rows = sl.b1 - sl.b0;
+    std::vector<float> packed = pack_panels(w_hh.typed_data() + static_cast<size_t>(d) * H * G,
+                                            H, G, G, false, 4 * Hq, padded);
+    std::vector<float> h(static_cast<size_t>(rows) * Hq, 0.0f), c(h.size(), 0.0f), tcv(h.size());
+    std::vector<float> gates(static_cast<size_t>(rows) * Gp, 0.0f), b(Gp, 0.0f);
+    const float* bd = bias.typed_data() + static_cast<size_t>(d) * G;
+    for (int j = 0; j < G; ++j) b[padded(j)] = bd[j];
+    const size_t state0 = (static_cast<size_t>(d) * B + sl.b0) * H;
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(h.data() + r * Hq, h0.typed_data() + state0 + r * H, H * sizeof(float));
+      std::memcpy(c.data() + r * Hq, c0.typed_data() + state0 + r * H, H * sizeof(float));
+    }
+    for (int s = 0; s < T; ++s) {
+      const int t = d ? T - 1 - s : s;
+      const size_t prow = ((static_cast<size_t>(t) * B + sl.b0) * D + d) * G;
+      const size_t grow = (static_cast<size_t>(t) * B + sl.b0) * G;
+      const size_t srow = ((static_cast<size_t>(s) * D + d) * B + sl.b0) * H;
+      const size_t hrow = ((static_cast<size_t>(d) * T + t) * B + sl.b0) * H;
+      float* orow = out + (static_cast<size_t>(t) * B + sl.b0) * D * H + d * H;
+      for (int r = 0; r < rows; ++r) {
+        const float* pr = in + prow + static_cast<size_t>(r) * D * G;
+        float* g = gates.data() + r * Gp;
+        for (int q = 0; q < 4; ++q)
+          for (int j = 0; j < H; ++j) g[q * Hq + j] = pr[q * H + j] + b[q * Hq + j];
+        std::memcpy(h_prev->typed_data() + hrow + r * H, h.data() + r * Hq, H * sizeof(float));
+        std::memcpy(c_prev->typed_data() + srow + r * H, c.data() + r * Hq, H * sizeof(float));
+      }
+      matmul_acc(h.data(), rows, H, Hq, packed, gates.data(), Gp);
+      for (int r = 0; r < rows; ++r) {
+        float* g = gates.data() + r * Gp;
+        for (int j = 0; j < Gp; j += kLanes)
+          store(g + j, logistic(load(g + j), load(kk.data() + j), load(kk.data() + j),
+                                load(shift.data() + j)));
+        float* a = acts[d] + grow + static_cast<size_t>(r) * G;
+        for (int q = 0; q < 4; ++q) std::memcpy(a + q * H, g + q * Hq, H * sizeof(float));
+        const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
+        float* cr = c.data() + r * Hq;
+        float* hr = h.data() + r * Hq;
+        float* tr = tcv.data() + r * Hq;
+        for (int j = 0; j < Hq; j += kLanes) {
+          Vec c_new = load(g + Hq + j) * load(cr + j) + load(g + j) * load(g + 2 * Hq + j);
+          Vec tanh_c = logistic(c_new, splat(2.0f), splat(2.0f), splat(-1.0f));
+          store(tr + j, tanh_c);
+          if (m) {
+            store(cr + j, c_new);
+            store(hr + j, load(g + 3 * Hq + j) * tanh_c);
+          }
+        }
+        std::memcpy(tc->typed_data() + srow + r * H, tr, H * sizeof(float));
+        float* o = orow + static_cast<size_t>(r) * D * H;
+        if (m)
+          std::memcpy(o, hr, H * sizeof(float));
+        else
+          std::fill(o, o + H, 0.0f);
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(h_n->typed_data() + state0 + r * H, h.data() + r * Hq, H * sizeof(float));
+      std::memcpy(c_n->typed_data() + state0 + r * H, c.data() + r * Hq, H * sizeof(float));
+    }
+  };
+  run_slices(pool, slices(D, B), body);
+  return ffi::Error::Success();
+}
+
+static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
+                              ffi::Buffer<ffi::F32> acts1, ffi::Buffer<ffi::PRED> valid,
+                              ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> tc,
+                              ffi::Buffer<ffi::F32> c_prev, ffi::Buffer<ffi::F32> w_hh,
+                              ffi::Buffer<ffi::F32> d_hn, ffi::Buffer<ffi::F32> d_cn,
+                              ffi::ResultBuffer<ffi::F32> d_gates0,
+                              ffi::ResultBuffer<ffi::F32> d_gates1, ffi::ResultBuffer<ffi::F32> dh0,
+                              ffi::ResultBuffer<ffi::F32> dc0) {
+  const Dims z = dims_of(w_hh, valid);
+  const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H, Hp = round_up(H, kCols);
+  const float* const acts[2] = {acts0.typed_data(), acts1.typed_data()};
+  float* const outs[2] = {d_gates0->typed_data(), d_gates1->typed_data()};
+  const bool* ok = valid.typed_data();
+
+  auto body = [&](Slice sl) {
+    const int d = sl.d, rows = sl.b1 - sl.b0;
+    // The recurrent gradient is d_gates [rows, G] @ w_hh[d]^T [G, H].
+    std::vector<float> packed = pack_panels(w_hh.typed_data() + static_cast<size_t>(d) * H * G,
+                                            G, H, G, true, H, [](int j) { return j; });
+    std::vector<float> dh(static_cast<size_t>(rows) * H), dc(dh.size());
+    std::vector<float> dg(static_cast<size_t>(rows) * G), dh_rec(static_cast<size_t>(rows) * Hp);
+    const size_t state0 = (static_cast<size_t>(d) * B + sl.b0) * H;
+    std::memcpy(dh.data(), d_hn.typed_data() + state0, dh.size() * sizeof(float));
+    std::memcpy(dc.data(), d_cn.typed_data() + state0, dc.size() * sizeof(float));
+    for (int s = T - 1; s >= 0; --s) {
+      const int t = d ? T - 1 - s : s;
+      const size_t grow = (static_cast<size_t>(t) * B + sl.b0) * G;
+      const size_t srow = ((static_cast<size_t>(s) * D + d) * B + sl.b0) * H;
+      std::fill(dh_rec.begin(), dh_rec.end(), 0.0f);
+      for (int r = 0; r < rows; ++r) {
+        const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
+        const float* __restrict__ a = acts[d] + grow + r * G;
+        const float* __restrict__ tcr = tc.typed_data() + srow + r * H;
+        const float* __restrict__ cp = c_prev.typed_data() + srow + r * H;
+        const float* __restrict__ dout =
+            d_hs.typed_data() + (static_cast<size_t>(t) * B + sl.b0 + r) * D * H + d * H;
+        float* __restrict__ dgr = dg.data() + r * G;
+        float* __restrict__ dhr = dh.data() + r * H;
+        float* __restrict__ dcr = dc.data() + r * H;
+        if (!m) {  // a padded step: zero gate gradients, dh and dc carried unchanged
+          std::fill(dgr, dgr + G, 0.0f);
+          continue;
+        }
+        for (int j = 0; j < H; ++j) {
+          const float i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+          const float dh_new = dhr[j] + dout[j];
+          const float dc_new = dcr[j] + dh_new * o * (1.0f - tcr[j] * tcr[j]);
+          dgr[j] = dc_new * g * (i * (1.0f - i));
+          dgr[H + j] = dc_new * cp[j] * (f * (1.0f - f));
+          dgr[2 * H + j] = dc_new * i * (1.0f - g * g);
+          dgr[3 * H + j] = dh_new * tcr[j] * (o * (1.0f - o));
+          dcr[j] = dc_new * f;
+        }
+      }
+      matmul_acc(dg.data(), rows, G, G, packed, dh_rec.data(), Hp);
+      for (int r = 0; r < rows; ++r) {
+        if (ok[static_cast<size_t>(t) * B + sl.b0 + r])
+          std::memcpy(dh.data() + r * H, dh_rec.data() + r * Hp, H * sizeof(float));
+        std::memcpy(outs[d] + grow + r * G, dg.data() + r * G, G * sizeof(float));
+      }
+    }
+    std::memcpy(dh0->typed_data() + state0, dh.data(), dh.size() * sizeof(float));
+    std::memcpy(dc0->typed_data() + state0, dc.data(), dc.size() * sizeof(float));
+  };
+  run_slices(pool, slices(D, B), body);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmFwd, LstmFwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBwd, LstmBwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
