@@ -222,3 +222,24 @@ def test_matches_torch_lstm_with_packed_sequences(impl):
       _assert_rel(p['w_hh'][i], grads[f'weight_hh_{n}'].grad.numpy().T, 1e-4)
       _assert_rel(p['b_ih'][i], grads[f'bias_ih_{n}'].grad.numpy(), 1e-4)
       _assert_rel(p['b_hh'][i], grads[f'bias_hh_{n}'].grad.numpy(), 1e-4)
+
+
+def test_native_nested_vmap_over_members_and_inputs_matches_separate_calls():
+  """The kernel takes vmapped members as a leading dimension (nested vmaps included)."""
+  _, x, _, _ = _inputs(6)
+  model = BiLSTM(H, impl='native')
+  keys = jax.random.split(jax.random.key(7), 4).reshape(2, 2)
+  params = jax.vmap(jax.vmap(lambda k: model.init(k, x)))(keys)
+  xs = x + jax.random.normal(jax.random.key(8), (2, 2, *x.shape))  # a batch per member
+  lengths = jnp.asarray(LENGTHS)
+
+  def loss(p, x):
+    return _loss(model, p, x, lengths, None)
+
+  values, grads = jax.jit(jax.vmap(jax.vmap(jax.value_and_grad(loss))))(params, xs)
+  for i in range(2):
+    for j in range(2):
+      p_ij = jax.tree.map(lambda a, i=i, j=j: a[i, j], params)
+      value, grad = jax.value_and_grad(loss)(p_ij, xs[i, j])
+      np.testing.assert_allclose(values[i, j], value, rtol=1e-6)
+      _assert_rel(grad, jax.tree.map(lambda a, i=i, j=j: a[i, j], grads), 1e-5)

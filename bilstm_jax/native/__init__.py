@@ -165,7 +165,7 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0):
     shape(dirs, batch, hidden),
     shape(dirs, batch, hidden),
   )
-  call = jax.ffi.ffi_call('bilstm_jax_lstm_fwd', shapes, vmap_method='sequential')
+  call = jax.ffi.ffi_call('bilstm_jax_lstm_fwd', shapes, vmap_method='broadcast_all')
   proj, bias, w_hh, h0, c0 = _f32(proj, bias, w_hh, h0, c0)
   hs, a0, a1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0)
   return (hs, (a0, a1)[:dirs], *rest)
@@ -180,7 +180,7 @@ def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn):
     acts = (acts[0], jnp.zeros((0, *acts[0].shape[1:]), jnp.float32))
   shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (*acts, d_hn, d_cn))
   call = jax.ffi.ffi_call(
-    'bilstm_jax_lstm_bwd', shapes, vmap_method='sequential', input_output_aliases={0: 0, 1: 1}
+    'bilstm_jax_lstm_bwd', shapes, vmap_method='broadcast_all', input_output_aliases={0: 0, 1: 1}
   )
   g0, g1, dh0, dc0 = call(*acts, valid.astype(bool), *_f32(d_hs, tc, c_prev, w_hh, d_hn, d_cn))
   return (g0, g1)[:dirs], dh0, dc0

@@ -163,23 +163,26 @@ void matmul_acc(const float* a, int m, int k, int lda, const std::vector<float>&
 int round_up(int n, int to) { return (n + to - 1) / to * to; }
 
 // One thread's share: direction d, batch rows [b0, b1).
+// One thread's share: member e (of a vmapped ensemble; 0 otherwise), direction d, batch
+// rows [b0, b1).
 struct Slice {
-  int d, b0, b1;
+  int e, d, b0, b1;
 };
 
 // Splits (direction, batch) into at most `threads` slices; a direction's rows are split
 // only when there are more threads than directions.
-std::vector<Slice> slices(int dirs, int batch) {
+std::vector<Slice> slices(int members, int dirs, int batch) {
   static const int threads = [] {
     const char* env = std::getenv("BILSTM_JAX_NATIVE_THREADS");
     int n = env ? std::atoi(env) : 0;
     return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }();
-  int per_dir = std::max(1, threads / dirs);
-  int chunk = round_up((batch + per_dir - 1) / per_dir, std::min(kRows, batch));
+  int per_dir = std::max(1, threads / (members * dirs));
+  int chunk = round_up((batch + per_dir - 1) / per_dir, std::max(1, std::min(kRows, batch)));
   std::vector<Slice> out;
-  for (int d = 0; d < dirs; ++d)
-    for (int b = 0; b < batch; b += chunk) out.push_back({d, b, std::min(batch, b + chunk)});
+  for (int e = 0; e < members; ++e)
+    for (int d = 0; d < dirs; ++d)
+      for (int b = 0; b < batch; b += chunk) out.push_back({e, d, b, std::min(batch, b + chunk)});
   return out;
 }
 
@@ -193,6 +196,7 @@ void run_slices(ffi::ThreadPool& pool, const std::vector<Slice>& work, Fn& fn) {
     size_t n;
     std::atomic<size_t> next{0}, done{0};
   };
+  if (work.empty()) return;
   auto state = std::make_shared<State>();
   state->n = work.size();
   auto worker = [state, &work, &fn] {
@@ -210,14 +214,26 @@ void run_slices(ffi::ThreadPool& pool, const std::vector<Slice>& work, Fn& fn) {
   while (state->done.load(std::memory_order_acquire) < state->n) std::this_thread::yield();
 }
 
+// E counts the members of a vmapped call (`vmap_method='broadcast_all'` gives every operand
+// the same leading batch dimensions); each member's operands follow one another.
 struct Dims {
-  int64_t T, B, D, H;
+  int64_t E, T, B, D, H;
 };
 
 Dims dims_of(const ffi::Buffer<ffi::F32>& w_hh, const ffi::Buffer<ffi::PRED>& valid) {
   auto w = w_hh.dimensions();
   auto v = valid.dimensions();
-  return {v[0], v[1], w[0], w[1]};
+  const size_t vr = v.size(), wr = w.size();
+  const int64_t T = v[vr - 2], B = v[vr - 1];
+  int64_t E = 1;
+  for (size_t i = 0; i + 2 < vr; ++i) E *= v[i];
+  return {E, T, B, w[wr - 3], w[wr - 2]};
+}
+
+// Member e's part of a buffer whose members each hold `per_member` floats (or bools).
+template <typename T>
+T* member(T* base, int e, size_t per_member) {
+  return base + static_cast<size_t>(e) * per_member;
 }
 
 }  // namespace
@@ -232,10 +248,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
                               ffi::ResultBuffer<ffi::F32> c_n) {
   const Dims z = dims_of(w_hh, valid);
   const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H;
-  const float* in = proj.typed_data();
-  float* const acts[2] = {acts0->typed_data(), acts1->typed_data()};
-  float* out = hs->typed_data();
-  const bool* ok = valid.typed_data();
+  const size_t TB = static_cast<size_t>(T) * B, DBH = static_cast<size_t>(D) * B * H;
 
   // Inside, each gate is padded to Hq (a whole number of vectors): [i | f | g | o] rows of
   // width Gp >= 4 Hq. Padded lanes hold bounded garbage that is never copied out.
@@ -246,14 +259,23 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
   for (int j = 2 * Hq; j < 3 * Hq; ++j) kk[j] = 2.0f, shift[j] = -1.0f;
 
   auto body = [&](Slice sl) {
-    const int d = sl.d, rows = sl.b1 - sl.b0;
-    std::vector<float> packed = pack_panels(w_hh.typed_data() + static_cast<size_t>(d) * H * G,
-                                            H, G, G, false, 4 * Hq, padded);
+    const int e = sl.e, d = sl.d, rows = sl.b1 - sl.b0;
+    const float* in = member(proj.typed_data(), e, TB * D * G);
+    float* const acts[2] = {member(acts0->typed_data(), e, TB * G),
+                            member(acts1->typed_data(), e, D == 2 ? TB * G : 0)};
+    float* out = member(hs->typed_data(), e, TB * D * H);
+    const bool* ok = member(valid.typed_data(), e, TB);
+    float* hp_out = member(h_prev->typed_data(), e, TB * D * H);
+    float* cp_out = member(c_prev->typed_data(), e, TB * D * H);
+    float* tc_out = member(tc->typed_data(), e, TB * D * H);
+    const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
+    std::vector<float> packed =
+        pack_panels(w + static_cast<size_t>(d) * H * G, H, G, G, false, 4 * Hq, padded);
     std::vector<float> h(static_cast<size_t>(rows) * Hq, 0.0f), c(h.size(), 0.0f), tcv(h.size());
     std::vector<float> gates(static_cast<size_t>(rows) * Gp, 0.0f), b(Gp, 0.0f);
-    const float* bd = bias.typed_data() + static_cast<size_t>(d) * G;
+    const float* bd = member(bias.typed_data(), e, static_cast<size_t>(D) * G) + d * G;
     for (int j = 0; j < G; ++j) b[padded(j)] = bd[j];
-    const size_t state0 = (static_cast<size_t>(d) * B + sl.b0) * H;
+    const size_t state0 = e * DBH + (static_cast<size_t>(d) * B + sl.b0) * H;
     for (int r = 0; r < rows; ++r) {
       std::memcpy(h.data() + r * Hq, h0.typed_data() + state0 + r * H, H * sizeof(float));
       std::memcpy(c.data() + r * Hq, c0.typed_data() + state0 + r * H, H * sizeof(float));
@@ -270,8 +292,8 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
         float* g = gates.data() + r * Gp;
         for (int q = 0; q < 4; ++q)
           for (int j = 0; j < H; ++j) g[q * Hq + j] = pr[q * H + j] + b[q * Hq + j];
-        std::memcpy(h_prev->typed_data() + hrow + r * H, h.data() + r * Hq, H * sizeof(float));
-        std::memcpy(c_prev->typed_data() + srow + r * H, c.data() + r * Hq, H * sizeof(float));
+        std::memcpy(hp_out + hrow + r * H, h.data() + r * Hq, H * sizeof(float));
+        std::memcpy(cp_out + srow + r * H, c.data() + r * Hq, H * sizeof(float));
       }
       matmul_acc(h.data(), rows, H, Hq, packed, gates.data(), Gp);
       for (int r = 0; r < rows; ++r) {
@@ -294,7 +316,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
             store(hr + j, load(g + 3 * Hq + j) * tanh_c);
           }
         }
-        std::memcpy(tc->typed_data() + srow + r * H, tr, H * sizeof(float));
+        std::memcpy(tc_out + srow + r * H, tr, H * sizeof(float));
         float* o = orow + static_cast<size_t>(r) * D * H;
         if (m)
           std::memcpy(o, hr, H * sizeof(float));
@@ -307,7 +329,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
       std::memcpy(c_n->typed_data() + state0 + r * H, c.data() + r * Hq, H * sizeof(float));
     }
   };
-  run_slices(pool, slices(D, B), body);
+  run_slices(pool, slices(z.E, D, B), body);
   return ffi::Error::Success();
 }
 
@@ -321,18 +343,25 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
                               ffi::ResultBuffer<ffi::F32> dc0) {
   const Dims z = dims_of(w_hh, valid);
   const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H, Hp = round_up(H, kCols);
-  const float* const acts[2] = {acts0.typed_data(), acts1.typed_data()};
-  float* const outs[2] = {d_gates0->typed_data(), d_gates1->typed_data()};
-  const bool* ok = valid.typed_data();
+  const size_t TB = static_cast<size_t>(T) * B, DBH = static_cast<size_t>(D) * B * H;
 
   auto body = [&](Slice sl) {
-    const int d = sl.d, rows = sl.b1 - sl.b0;
+    const int e = sl.e, d = sl.d, rows = sl.b1 - sl.b0;
+    const float* const acts[2] = {member(acts0.typed_data(), e, TB * G),
+                                  member(acts1.typed_data(), e, D == 2 ? TB * G : 0)};
+    float* const outs[2] = {member(d_gates0->typed_data(), e, TB * G),
+                            member(d_gates1->typed_data(), e, D == 2 ? TB * G : 0)};
+    const bool* ok = member(valid.typed_data(), e, TB);
+    const float* tc_in = member(tc.typed_data(), e, TB * D * H);
+    const float* cp_in = member(c_prev.typed_data(), e, TB * D * H);
+    const float* dhs_in = member(d_hs.typed_data(), e, TB * D * H);
+    const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
     // The recurrent gradient is d_gates [rows, G] @ w_hh[d]^T [G, H].
-    std::vector<float> packed = pack_panels(w_hh.typed_data() + static_cast<size_t>(d) * H * G,
-                                            G, H, G, true, H, [](int j) { return j; });
+    std::vector<float> packed = pack_panels(w + static_cast<size_t>(d) * H * G, G, H, G, true, H,
+                                            [](int j) { return j; });
     std::vector<float> dh(static_cast<size_t>(rows) * H), dc(dh.size());
     std::vector<float> dg(static_cast<size_t>(rows) * G), dh_rec(static_cast<size_t>(rows) * Hp);
-    const size_t state0 = (static_cast<size_t>(d) * B + sl.b0) * H;
+    const size_t state0 = e * DBH + (static_cast<size_t>(d) * B + sl.b0) * H;
     std::memcpy(dh.data(), d_hn.typed_data() + state0, dh.size() * sizeof(float));
     std::memcpy(dc.data(), d_cn.typed_data() + state0, dc.size() * sizeof(float));
     for (int s = T - 1; s >= 0; --s) {
@@ -343,10 +372,9 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
       for (int r = 0; r < rows; ++r) {
         const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
         const float* __restrict__ a = acts[d] + grow + r * G;
-        const float* __restrict__ tcr = tc.typed_data() + srow + r * H;
-        const float* __restrict__ cp = c_prev.typed_data() + srow + r * H;
-        const float* __restrict__ dout =
-            d_hs.typed_data() + (static_cast<size_t>(t) * B + sl.b0 + r) * D * H + d * H;
+        const float* __restrict__ tcr = tc_in + srow + r * H;
+        const float* __restrict__ cp = cp_in + srow + r * H;
+        const float* __restrict__ dout = dhs_in + (static_cast<size_t>(t) * B + sl.b0 + r) * D * H + d * H;
         float* __restrict__ dgr = dg.data() + r * G;
         float* __restrict__ dhr = dh.data() + r * H;
         float* __restrict__ dcr = dc.data() + r * H;
@@ -375,7 +403,7 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
     std::memcpy(dh0->typed_data() + state0, dh.data(), dh.size() * sizeof(float));
     std::memcpy(dc0->typed_data() + state0, dc.data(), dc.size() * sizeof(float));
   };
-  run_slices(pool, slices(D, B), body);
+  run_slices(pool, slices(z.E, D, B), body);
   return ffi::Error::Success();
 }
 
