@@ -7,6 +7,10 @@ tanh of the new cell state, and the carried states), the backward scan carries o
 recurrent gradient (dh, dc) and produces the gate pre-activation gradients of every step,
 and the gradients of x, w_ih, bias and w_hh are then large matmuls over all time steps.
 
+The two loops come in two versions with the same inputs and outputs: `lax.scan`s (here;
+`impl='fused'`, any platform) or the multi-threaded CPU kernel of `bilstm_jax.native`
+(`native=True`, `impl='native'`). Everything around the loops is shared.
+
 Layout, chosen so that no large array is copied, transposed or zero-filled:
   * The custom gradient covers the whole layer, input projection included. Each
     direction has its own [time, batch, 4h] buffer in natural time order: the forward
@@ -26,7 +30,7 @@ about three times as much as outside it:
     form: k**2 - (act - (1 - k))**2.
   * the states before each step are the scan outputs (the backward needs exactly those);
     the zero-masked output sequence is built from them outside the loop, as one
-    whole-array operation.
+    whole-array operation. (The CPU kernel writes the outputs itself.)
 """
 
 from __future__ import annotations
