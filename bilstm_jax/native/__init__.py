@@ -6,10 +6,12 @@ run each direction (or part of the batch) on its own thread for the whole sequen
 the loops move: the input projection, the weight gradients and the custom VJP around them
 are the same code either way.
 
-The C++ file is compiled once per machine with the system's C++ compiler into a cache
-directory (`$BILSTM_JAX_CACHE`, default `~/.cache/bilstm_jax`), keyed by a hash of the
-source, the compiler's version, the flags and the JAX version, and written atomically so
-that concurrent first uses cannot load a half-written library.
+The C++ file is compiled once per machine with the system's C++ compiler (`$CXX`, else
+`c++`) into a cache directory (`$BILSTM_JAX_CACHE`, default `~/.cache/bilstm_jax`), keyed
+by a hash of the source, the compiler's version, the flags, the CPU's feature flags and
+the JAX version, and written atomically so that concurrent first uses cannot load a
+half-written library. `$BILSTM_JAX_CXXFLAGS` adds compiler flags (the tests use it to
+build the AVX2 and the portable variants on an AVX-512 machine).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -66,7 +69,8 @@ def _build() -> Path:
   cxx = _compiler()
   version = subprocess.run([cxx, '--version'], capture_output=True, text=True).stdout
   key = hashlib.sha256()
-  for part in (' '.join(_FLAGS), version, jax.__version__, _cpu_flags()):
+  flags = [*_FLAGS, *shlex.split(os.environ.get('BILSTM_JAX_CXXFLAGS', ''))]
+  for part in (' '.join(flags), version, jax.__version__, _cpu_flags()):
     key.update(part.encode())
   key.update(_SOURCE.read_bytes())
   target = cache_dir() / f'lstm_cpu-{key.hexdigest()[:16]}.so'
@@ -75,7 +79,7 @@ def _build() -> Path:
   target.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
   os.close(fd)
-  cmd = [cxx, *_FLAGS, f'-I{jax.ffi.include_dir()}', str(_SOURCE), '-o', tmp]
+  cmd = [cxx, *flags, f'-I{jax.ffi.include_dir()}', str(_SOURCE), '-o', tmp]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode != 0:
     os.unlink(tmp)

@@ -33,7 +33,9 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
