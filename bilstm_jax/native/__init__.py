@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -42,6 +43,7 @@ class NativeUnavailable(RuntimeError):
 
 
 def cache_dir() -> Path:
+  """Where compiled kernels are kept: `$BILSTM_JAX_CACHE`, else `~/.cache/bilstm_jax`."""
   default = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'bilstm_jax'
   return Path(os.environ.get('BILSTM_JAX_CACHE', default))
 
@@ -119,7 +121,7 @@ _disabled = threading.local()
 
 
 @contextlib.contextmanager
-def disabled():
+def disabled() -> Iterator[None]:
   """Within this context `BiLSTM(impl='auto')` traces the portable scan ('fused'), e.g. for
   `jax.export`, which cannot serialize a machine-local custom call."""
   before = getattr(_disabled, 'on', False)
@@ -144,12 +146,21 @@ def _f32(*arrays):
   return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
-def lstm_fwd(proj, valid, bias, w_hh, h0, c0):
-  """The forward recurrence (layouts in lstm_cpu.cc).
+def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
+  """The forward recurrence of both directions. Any leading vmap dimensions are members.
+
+  Args:
+    proj: float32[time, batch, dirs * 4h], the input projection x @ w_ih (no bias).
+    valid: bool[time, batch], True at real (unpadded) steps.
+    bias: float32[dirs, 4h]; w_hh: float32[dirs, hidden, 4h]; h0, c0: [dirs, batch, hidden].
 
   Returns:
-    (hs, acts, h_prev, c_prev, tc, h_n, c_n), where `acts` is a tuple with each
-    direction's [time, batch, 4h] gate activations.
+    hs: float32[time, batch, dirs * hidden], the outputs, zero at padded steps.
+    acts: a tuple with each direction's float32[time, batch, 4h] gate activations.
+    h_prev: float32[dirs, time, batch, hidden], the state before each time step.
+    c_prev, tc: float32[time, dirs, batch, hidden], the cell state before each step and
+      tanh of the new one, in step order (time T-1-s for the backward direction).
+    h_n, c_n: float32[dirs, batch, hidden], the states after each direction's last step.
   """
   ensure_loaded()
   time, batch = valid.shape
@@ -175,9 +186,19 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0):
   return (hs, (a0, a1)[:dirs], *rest)
 
 
-def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn):
-  """The backward recurrence; returns (d_gates, dh0, dc0), `d_gates` a tuple like `acts`:
-  each direction's activation buffer is overwritten with its gate gradients."""
+def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn) -> tuple:
+  """The backward recurrence, from `lstm_fwd`'s residuals and the output gradients.
+
+  Args:
+    acts, valid, tc, c_prev, w_hh: as `lstm_fwd` takes or returns them.
+    d_hs: float32[time, batch, dirs * hidden], the gradient of `hs`.
+    d_hn, d_cn: float32[dirs, batch, hidden], the gradients of `h_n` and `c_n`.
+
+  Returns:
+    d_gates: a tuple like `acts` (whose buffers it reuses), each direction's
+      float32[time, batch, 4h] gradient of the gate pre-activations.
+    dh0, dc0: float32[dirs, batch, hidden], the gradients of `h0` and `c0`.
+  """
   ensure_loaded()
   dirs = w_hh.shape[0]
   if dirs == 1:

@@ -1,10 +1,12 @@
 // The LSTM recurrence of `bilstm_jax.fused` as two XLA FFI handlers for the CPU.
 //
 // XLA's CPU runtime runs the thunks of a scan body one after another on one core, and an
-// LSTM step at the sizes people train is a few dozen small thunks. Here each direction
-// (or each slice of the batch, when there are more cores than directions) runs its whole
-// recurrence on its own thread: rows of the batch and the two directions never interact
-// inside a layer, so the threads join only once per call.
+// LSTM step at the sizes people train is a few dozen small thunks. Here each (member,
+// direction, batch slice) runs its whole recurrence on one thread: rows of the batch, the
+// two directions and vmapped members never interact inside a layer, so the threads (the
+// caller and XLA's intra-op pool) meet only once per call. The step's matmul is a
+// packed-panel kernel written with GCC vector types (16 lanes with AVX-512, 8 otherwise);
+// every gate costs one exp and one division.
 //
 // Layouts (float32, row-major; T time, B batch, D directions (1 or 2), H hidden, G = 4H,
 // gate order i, f, g, o). "Step order" index s means time s for the forward direction and
