@@ -250,13 +250,18 @@ def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev, d_gates, dh
   def rows(a):
     return a.reshape(-1, a.shape[-1])
 
+  def transposed(a):
+    # Materialised: XLA runs a matmul whose left operand is read transposed through a
+    # slower path (dW at medium: 32 vs 27 ms per direction; benchmarks/NOTES.md).
+    return jax.lax.optimization_barrier(rows(a).T)
+
   # Per direction, over all (time, batch) rows at once, in natural time order.
   d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
+  x_t = transposed(x)
   for d in range(dirs):
     dg = rows(d_gates[d])
-    hp = h_prev[d]
-    d_w_ih.append(matmul('kf,kg->fg', rows(x), dg, matmul_dtype))
-    d_w_hh.append(matmul('kh,kg->hg', rows(hp), dg, matmul_dtype))
+    d_w_ih.append(matmul('fk,kg->fg', x_t, dg, matmul_dtype))
+    d_w_hh.append(matmul('hk,kg->hg', transposed(h_prev[d]), dg, matmul_dtype))
     d_bias.append(jnp.sum(dg, axis=0))
     d_x = d_x + matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
   return (
