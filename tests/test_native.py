@@ -23,10 +23,11 @@ print('\\n'.join(str(w.message) for w in caught))
 """
 
 
-def _run(tmp_path, **env):
+def _run(tmp_path, script=SCRIPT, **env):
+  """Runs `script` in a fresh process with its own kernel cache under tmp_path."""
   env = {**os.environ, 'BILSTM_JAX_CACHE': str(tmp_path / 'cache'), **env}
   return subprocess.run(
-    [sys.executable, '-c', SCRIPT],
+    [sys.executable, '-c', script],
     cwd=ROOT,
     env=env,
     capture_output=True,
@@ -83,14 +84,5 @@ print(f'WORST {worst:.3e}')
 def test_other_instruction_sets_build_and_match_autodiff(tmp_path, flags):
   """The AVX2 (8-lane) and the portable (no AVX) variants of the kernel, built here with
   the AVX-512 paths turned off, give the same gradients as autodiff through a scan."""
-  env = {**os.environ, 'BILSTM_JAX_CACHE': str(tmp_path), 'BILSTM_JAX_CXXFLAGS': flags}
-  out = subprocess.run(
-    [sys.executable, '-c', PARITY],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=True,
-  ).stdout
+  out = _run(tmp_path, PARITY, BILSTM_JAX_CXXFLAGS=flags)
   assert float(out.split('WORST')[1]) < 1e-5, out
