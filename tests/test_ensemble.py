@@ -397,3 +397,25 @@ def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
   np.testing.assert_allclose(written['predictions'], singles.mean(0), atol=1e-6)
   np.testing.assert_allclose(written['std'], singles.std(0), atol=1e-6)
   assert written['std'].max() > 0  # members differ
+
+
+def test_one_member_scan_ensemble_compiles_and_matches_a_single_run():
+  """Regression: with unsigned scan step indices, XLA CPU failed to compile this program
+  ('Failed to translate module to LLVM IR': an index computed as a float), at these shapes
+  (bench_ensemble --configs small --members 1 --impl fused)."""
+  b, t, i, h, k = 32, 50, 32, 64, 2
+  rng = np.random.default_rng(0)
+  batches = {
+    'inputs': rng.standard_normal((k, b, t, i), dtype=np.float32),
+    'lengths': np.full((k, b), t, np.int32),
+    'targets': rng.standard_normal((k, b, t, 1), dtype=np.float32),
+  }
+  one = jax.tree.map(lambda x: x[0], batches)
+  model = models.BiLSTMRegressor(h, impl='fused')
+  tx = optim.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3}))
+  init_keys, step_keys = ensemble.member_keys(0, 1)
+  state = ensemble.create_members(init_keys, model, tx, one)
+  new, _ = ensemble.make_train_steps(donate=False)(state, batches, step_keys, None)
+  single, _ = train_lib.train_steps(ensemble.get_member(state, 0), batches, step_keys[0])
+  for a, s in zip(jax.tree.leaves(new.params), jax.tree.leaves(single.params), strict=True):
+    np.testing.assert_allclose(a[0], s, rtol=1e-5, atol=1e-6)
