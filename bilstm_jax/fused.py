@@ -206,13 +206,11 @@ def _layer_bwd(matmul_dtype, native, residuals, cotangents):
       acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn
     )
   else:
-    d_gates, dh0, dc0 = _backward_scan(
-      matmul_dtype, mask, w_hh, h_prev, c_prev, acts, tc, d_hs, d_hn, d_cn
-    )
+    d_gates, dh0, dc0 = _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
   return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev, d_gates, dh0, dc0)
 
 
-def _backward_scan(matmul_dtype, mask, w_hh, h_prev, c_prev, acts, tc, d_hs, d_hn, d_cn):
+def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):
   """The backward recurrence as a `lax.scan`: (gate gradients, dh0, dc0)."""
   time = mask.shape[0]
   dirs, hidden = w_hh.shape[0], w_hh.shape[1]

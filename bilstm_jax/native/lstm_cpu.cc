@@ -30,7 +30,6 @@
 #include <memory>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -92,12 +91,10 @@ inline Vec exp_vec(Vec y) {
   return p * scale;
 }
 
-// scale / (1 + exp(-k x)) + shift: the sigmoid with k = scale = 1, shift = 0, and
-// tanh(x) = 2 / (1 + exp(-2x)) - 1 with k = scale = 2, shift = -1. Near 0 the tanh form
-// has an absolute error of about one float32 ulp of 1 (1.2e-7), like the sigmoid.
-inline Vec logistic(Vec x, Vec k, Vec scale, Vec shift) {
-  return scale / (1.0f + exp_vec(-k * x)) + shift;
-}
+// k / (1 + exp(-k x)) + shift: the sigmoid with k = 1, shift = 0, and
+// tanh(x) = 2 / (1 + exp(-2x)) - 1 with k = 2, shift = -1. Near 0 the tanh form has an
+// absolute error of about one float32 ulp of 1 (1.2e-7), like the sigmoid.
+inline Vec logistic(Vec x, Vec k, Vec shift) { return k / (1.0f + exp_vec(-k * x)) + shift; }
 
 // A [k, n] row-major matrix (row stride ld) packed as ceil(n / kCols) panels of [k, kCols],
 // zero-padded on the right, so the matmul's inner loop reads it contiguously.
@@ -176,11 +173,7 @@ struct Slice {
 // Splits (direction, batch) into at most `threads` slices; a direction's rows are split
 // only when there are more threads than directions.
 std::vector<Slice> slices(int members, int dirs, int batch) {
-  static const int threads = [] {
-    const char* env = std::getenv("BILSTM_JAX_NATIVE_THREADS");
-    int n = env ? std::atoi(env) : 0;
-    return n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }();
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int per_dir = std::max(1, threads / (members * dirs));
   int chunk = round_up((batch + per_dir - 1) / per_dir, std::max(1, std::min(kRows, batch)));
   std::vector<Slice> out;
@@ -303,8 +296,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
       for (int r = 0; r < rows; ++r) {
         float* g = gates.data() + r * Gp;
         for (int j = 0; j < Gp; j += kLanes)
-          store(g + j, logistic(load(g + j), load(kk.data() + j), load(kk.data() + j),
-                                load(shift.data() + j)));
+          store(g + j, logistic(load(g + j), load(kk.data() + j), load(shift.data() + j)));
         float* a = acts[d] + grow + static_cast<size_t>(r) * G;
         for (int q = 0; q < 4; ++q) std::memcpy(a + q * H, g + q * Hq, H * sizeof(float));
         const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
@@ -313,7 +305,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
         float* tr = tcv.data() + r * Hq;
         for (int j = 0; j < Hq; j += kLanes) {
           Vec c_new = load(g + Hq + j) * load(cr + j) + load(g + j) * load(g + 2 * Hq + j);
-          Vec tanh_c = logistic(c_new, splat(2.0f), splat(2.0f), splat(-1.0f));
+          Vec tanh_c = logistic(c_new, splat(2.0f), splat(-1.0f));
           store(tr + j, tanh_c);
           if (m) {
             store(cr + j, c_new);
