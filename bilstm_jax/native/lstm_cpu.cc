@@ -163,6 +163,33 @@ void matmul_acc(const float* a, int m, int k, int lda, const std::vector<float>&
 
 int round_up(int n, int to) { return (n + to - 1) / to * to; }
 
+// dst[0:n] = src[0:n] for the per-step results, which are read again only after the whole
+// recurrence (by the backward or by XLA), long after they would have left the caches:
+// streaming stores when dst is vector-aligned skip reading each line in before writing it.
+// Callers finish with `fence()` before another thread may read the results.
+inline void copy_out(float* dst, const float* src, int n) {
+#if defined(__AVX512F__) || defined(__AVX__)
+  if (reinterpret_cast<uintptr_t>(dst) % (kLanes * sizeof(float)) == 0) {
+    int j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+#if defined(__AVX512F__)
+      _mm512_stream_ps(dst + j, (__m512)load(src + j));
+#else
+      _mm256_stream_ps(dst + j, (__m256)load(src + j));
+#endif
+    std::memcpy(dst + j, src + j, (n - j) * sizeof(float));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, n * sizeof(float));
+}
+
+inline void fence() {
+#if defined(__AVX512F__) || defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
 // One thread's share: direction d, batch rows [b0, b1).
 // One thread's share: member e (of a vmapped ensemble; 0 otherwise), direction d, batch
 // rows [b0, b1).
@@ -289,8 +316,8 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
         float* g = gates.data() + r * Gp;
         for (int q = 0; q < 4; ++q)
           for (int j = 0; j < H; ++j) g[q * Hq + j] = pr[q * H + j] + b[q * Hq + j];
-        std::memcpy(hp_out + hrow + r * H, h.data() + r * Hq, H * sizeof(float));
-        std::memcpy(cp_out + srow + r * H, c.data() + r * Hq, H * sizeof(float));
+        copy_out(hp_out + hrow + r * H, h.data() + r * Hq, H);
+        copy_out(cp_out + srow + r * H, c.data() + r * Hq, H);
       }
       matmul_acc(h.data(), rows, H, Hq, packed, gates.data(), Gp);
       for (int r = 0; r < rows; ++r) {
@@ -298,7 +325,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
         for (int j = 0; j < Gp; j += kLanes)
           store(g + j, logistic(load(g + j), load(kk.data() + j), load(shift.data() + j)));
         float* a = acts[d] + grow + static_cast<size_t>(r) * G;
-        for (int q = 0; q < 4; ++q) std::memcpy(a + q * H, g + q * Hq, H * sizeof(float));
+        for (int q = 0; q < 4; ++q) copy_out(a + q * H, g + q * Hq, H);
         const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
         float* cr = c.data() + r * Hq;
         float* hr = h.data() + r * Hq;
@@ -312,10 +339,10 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
             store(hr + j, load(g + 3 * Hq + j) * tanh_c);
           }
         }
-        std::memcpy(tc_out + srow + r * H, tr, H * sizeof(float));
+        copy_out(tc_out + srow + r * H, tr, H);
         float* o = orow + static_cast<size_t>(r) * D * H;
         if (m)
-          std::memcpy(o, hr, H * sizeof(float));
+          copy_out(o, hr, H);
         else
           std::fill(o, o + H, 0.0f);
       }
@@ -324,6 +351,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
       std::memcpy(h_n->typed_data() + state0 + r * H, h.data() + r * Hq, H * sizeof(float));
       std::memcpy(c_n->typed_data() + state0 + r * H, c.data() + r * Hq, H * sizeof(float));
     }
+    fence();
   };
   run_slices(pool, slices(z.E, D, B), body);
   return ffi::Error::Success();
@@ -378,16 +406,23 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
           std::fill(dgr, dgr + G, 0.0f);
           continue;
         }
-        for (int j = 0; j < H; ++j) {
-          const float i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-          const float dh_new = dhr[j] + dout[j];
-          const float dc_new = dcr[j] + dh_new * o * (1.0f - tcr[j] * tcr[j]);
-          dgr[j] = dc_new * g * (i * (1.0f - i));
-          dgr[H + j] = dc_new * cp[j] * (f * (1.0f - f));
-          dgr[2 * H + j] = dc_new * i * (1.0f - g * g);
-          dgr[3 * H + j] = dh_new * tcr[j] * (o * (1.0f - o));
-          dcr[j] = dc_new * f;
-        }
+        // Vectors, then a scalar tail (GCC leaves this loop scalar if written plainly).
+        auto grads = [&](int j, auto ld, auto st) {
+          const auto i = ld(a + j), f = ld(a + H + j), g = ld(a + 2 * H + j), o = ld(a + 3 * H + j);
+          const auto tcj = ld(tcr + j);
+          const auto dh_new = ld(dhr + j) + ld(dout + j);
+          const auto dc_new = ld(dcr + j) + dh_new * o * (1.0f - tcj * tcj);
+          st(dgr + j, dc_new * g * (i * (1.0f - i)));
+          st(dgr + H + j, dc_new * ld(cp + j) * (f * (1.0f - f)));
+          st(dgr + 2 * H + j, dc_new * i * (1.0f - g * g));
+          st(dgr + 3 * H + j, dh_new * tcj * (o * (1.0f - o)));
+          st(dcr + j, dc_new * f);
+        };
+        int j = 0;
+        for (; j + kLanes <= H; j += kLanes)
+          grads(j, [](const float* p) { return load(p); }, [](float* p, Vec v) { store(p, v); });
+        for (; j < H; ++j)
+          grads(j, [](const float* p) { return *p; }, [](float* p, float v) { *p = v; });
       }
       matmul_acc(dg.data(), rows, G, G, packed, dh_rec.data(), Hp);
       for (int r = 0; r < rows; ++r) {
