@@ -90,9 +90,10 @@ def _valid(mask):
 def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
   """Runs the recurrence; returns the outputs, the final states and what the backward needs.
 
-  That is `h_prev` (per direction the [time, batch, hidden] states before each time step,
-  natural order), `c_prev` and `tc` ([time, dirs, batch, hidden], step order) and `acts`
-  (per direction the [time, batch, 4h] gate activations, natural order).
+  That is `h_prev_t` (per direction the states before each time step, natural order, as
+  [hidden, time * batch]: the left operand of the weight gradient), `c_prev` and `tc`
+  ([time, dirs, batch, hidden], step order) and `acts` (per direction the [time, batch, 4h]
+  gate activations, natural order).
   """
   if native:
     # One matmul for both directions, [time, batch, dirs * 4h]: no transpose.
@@ -101,13 +102,14 @@ def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
     hs, acts, h_prev, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
       proj, _valid(mask), bias, w_hh, h0, c0
     )
-    return hs, (h_n, c_n), (h_prev, c_prev, acts, tc)
+    h_prev_t = tuple(h.reshape(h.shape[0], -1) for h in h_prev)  # written transposed
+    return hs, (h_n, c_n), (h_prev_t, c_prev, acts, tc)
   (h_n, c_n), (h_prev, c_prev, acts, tc) = _forward_scan(
     x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype
   )
   hs = _outputs(mask, h_prev, h_n)
-  h_prev = tuple(h[::-1] if d else h for d, h in enumerate(h_prev))  # natural order
-  return hs, (h_n, c_n), (h_prev, c_prev, acts, tc)
+  h_prev_t = tuple(_transposed(h[::-1] if d else h) for d, h in enumerate(h_prev))
+  return hs, (h_n, c_n), (h_prev_t, c_prev, acts, tc)
 
 
 def _forward_scan(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
@@ -199,7 +201,7 @@ def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
 
 
 def _layer_bwd(matmul_dtype, native, residuals, cotangents):
-  x, mask, w_ih, bias, w_hh, h0, c0, (h_prev, c_prev, acts, tc) = residuals
+  x, mask, w_ih, bias, w_hh, h0, c0, (h_prev_t, c_prev, acts, tc) = residuals
   d_hs, (d_hn, d_cn) = cotangents
   if native:
     d_gates, dh0, dc0 = native_kernel.lstm_bwd(
@@ -207,7 +209,7 @@ def _layer_bwd(matmul_dtype, native, residuals, cotangents):
     )
   else:
     d_gates, dh0, dc0 = _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
-  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev, d_gates, dh0, dc0)
+  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev_t, d_gates, dh0, dc0)
 
 
 def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):
@@ -246,25 +248,28 @@ def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
   return d_gates, dh0, dc0
 
 
-def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev, d_gates, dh0, dc0):
+def _rows(a):
+  """[..., n] -> [rows, n]."""
+  return a.reshape(-1, a.shape[-1])
+
+
+def _transposed(a):
+  """[..., n] -> [n, rows], materialised: XLA runs a matmul whose left operand is read
+  transposed through a slower path (dW at medium: 32 vs 27 ms per direction;
+  benchmarks/NOTES.md)."""
+  return jax.lax.optimization_barrier(_rows(a).T)
+
+
+def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev_t, d_gates, dh0, dc0):
   """The gradients of every input of the layer, given the gate gradients."""
   dirs = w_hh.shape[0]
-
-  def rows(a):
-    return a.reshape(-1, a.shape[-1])
-
-  def transposed(a):
-    # Materialised: XLA runs a matmul whose left operand is read transposed through a
-    # slower path (dW at medium: 32 vs 27 ms per direction; benchmarks/NOTES.md).
-    return jax.lax.optimization_barrier(rows(a).T)
-
   # Per direction, over all (time, batch) rows at once, in natural time order.
   d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
-  x_t = transposed(x)
+  x_t = _transposed(x)
   for d in range(dirs):
-    dg = rows(d_gates[d])
+    dg = _rows(d_gates[d])
     d_w_ih.append(matmul('fk,kg->fg', x_t, dg, matmul_dtype))
-    d_w_hh.append(matmul('hk,kg->hg', transposed(h_prev[d]), dg, matmul_dtype))
+    d_w_hh.append(matmul('hk,kg->hg', h_prev_t[d], dg, matmul_dtype))
     d_bias.append(jnp.sum(dg, axis=0))
     d_x = d_x + matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
   return (

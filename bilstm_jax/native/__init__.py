@@ -157,7 +157,8 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
   Returns:
     hs: float32[time, batch, dirs * hidden], the outputs, zero at padded steps.
     acts: a tuple with each direction's float32[time, batch, 4h] gate activations.
-    h_prev: float32[dirs, time, batch, hidden], the state before each time step.
+    h_prev: float32[dirs, hidden, time, batch], the state before each time step (natural
+      time order), transposed for the weight gradient's matmul.
     c_prev, tc: float32[time, dirs, batch, hidden], the cell state before each step and
       tanh of the new one, in step order (time T-1-s for the backward direction).
     h_n, c_n: float32[dirs, batch, hidden], the states after each direction's last step.
@@ -174,7 +175,7 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
   shapes = (
     shape(time, batch, dirs * hidden),
     *acts,
-    shape(dirs, time, batch, hidden),
+    shape(dirs, hidden, time, batch),
     shape(time, dirs, batch, hidden),
     shape(time, dirs, batch, hidden),
     shape(dirs, batch, hidden),

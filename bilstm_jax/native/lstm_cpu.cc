@@ -16,7 +16,8 @@
 //            valid pred[T,B], bias [D,G], w_hh [D,H,G], h0 [D,B,H], c0 [D,B,H])
 //     -> hs [T,B,D*H] the layer's outputs, zero at padded steps;
 //        acts0, acts1 [T,B,G] each direction's gate activations;
-//        h_prev [D,T,B,H] the state before each time step (natural time order);
+//        h_prev [D,H,T,B] the state before each time step, transposed (natural time order;
+//          the weight gradient's left operand as its matmul reads it);
 //        c_prev [T,D,B,H] cell state before each step, step order;
 //        tc [T,D,B,H] tanh of the new cell state, step order;
 //        h_n, c_n [D,B,H].
@@ -184,6 +185,24 @@ inline void copy_out(float* dst, const float* src, int n) {
   std::memcpy(dst, src, n * sizeof(float));
 }
 
+// dst[j * ld_dst + r] = src[r * ld_src + j] for r < rows, j < cols: a tile of rows written
+// as columns, kLanes rows at a time gathered into one vector.
+inline void transpose_out(float* dst, size_t ld_dst, const float* src, int ld_src, int rows,
+                          int cols) {
+  int r0 = 0;
+#if defined(__AVX512F__)
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                           12, 13, 14, 15),
+                                         _mm512_set1_epi32(ld_src));
+  for (; r0 + kLanes <= rows; r0 += kLanes)
+    for (int j = 0; j < cols; ++j)
+      _mm512_storeu_ps(dst + j * ld_dst + r0,
+                       _mm512_i32gather_ps(idx, src + static_cast<size_t>(r0) * ld_src + j, 4));
+#endif
+  for (int j = 0; j < cols; ++j)
+    for (int r = r0; r < rows; ++r) dst[j * ld_dst + r] = src[static_cast<size_t>(r) * ld_src + j];
+}
+
 inline void fence() {
 #if defined(__AVX512F__) || defined(__AVX__)
   _mm_sfence();
@@ -309,16 +328,16 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
       const size_t prow = ((static_cast<size_t>(t) * B + sl.b0) * D + d) * G;
       const size_t grow = (static_cast<size_t>(t) * B + sl.b0) * G;
       const size_t srow = ((static_cast<size_t>(s) * D + d) * B + sl.b0) * H;
-      const size_t hrow = ((static_cast<size_t>(d) * T + t) * B + sl.b0) * H;
       float* orow = out + (static_cast<size_t>(t) * B + sl.b0) * D * H + d * H;
       for (int r = 0; r < rows; ++r) {
         const float* pr = in + prow + static_cast<size_t>(r) * D * G;
         float* g = gates.data() + r * Gp;
         for (int q = 0; q < 4; ++q)
           for (int j = 0; j < H; ++j) g[q * Hq + j] = pr[q * H + j] + b[q * Hq + j];
-        copy_out(hp_out + hrow + r * H, h.data() + r * Hq, H);
         copy_out(cp_out + srow + r * H, c.data() + r * Hq, H);
       }
+      transpose_out(hp_out + (static_cast<size_t>(d) * H * T + t) * B + sl.b0, TB, h.data(), Hq,
+                    rows, H);
       matmul_acc(h.data(), rows, H, Hq, packed, gates.data(), Gp);
       for (int r = 0; r < rows; ++r) {
         float* g = gates.data() + r * Gp;
