@@ -157,8 +157,8 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
   Returns:
     hs: float32[time, batch, dirs * hidden], the outputs, zero at padded steps.
     acts: a tuple with each direction's float32[time, batch, 4h] gate activations.
-    h_prev: float32[dirs, hidden, time, batch], the state before each time step (natural
-      time order), transposed for the weight gradient's matmul.
+    h_prev: a tuple with each direction's float32[hidden, time, batch] states before each
+      time step (natural time order), transposed for the weight gradient's matmul.
     c_prev, tc: float32[time, dirs, batch, hidden], the cell state before each step and
       tanh of the new one, in step order (time T-1-s for the backward direction).
     h_n, c_n: float32[dirs, batch, hidden], the states after each direction's last step.
@@ -171,11 +171,14 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
   def shape(*dims):
     return jax.ShapeDtypeStruct(dims, f32)
 
-  acts = [shape(time, batch, 4 * hidden), shape(time if dirs == 2 else 0, batch, 4 * hidden)]
+  # Per direction: each direction's buffer is its own operand (the second empty with one).
+  def per_dir(*dims):
+    return shape(*dims), shape(dims[0] if dirs == 2 else 0, *dims[1:])
+
   shapes = (
     shape(time, batch, dirs * hidden),
-    *acts,
-    shape(dirs, hidden, time, batch),
+    *per_dir(time, batch, 4 * hidden),
+    *per_dir(hidden, time, batch),
     shape(time, dirs, batch, hidden),
     shape(time, dirs, batch, hidden),
     shape(dirs, batch, hidden),
@@ -183,8 +186,8 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
   )
   call = jax.ffi.ffi_call('bilstm_jax_lstm_fwd', shapes, vmap_method='broadcast_all')
   proj, bias, w_hh, h0, c0 = _f32(proj, bias, w_hh, h0, c0)
-  hs, a0, a1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0)
-  return (hs, (a0, a1)[:dirs], *rest)
+  hs, a0, a1, hp0, hp1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0)
+  return (hs, (a0, a1)[:dirs], (hp0, hp1)[:dirs], *rest)
 
 
 def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn) -> tuple:

@@ -16,8 +16,8 @@
 //            valid pred[T,B], bias [D,G], w_hh [D,H,G], h0 [D,B,H], c0 [D,B,H])
 //     -> hs [T,B,D*H] the layer's outputs, zero at padded steps;
 //        acts0, acts1 [T,B,G] each direction's gate activations;
-//        h_prev [D,H,T,B] the state before each time step, transposed (natural time order;
-//          the weight gradient's left operand as its matmul reads it);
+//        h_prev0, h_prev1 [H,T,B] each direction's state before each time step, transposed
+//          (natural time order; the weight gradient's left operand as its matmul reads it);
 //        c_prev [T,D,B,H] cell state before each step, step order;
 //        tc [T,D,B,H] tanh of the new cell state, step order;
 //        h_n, c_n [D,B,H].
@@ -286,7 +286,8 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
                               ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> h0,
                               ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
                               ffi::ResultBuffer<ffi::F32> acts0, ffi::ResultBuffer<ffi::F32> acts1,
-                              ffi::ResultBuffer<ffi::F32> h_prev, ffi::ResultBuffer<ffi::F32> c_prev,
+                              ffi::ResultBuffer<ffi::F32> h_prev0,
+                              ffi::ResultBuffer<ffi::F32> h_prev1, ffi::ResultBuffer<ffi::F32> c_prev,
                               ffi::ResultBuffer<ffi::F32> tc, ffi::ResultBuffer<ffi::F32> h_n,
                               ffi::ResultBuffer<ffi::F32> c_n) {
   const Dims z = dims_of(w_hh, valid);
@@ -308,7 +309,8 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
                             member(acts1->typed_data(), e, D == 2 ? TB * G : 0)};
     float* out = member(hs->typed_data(), e, TB * D * H);
     const bool* ok = member(valid.typed_data(), e, TB);
-    float* hp_out = member(h_prev->typed_data(), e, TB * D * H);
+    float* const hps[2] = {member(h_prev0->typed_data(), e, TB * H),
+                           member(h_prev1->typed_data(), e, D == 2 ? TB * H : 0)};
     float* cp_out = member(c_prev->typed_data(), e, TB * D * H);
     float* tc_out = member(tc->typed_data(), e, TB * D * H);
     const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
@@ -336,8 +338,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
           for (int j = 0; j < H; ++j) g[q * Hq + j] = pr[q * H + j] + b[q * Hq + j];
         copy_out(cp_out + srow + r * H, c.data() + r * Hq, H);
       }
-      transpose_out(hp_out + (static_cast<size_t>(d) * H * T + t) * B + sl.b0, TB, h.data(), Hq,
-                    rows, H);
+      transpose_out(hps[d] + static_cast<size_t>(t) * B + sl.b0, TB, h.data(), Hq, rows, H);
       matmul_acc(h.data(), rows, H, Hq, packed, gates.data(), Gp);
       for (int r = 0; r < rows; ++r) {
         float* g = gates.data() + r * Gp;
@@ -466,6 +467,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmFwd, LstmFwdImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
