@@ -98,9 +98,9 @@ def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
   if native:
     # One matmul for both directions, [time, batch, dirs * 4h]: no transpose.
     w_cat = jnp.moveaxis(w_ih, 0, 1).reshape(w_ih.shape[1], -1)
-    proj = matmul('tbf,fg->tbg', x, w_cat)
+    proj = matmul('tbf,fg->tbg', x, w_cat, matmul_dtype)
     hs, acts, h_prev, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
-      proj, _valid(mask), bias, w_hh, h0, c0
+      proj, _valid(mask), bias, w_hh, h0, c0, bf16=_bf16(matmul_dtype)
     )
     h_prev_t = tuple(h.reshape(h.shape[0], -1) for h in h_prev)  # written transposed
     return hs, (h_n, c_n), (h_prev_t, c_prev, acts, tc)
@@ -168,19 +168,28 @@ def lstm_layer_fused(
     matmul_dtype: optional dtype for the matmul operands (e.g. bfloat16), forward and
       backward; accumulation, states and gate arithmetic are always float32.
     native: run the two loops with the CPU kernel of `bilstm_jax.native` instead of
-      `lax.scan` (CPU only, float32 only).
+      `lax.scan` (CPU only; matmul operands float32 or bfloat16).
 
   Returns:
     hs: float32[time, batch, dirs * hidden], zero at padded steps.
     (h_n, c_n): float32[dirs, batch, hidden], states after each direction's last real step.
   """
-  if native and matmul_dtype is not None:
+  if native and not native_supports(matmul_dtype):
     raise ValueError(
-      f"impl='native' computes in float32; got matmul dtype {jnp.dtype(matmul_dtype).name}. "
-      "Use impl='fused' for reduced-precision matmuls."
+      "impl='native' computes with float32 or bfloat16 matmul operands; got "
+      f"{jnp.dtype(matmul_dtype).name}. Use impl='fused' for other dtypes."
     )
   mask = step_mask(valid, w_hh.shape[0])
   return _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native)
+
+
+def native_supports(matmul_dtype) -> bool:
+  """Whether the CPU kernel computes with these matmul operands (None means float32)."""
+  return matmul_dtype is None or jnp.dtype(matmul_dtype) in (jnp.float32, jnp.bfloat16)
+
+
+def _bf16(matmul_dtype) -> bool:
+  return matmul_dtype is not None and jnp.dtype(matmul_dtype) == jnp.bfloat16
 
 
 def lstm_layer_native(x, valid, w_ih, bias, w_hh, h0, c0, matmul_dtype=None):
@@ -205,7 +214,7 @@ def _layer_bwd(matmul_dtype, native, residuals, cotangents):
   d_hs, (d_hn, d_cn) = cotangents
   if native:
     d_gates, dh0, dc0 = native_kernel.lstm_bwd(
-      acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn
+      acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16=_bf16(matmul_dtype)
     )
   else:
     d_gates, dh0, dc0 = _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)

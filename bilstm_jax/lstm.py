@@ -110,10 +110,10 @@ class BiLSTM(nn.Module):
       None means PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
     impl: which recurrence to run, all with the same numbers: 'fused' (a hand-written
       backward pass around two `lax.scan`s, see `bilstm_jax.fused`), 'native' (the same,
-      with both loops in a multi-threaded CPU kernel, `bilstm_jax.native`; CPU and
-      float32 only), 'reference' (autodiff through `lax.scan`), or 'auto' (default):
-      'native' when JAX computes on a single CPU device in float32 and the kernel
-      builds, else 'fused'.
+      with both loops in a multi-threaded CPU kernel, `bilstm_jax.native`; CPU only,
+      float32 or bfloat16), 'reference' (autodiff through `lax.scan`), or 'auto'
+      (default): 'native' when JAX computes on a single CPU device in float32 or bfloat16
+      and the kernel builds, else 'fused'.
 
   Example:
     >>> lstm = BiLSTM(hidden_size=8, num_layers=2)
@@ -195,7 +195,7 @@ class BiLSTM(nn.Module):
     matmul_dtype = None if self.dtype == jnp.float32 else self.dtype
     impl = self.impl
     if impl == 'auto':
-      impl = 'native' if matmul_dtype is None and native.preferred() else 'fused'
+      impl = 'native' if fused.native_supports(matmul_dtype) and native.preferred() else 'fused'
     if impl not in _LAYER_IMPLS:
       known = sorted([*_LAYER_IMPLS, 'auto'])
       raise ValueError(f'Unknown BiLSTM impl {self.impl!r}; known: {known}.')

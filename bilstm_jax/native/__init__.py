@@ -146,13 +146,15 @@ def _f32(*arrays):
   return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
-def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
+def lstm_fwd(proj, valid, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
   """The forward recurrence of both directions. Any leading vmap dimensions are members.
 
   Args:
     proj: float32[time, batch, dirs * 4h], the input projection x @ w_ih (no bias).
     valid: bool[time, batch], True at real (unpadded) steps.
     bias: float32[dirs, 4h]; w_hh: float32[dirs, hidden, 4h]; h0, c0: [dirs, batch, hidden].
+    bf16: round the recurrent matmul's operands (h and w_hh) to bfloat16, as
+      `recurrence.matmul(..., dtype=jnp.bfloat16)` does; sums and all else stay float32.
 
   Returns:
     hs: float32[time, batch, dirs * hidden], the outputs, zero at padded steps.
@@ -186,17 +188,18 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0) -> tuple:
   )
   call = jax.ffi.ffi_call('bilstm_jax_lstm_fwd', shapes, vmap_method='broadcast_all')
   proj, bias, w_hh, h0, c0 = _f32(proj, bias, w_hh, h0, c0)
-  hs, a0, a1, hp0, hp1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0)
+  hs, a0, a1, hp0, hp1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0, bf16=bf16)
   return (hs, (a0, a1)[:dirs], (hp0, hp1)[:dirs], *rest)
 
 
-def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn) -> tuple:
+def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16: bool = False) -> tuple:
   """The backward recurrence, from `lstm_fwd`'s residuals and the output gradients.
 
   Args:
     acts, valid, tc, c_prev, w_hh: as `lstm_fwd` takes or returns them.
     d_hs: float32[time, batch, dirs * hidden], the gradient of `hs`.
     d_hn, d_cn: float32[dirs, batch, hidden], the gradients of `h_n` and `c_n`.
+    bf16: as for `lstm_fwd` (the operands are the gate gradients and w_hh).
 
   Returns:
     d_gates: a tuple like `acts` (whose buffers it reuses), each direction's
@@ -211,5 +214,7 @@ def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn) -> tuple:
   call = jax.ffi.ffi_call(
     'bilstm_jax_lstm_bwd', shapes, vmap_method='broadcast_all', input_output_aliases={0: 0, 1: 1}
   )
-  g0, g1, dh0, dc0 = call(*acts, valid.astype(bool), *_f32(d_hs, tc, c_prev, w_hh, d_hn, d_cn))
+  g0, g1, dh0, dc0 = call(
+    *acts, valid.astype(bool), *_f32(d_hs, tc, c_prev, w_hh, d_hn, d_cn), bf16=bf16
+  )
   return (g0, g1)[:dirs], dh0, dc0

@@ -6,7 +6,9 @@
 // two directions and vmapped members never interact inside a layer, so the threads (the
 // caller and XLA's intra-op pool) meet only once per call. The step's matmul is a
 // packed-panel kernel written with GCC vector types (16 lanes with AVX-512, 8 otherwise);
-// every gate costs one exp and one division.
+// every gate costs one exp and one division. With the `bf16` attribute the step's matmul
+// operands are rounded to bfloat16 (as `BiLSTM(dtype=jnp.bfloat16)` does in XLA) and, where
+// the CPU has AVX512-BF16, multiplied in pairs at twice the float32 rate.
 //
 // Layouts (float32, row-major; T time, B batch, D directions (1 or 2), H hidden, G = 4H,
 // gate order i, f, g, o). "Step order" index s means time s for the forward direction and
@@ -33,6 +35,7 @@
 #include <cstdint>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -97,41 +100,62 @@ inline Vec exp_vec(Vec y) {
 // absolute error of about one float32 ulp of 1 (1.2e-7), like the sigmoid.
 inline Vec logistic(Vec x, Vec k, Vec shift) { return k / (1.0f + exp_vec(-k * x)) + shift; }
 
-// A [k, n] row-major matrix (row stride ld) packed as ceil(n / kCols) panels of [k, kCols],
-// zero-padded on the right, so the matmul's inner loop reads it contiguously.
-// With `transpose`, w is [n, k] and its transpose is packed. `col_to` places column j at
-// packed column col_to(j) (the forward pads each gate to a whole number of vectors);
-// `width` is the packed width before rounding up to whole panels.
-template <typename ColTo>
-std::vector<float> pack_panels(const float* w, int k, int n, int ld, bool transpose, int width,
-                               ColTo col_to) {
-  int panels = (width + kCols - 1) / kCols;
-  std::vector<float> out(static_cast<size_t>(panels) * k * kCols, 0.0f);
-  for (int col = 0; col < n; ++col) {
-    int to = col_to(col), p = to / kCols, j = to % kCols;
-    for (int kk = 0; kk < k; ++kk)
-      out[(static_cast<size_t>(p) * k + kk) * kCols + j] =
-          transpose ? w[static_cast<size_t>(col) * ld + kk] : w[static_cast<size_t>(kk) * ld + col];
-  }
-  return out;
+int round_up(int n, int to) { return (n + to - 1) / to * to; }
+
+// bfloat16 matmul operands, as XLA computes `dot(a.astype(bf16), b.astype(bf16),
+// preferred_element_type=f32)`: each operand rounded to nearest even (NaN stays NaN), the
+// products exact in float32, the sums float32. `Bits` is the rounded value's float32 bits.
+template <typename Bits>
+inline Bits bf16_bits(Bits u) {
+  const Bits rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  return (u & 0x7fffffffu) > 0x7f800000u ? Bits{} + 0x7fc00000u : rounded;
 }
 
+typedef uint32_t UVec __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+typedef uint16_t HVec __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+
+// With AVX512-BF16 the matmul multiplies bfloat16 pairs (twice the float32 rate); without
+// it, the same bfloat16-rounded values are multiplied as float32 (the same numbers, slower).
+#if defined(__AVX512BF16__)
+constexpr bool kPairs = true;
+#else
+constexpr bool kPairs = false;
+#endif
+
 // c[R rows, kCols] += a[R rows, k] @ panel[k, kCols]; a and c with row strides lda, ldc.
-template <int R>
-inline void micro(const float* a, int lda, const float* panel, int k, float* c, int ldc) {
+// float32 operands: the panel is [k, kCols]. bfloat16 (uint16_t) operands: the panel is
+// [k / 2, kCols, 2] (k even), each k pair of a column side by side, as vdpbf16ps reads it.
+template <int R, typename T>
+inline void micro(const T* a, int lda, const T* panel, int k, float* c, int ldc) {
   Vec acc[R][2];
   for (int r = 0; r < R; ++r) {
     acc[r][0] = load(c + r * ldc);
     acc[r][1] = load(c + r * ldc + kLanes);
   }
-  for (int kk = 0; kk < k; ++kk) {
-    Vec w0 = load(panel + kk * kCols);
-    Vec w1 = load(panel + kk * kCols + kLanes);
-    for (int r = 0; r < R; ++r) {
-      Vec x = splat(a[r * lda + kk]);
-      acc[r][0] += x * w0;
-      acc[r][1] += x * w1;
+  if constexpr (std::is_same_v<T, float>) {
+    for (int kk = 0; kk < k; ++kk) {
+      Vec w0 = load(panel + kk * kCols);
+      Vec w1 = load(panel + kk * kCols + kLanes);
+      for (int r = 0; r < R; ++r) {
+        Vec x = splat(a[r * lda + kk]);
+        acc[r][0] += x * w0;
+        acc[r][1] += x * w1;
+      }
     }
+  } else {
+#if defined(__AVX512BF16__)
+    for (int kk = 0; kk < k; kk += 2) {
+      __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + kk * kCols);
+      __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + kk * kCols + kCols);
+      for (int r = 0; r < R; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, a + r * lda + kk, sizeof(pair));
+        __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+        acc[r][0] = (Vec)_mm512_dpbf16_ps((__m512)acc[r][0], x, w0);
+        acc[r][1] = (Vec)_mm512_dpbf16_ps((__m512)acc[r][1], x, w1);
+      }
+    }
+#endif
   }
   for (int r = 0; r < R; ++r) {
     store(c + r * ldc, acc[r][0]);
@@ -139,21 +163,19 @@ inline void micro(const float* a, int lda, const float* panel, int k, float* c, 
   }
 }
 
-template <int R>
-void micro_tail(const float* a, int lda, const float* panel, int k, float* c, int ldc, int rows) {
+template <int R, typename T>
+void micro_tail(const T* a, int lda, const T* panel, int k, float* c, int ldc, int rows) {
   if constexpr (R > 0) {
     if (rows == R) return micro<R>(a, lda, panel, k, c, ldc);
     micro_tail<R - 1>(a, lda, panel, k, c, ldc, rows);
   }
 }
 
-// c[m, padded n] += a[m, k] @ packed (a's row stride lda); c's row stride is a multiple
-// of kCols.
-void matmul_acc(const float* a, int m, int k, int lda, const std::vector<float>& packed,
-                float* c, int ldc) {
+template <typename T>
+void matmul_acc(const T* a, int m, int k, int lda, const T* packed, float* c, int ldc) {
   int panels = ldc / kCols;
   for (int p = 0; p < panels; ++p) {
-    const float* panel = packed.data() + static_cast<size_t>(p) * k * kCols;
+    const T* panel = packed + static_cast<size_t>(p) * k * kCols;
     int r = 0;
     for (; r + kRows <= m; r += kRows)
       micro<kRows>(a + r * lda, lda, panel, k, c + r * ldc + p * kCols, ldc);
@@ -162,7 +184,92 @@ void matmul_acc(const float* a, int m, int k, int lda, const std::vector<float>&
   }
 }
 
-int round_up(int n, int to) { return (n + to - 1) / to * to; }
+// One direction's recurrent weight, packed for the step's matmul c += a @ w, in float32 or
+// bfloat16 operands. The weight w is [k, n] row-major (row stride ld); with `transpose` it
+// is [n, k] and its transpose is used. It is packed as panels of kCols columns, zero-padded,
+// so the inner loop reads it contiguously; `col_to` places column j at packed column
+// col_to(j) (the forward pads each gate to a whole number of vectors) and `width` is the
+// packed width before rounding up to whole panels.
+class Recurrent {
+ public:
+  template <typename ColTo>
+  Recurrent(const float* w, int k, int n, int ld, bool transpose, int width, ColTo col_to,
+            bool bf16)
+      : k_(k), kp_(bf16 && kPairs ? round_up(k, 2) : k), bf16_(bf16) {
+    const int panels = (width + kCols - 1) / kCols;
+    const size_t size = static_cast<size_t>(panels) * kp_ * kCols;
+    if (bf16_ && kPairs)
+      pairs_.assign(size, 0);
+    else
+      f32_.assign(size, 0.0f);
+    for (int kk = 0; kk < k; ++kk)
+      for (int col = 0; col < n; ++col) {
+        const float v = transpose ? w[static_cast<size_t>(col) * ld + kk]
+                                  : w[static_cast<size_t>(kk) * ld + col];
+        const int to = col_to(col), p = to / kCols, j = to % kCols;
+        const size_t at = static_cast<size_t>(p) * kp_ * kCols;
+        if (bf16_ && kPairs)
+          pairs_[at + (kk / 2 * kCols + j) * 2 + kk % 2] = bf16_bits(bits(v)) >> 16;
+        else
+          f32_[at + static_cast<size_t>(kk) * kCols + j] = bf16_ ? from_bits(bf16_bits(bits(v))) : v;
+      }
+  }
+
+  // c[m, padded n] += a[m, k] @ w (a's row stride lda); c's row stride is a multiple of kCols.
+  void acc(const float* a, int m, int lda, float* c, int ldc) {
+    if (!bf16_) return matmul_acc(a, m, k_, lda, f32_.data(), c, ldc);
+    // a rounded to bfloat16 once per step, rows of kp_ (zero-padded to whole pairs).
+    if (kPairs) {
+      a16_.assign(static_cast<size_t>(m) * kp_, 0);
+      for (int r = 0; r < m; ++r) round_row(a + static_cast<size_t>(r) * lda, a16_.data() + r * kp_);
+      return matmul_acc(a16_.data(), m, kp_, kp_, pairs_.data(), c, ldc);
+    }
+    a32_.resize(static_cast<size_t>(m) * kp_);
+    for (int r = 0; r < m; ++r) round_row(a + static_cast<size_t>(r) * lda, a32_.data() + r * kp_);
+    matmul_acc(a32_.data(), m, kp_, kp_, f32_.data(), c, ldc);
+  }
+
+ private:
+  static uint32_t bits(float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof(u));
+    return u;
+  }
+  static float from_bits(uint32_t u) {
+    float v;
+    std::memcpy(&v, &u, sizeof(v));
+    return v;
+  }
+  // One row of k values rounded to bfloat16: as uint16_t, or as float32 values.
+  template <typename T>
+  void round_row(const float* src, T* dst) const {
+    int j = 0;
+    for (; j + kLanes <= k_; j += kLanes) {
+      UVec u;
+      Vec v = load(src + j);
+      std::memcpy(&u, &v, sizeof(u));
+      u = bf16_bits(u);
+      if constexpr (std::is_same_v<T, float>) {
+        std::memcpy(dst + j, &u, sizeof(u));
+      } else {
+        HVec h = __builtin_convertvector(u >> 16, HVec);
+        std::memcpy(dst + j, &h, sizeof(h));
+      }
+    }
+    for (; j < k_; ++j) {
+      if constexpr (std::is_same_v<T, float>)
+        dst[j] = from_bits(bf16_bits(bits(src[j])));
+      else
+        dst[j] = bf16_bits(bits(src[j])) >> 16;
+    }
+  }
+
+  int k_, kp_;
+  bool bf16_;
+  std::vector<float> f32_, a32_;
+  std::vector<uint16_t> pairs_, a16_;
+};
+
 
 // dst[0:n] = src[0:n] for the per-step results, which are read again only after the whole
 // recurrence (by the backward or by XLA), long after they would have left the caches:
@@ -289,7 +396,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
                               ffi::ResultBuffer<ffi::F32> h_prev0,
                               ffi::ResultBuffer<ffi::F32> h_prev1, ffi::ResultBuffer<ffi::F32> c_prev,
                               ffi::ResultBuffer<ffi::F32> tc, ffi::ResultBuffer<ffi::F32> h_n,
-                              ffi::ResultBuffer<ffi::F32> c_n) {
+                              ffi::ResultBuffer<ffi::F32> c_n, bool bf16) {
   const Dims z = dims_of(w_hh, valid);
   const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H;
   const size_t TB = static_cast<size_t>(T) * B, DBH = static_cast<size_t>(D) * B * H;
@@ -314,8 +421,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
     float* cp_out = member(c_prev->typed_data(), e, TB * D * H);
     float* tc_out = member(tc->typed_data(), e, TB * D * H);
     const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
-    std::vector<float> packed =
-        pack_panels(w + static_cast<size_t>(d) * H * G, H, G, G, false, 4 * Hq, padded);
+    Recurrent w_rec(w + static_cast<size_t>(d) * H * G, H, G, G, false, 4 * Hq, padded, bf16);
     std::vector<float> h(static_cast<size_t>(rows) * Hq, 0.0f), c(h.size(), 0.0f), tcv(h.size());
     std::vector<float> gates(static_cast<size_t>(rows) * Gp, 0.0f), b(Gp, 0.0f);
     const float* bd = member(bias.typed_data(), e, static_cast<size_t>(D) * G) + d * G;
@@ -339,7 +445,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
         copy_out(cp_out + srow + r * H, c.data() + r * Hq, H);
       }
       transpose_out(hps[d] + static_cast<size_t>(t) * B + sl.b0, TB, h.data(), Hq, rows, H);
-      matmul_acc(h.data(), rows, H, Hq, packed, gates.data(), Gp);
+      w_rec.acc(h.data(), rows, Hq, gates.data(), Gp);
       for (int r = 0; r < rows; ++r) {
         float* g = gates.data() + r * Gp;
         for (int j = 0; j < Gp; j += kLanes)
@@ -384,7 +490,7 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
                               ffi::Buffer<ffi::F32> d_hn, ffi::Buffer<ffi::F32> d_cn,
                               ffi::ResultBuffer<ffi::F32> d_gates0,
                               ffi::ResultBuffer<ffi::F32> d_gates1, ffi::ResultBuffer<ffi::F32> dh0,
-                              ffi::ResultBuffer<ffi::F32> dc0) {
+                              ffi::ResultBuffer<ffi::F32> dc0, bool bf16) {
   const Dims z = dims_of(w_hh, valid);
   const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H, Hp = round_up(H, kCols);
   const size_t TB = static_cast<size_t>(T) * B, DBH = static_cast<size_t>(D) * B * H;
@@ -401,8 +507,8 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
     const float* dhs_in = member(d_hs.typed_data(), e, TB * D * H);
     const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
     // The recurrent gradient is d_gates [rows, G] @ w_hh[d]^T [G, H].
-    std::vector<float> packed = pack_panels(w + static_cast<size_t>(d) * H * G, G, H, G, true, H,
-                                            [](int j) { return j; });
+    Recurrent w_rec(w + static_cast<size_t>(d) * H * G, G, H, G, true, H, [](int j) { return j; },
+                    bf16);
     std::vector<float> dh(static_cast<size_t>(rows) * H), dc(dh.size());
     std::vector<float> dg(static_cast<size_t>(rows) * G), dh_rec(static_cast<size_t>(rows) * Hp);
     const size_t state0 = e * DBH + (static_cast<size_t>(d) * B + sl.b0) * H;
@@ -444,7 +550,7 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
         for (; j < H; ++j)
           grads(j, [](const float* p) { return *p; }, [](float* p, float v) { *p = v; });
       }
-      matmul_acc(dg.data(), rows, G, G, packed, dh_rec.data(), Hp);
+      w_rec.acc(dg.data(), rows, G, dh_rec.data(), Hp);
       for (int r = 0; r < rows; ++r) {
         if (ok[static_cast<size_t>(t) * B + sl.b0 + r])
           std::memcpy(dh.data() + r * H, dh_rec.data() + r * Hp, H * sizeof(float));
@@ -475,7 +581,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmFwd, LstmFwdImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("bf16"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBwd, LstmBwdImpl,
                               ffi::Ffi::Bind()
@@ -492,4 +599,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBwd, LstmBwdImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("bf16"));
