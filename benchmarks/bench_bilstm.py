@@ -44,6 +44,13 @@ def parse_args(argv=None):
   p.add_argument('--configs', default=','.join(CONFIGS), help='comma-separated config names')
   p.add_argument('--reps', type=int, default=40, help='most timed rounds per config')
   p.add_argument('--block', type=int, default=10, help='most consecutive calls per round')
+  p.add_argument(
+    '--gap',
+    type=float,
+    default=0.05,
+    help='seconds of rest (untimed) before each block, so no library starts among the '
+    'threads the previous one left spinning',
+  )
   p.add_argument('--min-reps', type=int, default=5, help='fewest timed rounds per config')
   p.add_argument('--budget', type=float, default=6.0, help='seconds of timing per config')
   p.add_argument('--quick', action='store_true', help='seed and small only, few rounds')
@@ -220,11 +227,14 @@ def time_round_robin(cands, args):
   Each round runs every candidate in turn, in a block of up to `args.block` consecutive
   calls (fewer for slow candidates: a block lasts about 0.1 s), so each is timed in the
   steady state of a training loop that calls the same function over and over; rotating
-  the order every round spreads the machine's noise over all of them alike. Single
-  interleaved calls instead charge each candidate for the threads the previous library
-  left spinning (benchmarks/NOTES.md). The number of rounds lies in [min_reps, reps];
-  if the machine is so busy that rounds take far longer than estimated, timing stops
-  after 2.5 x budget seconds (at least 3 rounds); the reps column shows it.
+  the order every round spreads the machine's noise over all of them alike. Before each
+  block the process rests `args.gap` seconds: PyTorch's OpenMP threads and XLA's pool
+  keep spinning for a while after a call, and rotation keeps each candidate's predecessor
+  the same, so without the rest the candidate after torch (with one-call blocks at medium
+  and long) paid for torch's threads every time (benchmarks/NOTES.md). The number of
+  rounds lies in [min_reps, reps]; if the machine is so busy that rounds take far longer
+  than estimated, timing stops after 2.5 x budget seconds (at least 3 rounds); the reps
+  column shows it.
   """
   import numpy as np
 
@@ -245,6 +255,7 @@ def time_round_robin(cands, args):
   deadline = time.perf_counter() + 2.5 * args.budget
   for r in range(reps):
     for k in names[r % len(names) :] + names[: r % len(names)]:
+      time.sleep(args.gap)
       for _ in range(block[k]):
         s = time.perf_counter()
         cands[k][0]()
@@ -368,6 +379,7 @@ def main(argv=None):
     f'--configs={args.configs}',
     f'--reps={args.reps}',
     f'--block={args.block}',
+    f'--gap={args.gap}',
     f'--min-reps={args.min_reps}',
     f'--budget={args.budget}',
     f'--steps-per-call={args.steps_per_call}',
