@@ -13,7 +13,8 @@
 // Layouts (float32, row-major; T time, B batch, D directions (1 or 2), H hidden, G = 4H,
 // gate order i, f, g, o). "Step order" index s means time s for the forward direction and
 // T-1-s for the backward one, as in `bilstm_jax.recurrence`. Per-direction buffers come
-// as two operands; with one direction the second is empty ([0, B, G]).
+// as two operands; with one direction the second is empty (leading dimension 0). Both
+// handlers take the attribute `bf16` (round the step's matmul operands to bfloat16).
 //   lstm_fwd(proj [T,B,D*G] input projection (x @ w_ih of both directions, one matmul),
 //            valid pred[T,B], bias [D,G], w_hh [D,H,G], h0 [D,B,H], c0 [D,B,H])
 //     -> hs [T,B,D*H] the layer's outputs, zero at padded steps;
