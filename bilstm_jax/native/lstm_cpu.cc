@@ -240,9 +240,10 @@ class Recurrent {
   // c[m, padded n] += a[m, k] @ w (a's row stride lda); c's row stride is a multiple of kCols.
   void acc(const float* a, int m, int lda, float* c, int ldc) {
     if (!bf16_) return matmul_acc(a, m, k_, lda, f32_.data(), c, ldc);
-    // a rounded to bfloat16 once per step, rows of kp_ (zero-padded to whole pairs).
+    // a rounded to bfloat16 once per step, rows of kp_: a pad column (k odd) stays zero
+    // from the first resize, as round_row writes only the first k_ values of a row.
     if (kPairs) {
-      a16_.assign(static_cast<size_t>(m) * kp_, 0);
+      a16_.resize(static_cast<size_t>(m) * kp_);
       for (int r = 0; r < m; ++r) round_row(a + static_cast<size_t>(r) * lda, a16_.data() + r * kp_);
       return matmul_acc(a16_.data(), m, kp_, kp_, pairs_.data(), c, ldc);
     }
@@ -292,7 +293,6 @@ class Recurrent {
   Buffer<uint16_t> pairs_, a16_;
 };
 
-
 // dst[0:n] = src[0:n] for the per-step results, which are read again only after the whole
 // recurrence (by the backward or by XLA), long after they would have left the caches:
 // streaming stores when dst is vector-aligned skip reading each line in before writing it.
@@ -338,7 +338,6 @@ inline void fence() {
 #endif
 }
 
-// One thread's share: direction d, batch rows [b0, b1).
 // One thread's share: member e (of a vmapped ensemble; 0 otherwise), direction d, batch
 // rows [b0, b1).
 struct Slice {
@@ -369,7 +368,7 @@ constexpr double kFlopsPerHelper = 4e6;
 // late pool task finds nothing left and touches only the shared counters. `flops` is the
 // call's matmul work, which caps the number of helpers.
 template <typename Fn>
-void run_slices(ffi::ThreadPool& pool, const std::vector<Slice>& work, Fn& fn, double flops) {
+void run_slices(ffi::ThreadPool& pool, const std::vector<Slice>& work, double flops, Fn& fn) {
   struct State {
     size_t n;
     std::atomic<size_t> next{0}, done{0};
@@ -408,6 +407,13 @@ Dims dims_of(const ffi::Buffer<ffi::F32>& w_hh, const ffi::Buffer<ffi::PRED>& va
   int64_t E = 1;
   for (size_t i = 0; i + 2 < vr; ++i) E *= v[i];
   return {E, T, B, w[wr - 3], w[wr - 2]};
+}
+
+// Runs a handler's body on every slice of a call. The step's matmul costs 8 H^2 flops per
+// member, direction, time step and batch row, forward and backward alike.
+template <typename Fn>
+void run_call(ffi::ThreadPool& pool, const Dims& z, Fn& body) {
+  run_slices(pool, slices(z.E, z.D, z.B), 8.0 * z.E * z.D * z.T * z.B * z.H * z.H, body);
 }
 
 // Member e's part of a buffer whose members each hold `per_member` floats (or bools).
@@ -509,7 +515,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
     }
     fence();
   };
-  run_slices(pool, slices(z.E, D, B), body, 8.0 * z.E * D * T * B * H * H);
+  run_call(pool, z, body);
   return ffi::Error::Success();
 }
 
@@ -590,7 +596,7 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
     std::memcpy(dh0->typed_data() + state0, dh.data(), dh.size() * sizeof(float));
     std::memcpy(dc0->typed_data() + state0, dc.data(), dc.size() * sizeof(float));
   };
-  run_slices(pool, slices(z.E, D, B), body, 8.0 * z.E * D * T * B * H * H);
+  run_call(pool, z, body);
   return ffi::Error::Success();
 }
 
