@@ -9,7 +9,9 @@ and the gradients of x, w_ih, bias and w_hh are then large matmuls over all time
 
 The two loops come in two versions with the same inputs and outputs: `lax.scan`s (here;
 `impl='fused'`, any platform) or the multi-threaded CPU kernel of `bilstm_jax.native`
-(`native=True`, `impl='native'`). Everything around the loops is shared.
+(`native=True`, `impl='native'`), whose forward also computes the input projection inside
+its loop. The weight gradients are shared: per direction one matmul, [x^T; h_prev^T; 1]
+@ d_gates, gives dW_ih, dW_hh and the bias gradient at once.
 
 Layout, chosen so that no large array is copied, transposed or zero-filled:
   * The custom gradient covers the whole layer, input projection included. Each
@@ -17,7 +19,7 @@ Layout, chosen so that no large array is copied, transposed or zero-filled:
     scan carries it, reads step s's projection from it (the backward direction at time
     T-1-s) and overwrites that row with the gate activations in place; the backward scan
     carries the same buffer on and overwrites each row with the gate gradients. Every
-    weight gradient is then a plain [time * batch, k] matmul on a contiguous buffer, and
+    weight gradient is then part of a plain [time * batch, k] matmul on a contiguous buffer, and
     nothing of that size is a scan output (XLA zero-fills every scan output first).
   * Handing the gate gradients back to autodiff as the gradient of a [time, batch, dirs,
     4h] projection instead made XLA copy or transpose that array once per consumer.
@@ -90,26 +92,29 @@ def _valid(mask):
 def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
   """Runs the recurrence; returns the outputs, the final states and what the backward needs.
 
-  That is `h_prev_t` (per direction the states before each time step, natural order, as
-  [hidden, time * batch]: the left operand of the weight gradient), `c_prev` and `tc`
-  ([time, dirs, batch, hidden], step order) and `acts` (per direction the [time, batch, 4h]
-  gate activations, natural order).
+  That is `lhs` (per direction [x^T; h_prev^T; 1], [features + hidden + 1, time * batch]
+  with the states before each time step in natural order: the left operand of the weight
+  gradients' matmul), `c_prev` and `tc` ([time, dirs, batch, hidden], step order) and
+  `acts` (per direction the [time, batch, 4h] gate activations, natural order).
   """
   if native:
-    # One matmul for both directions, [time, batch, dirs * 4h]: no transpose.
-    w_cat = jnp.moveaxis(w_ih, 0, 1).reshape(w_ih.shape[1], -1)
-    proj = matmul('tbf,fg->tbg', x, w_cat, matmul_dtype)
-    hs, acts, h_prev, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
-      proj, _valid(mask), bias, w_hh, h0, c0, bf16=_bf16(matmul_dtype)
+    hs, acts, lhs, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
+      x, _valid(mask), w_ih, bias, w_hh, h0, c0, bf16=_bf16(matmul_dtype)
     )
-    h_prev_t = tuple(h.reshape(h.shape[0], -1) for h in h_prev)  # written transposed
-    return hs, (h_n, c_n), (h_prev_t, c_prev, acts, tc)
+    return hs, (h_n, c_n), (lhs, c_prev, acts, tc)
   (h_n, c_n), (h_prev, c_prev, acts, tc) = _forward_scan(
     x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype
   )
   hs = _outputs(mask, h_prev, h_n)
-  h_prev_t = tuple(_transposed(h[::-1] if d else h) for d, h in enumerate(h_prev))
-  return hs, (h_n, c_n), (h_prev_t, c_prev, acts, tc)
+  x_t = _rows(x).T
+  ones = jnp.ones((1, x_t.shape[1]), jnp.float32)
+  lhs = tuple(
+    jax.lax.optimization_barrier(
+      jnp.concatenate([x_t.astype(jnp.float32), _rows(h[::-1] if d else h).T, ones])
+    )
+    for d, h in enumerate(h_prev)
+  )
+  return hs, (h_n, c_n), (lhs, c_prev, acts, tc)
 
 
 def _forward_scan(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
@@ -210,7 +215,7 @@ def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
 
 
 def _layer_bwd(matmul_dtype, native, residuals, cotangents):
-  x, mask, w_ih, bias, w_hh, h0, c0, (h_prev_t, c_prev, acts, tc) = residuals
+  x, mask, w_ih, bias, w_hh, h0, c0, (lhs, c_prev, acts, tc) = residuals
   d_hs, (d_hn, d_cn) = cotangents
   if native:
     d_gates, dh0, dc0 = native_kernel.lstm_bwd(
@@ -218,7 +223,7 @@ def _layer_bwd(matmul_dtype, native, residuals, cotangents):
     )
   else:
     d_gates, dh0, dc0 = _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
-  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev_t, d_gates, dh0, dc0)
+  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, dc0)
 
 
 def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):
@@ -262,24 +267,22 @@ def _rows(a):
   return a.reshape(-1, a.shape[-1])
 
 
-def _transposed(a):
-  """[..., n] -> [n, rows], materialised: XLA runs a matmul whose left operand is read
-  transposed through a slower path (dW at medium: 32 vs 27 ms per direction;
-  benchmarks/NOTES.md)."""
-  return jax.lax.optimization_barrier(_rows(a).T)
+def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, dc0):
+  """The gradients of every input of the layer, given the gate gradients.
 
-
-def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, h_prev_t, d_gates, dh0, dc0):
-  """The gradients of every input of the layer, given the gate gradients."""
-  dirs = w_hh.shape[0]
-  # Per direction, over all (time, batch) rows at once, in natural time order.
+  Per direction, dW_ih, dW_hh and the bias gradient come from one matmul over all (time,
+  batch) rows, lhs [features + hidden + 1, rows] @ d_gates [rows, 4h], with lhs = [x^T;
+  h_prev^T; 1] materialised by the forward: one large matmul reads (and packs) the gate
+  gradients once, the row of ones sums them for the bias gradient, and no operand is read
+  transposed (XLA's slower path: dW at medium 32 vs 27 ms per direction, NOTES.md).
+  """
+  dirs, features = w_hh.shape[0], x.shape[-1]
   d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
-  x_t = _transposed(x)
   for d in range(dirs):
-    dg = _rows(d_gates[d])
-    d_w_ih.append(matmul('fk,kg->fg', x_t, dg, matmul_dtype))
-    d_w_hh.append(matmul('hk,kg->hg', h_prev_t[d], dg, matmul_dtype))
-    d_bias.append(jnp.sum(dg, axis=0))
+    grads = matmul('mk,kg->mg', lhs[d], _rows(d_gates[d]), matmul_dtype)
+    d_w_ih.append(grads[:features])
+    d_w_hh.append(grads[features:-1])
+    d_bias.append(grads[-1])
     d_x = d_x + matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
   return (
     d_x.astype(x.dtype),

@@ -2,9 +2,10 @@
 
 `bilstm_jax.fused` runs its two loops (the forward recurrence and the backward one) either
 as `lax.scan`s or, with `native=True`, as the two XLA FFI handlers of `lstm_cpu.cc`, which
-run each direction (or part of the batch) on its own thread for the whole sequence. Only
-the loops move: the input projection, the weight gradients and the custom VJP around them
-are the same code either way.
+run each direction (or part of the batch) on its own thread for the whole sequence. The
+forward handler also computes the input projection step by step and writes the weight
+gradients' left operand ([x^T; h_prev^T; 1]); the weight-gradient matmul and the custom
+VJP around the loops are the same code either way.
 
 The C++ file is compiled once per machine with the system's C++ compiler (`$CXX`, else
 `c++`) into a cache directory (`$BILSTM_JAX_CACHE`, default `~/.cache/bilstm_jax`), keyed
@@ -146,27 +147,32 @@ def _f32(*arrays):
   return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
-def lstm_fwd(proj, valid, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
+def lstm_fwd(x, valid, w_ih, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
   """The forward recurrence of both directions. Any leading vmap dimensions are members.
 
+  Each step's matmul multiplies [x_t, h] by [w_ih; w_hh]: the input projection is computed
+  inside the recurrence rather than read back from a [time, batch, dirs * 4h] buffer.
+
   Args:
-    proj: float32[time, batch, dirs * 4h], the input projection x @ w_ih (no bias).
+    x: float32[time, batch, features], the layer's input (time-major).
     valid: bool[time, batch], True at real (unpadded) steps.
-    bias: float32[dirs, 4h]; w_hh: float32[dirs, hidden, 4h]; h0, c0: [dirs, batch, hidden].
-    bf16: round the recurrent matmul's operands (h and w_hh) to bfloat16, as
+    w_ih: float32[dirs, features, 4h]; bias: float32[dirs, 4h];
+    w_hh: float32[dirs, hidden, 4h]; h0, c0: [dirs, batch, hidden].
+    bf16: round the step matmul's operands (x, h and the weights) to bfloat16, as
       `recurrence.matmul(..., dtype=jnp.bfloat16)` does; sums and all else stay float32.
 
   Returns:
     hs: float32[time, batch, dirs * hidden], the outputs, zero at padded steps.
     acts: a tuple with each direction's float32[time, batch, 4h] gate activations.
-    h_prev: a tuple with each direction's float32[hidden, time, batch] states before each
-      time step (natural time order), transposed for the weight gradient's matmul.
+    lhs: a tuple with each direction's float32[features + hidden + 1, time * batch]: x,
+      then the state before each time step, transposed (natural time order), then a row
+      of ones; the left operand of the weight gradients' matmul.
     c_prev, tc: float32[time, dirs, batch, hidden], the cell state before each step and
       tanh of the new one, in step order (time T-1-s for the backward direction).
     h_n, c_n: float32[dirs, batch, hidden], the states after each direction's last step.
   """
   ensure_loaded()
-  time, batch = valid.shape
+  time, batch, features = x.shape
   dirs, hidden = w_hh.shape[:2]
   f32 = jnp.float32
 
@@ -180,16 +186,16 @@ def lstm_fwd(proj, valid, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
   shapes = (
     shape(time, batch, dirs * hidden),
     *per_dir(time, batch, 4 * hidden),
-    *per_dir(hidden, time, batch),
+    *per_dir(features + hidden + 1, time * batch),
     shape(time, dirs, batch, hidden),
     shape(time, dirs, batch, hidden),
     shape(dirs, batch, hidden),
     shape(dirs, batch, hidden),
   )
   call = jax.ffi.ffi_call('bilstm_jax_lstm_fwd', shapes, vmap_method='broadcast_all')
-  proj, bias, w_hh, h0, c0 = _f32(proj, bias, w_hh, h0, c0)
-  hs, a0, a1, hp0, hp1, *rest = call(proj, valid.astype(bool), bias, w_hh, h0, c0, bf16=bf16)
-  return (hs, (a0, a1)[:dirs], (hp0, hp1)[:dirs], *rest)
+  x, w_ih, bias, w_hh, h0, c0 = _f32(x, w_ih, bias, w_hh, h0, c0)
+  hs, a0, a1, l0, l1, *rest = call(x, valid.astype(bool), w_ih, bias, w_hh, h0, c0, bf16=bf16)
+  return (hs, (a0, a1)[:dirs], (l0, l1)[:dirs], *rest)
 
 
 def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16: bool = False) -> tuple:

@@ -4,23 +4,27 @@
 // LSTM step at the sizes people train is a few dozen small thunks. Here each (member,
 // direction, batch slice) runs its whole recurrence on one thread: rows of the batch, the
 // two directions and vmapped members never interact inside a layer, so the threads (the
-// caller and XLA's intra-op pool) meet only once per call. The step's matmul is a
+// caller and XLA's intra-op pool) meet only once per call. The forward step's matmul is
+// [x_t | h] @ [w_ih; w_hh]: the input projection is computed inside the recurrence instead
+// of being written to memory by XLA and read back every step. The matmul is a
 // packed-panel kernel written with GCC vector types (16 lanes with AVX-512, 8 otherwise);
 // every gate costs one exp and one division. With the `bf16` attribute the step's matmul
 // operands are rounded to bfloat16 (as `BiLSTM(dtype=jnp.bfloat16)` does in XLA) and, where
 // the CPU has AVX512-BF16, multiplied in pairs at twice the float32 rate.
 //
-// Layouts (float32, row-major; T time, B batch, D directions (1 or 2), H hidden, G = 4H,
-// gate order i, f, g, o). "Step order" index s means time s for the forward direction and
-// T-1-s for the backward one, as in `bilstm_jax.recurrence`. Per-direction buffers come
-// as two operands; with one direction the second is empty (leading dimension 0). Both
-// handlers take the attribute `bf16` (round the step's matmul operands to bfloat16).
-//   lstm_fwd(proj [T,B,D*G] input projection (x @ w_ih of both directions, one matmul),
-//            valid pred[T,B], bias [D,G], w_hh [D,H,G], h0 [D,B,H], c0 [D,B,H])
+// Layouts (float32, row-major; T time, B batch, I input features, D directions (1 or 2),
+// H hidden, G = 4H, gate order i, f, g, o). "Step order" index s means time s for the
+// forward direction and T-1-s for the backward one, as in `bilstm_jax.recurrence`.
+// Per-direction buffers come as two operands; with one direction the second is empty
+// (leading dimension 0). Both handlers take the attribute `bf16` (round the step's matmul
+// operands to bfloat16).
+//   lstm_fwd(x [T,B,I], valid pred[T,B], w_ih [D,I,G], bias [D,G], w_hh [D,H,G],
+//            h0 [D,B,H], c0 [D,B,H])
 //     -> hs [T,B,D*H] the layer's outputs, zero at padded steps;
 //        acts0, acts1 [T,B,G] each direction's gate activations;
-//        h_prev0, h_prev1 [H,T,B] each direction's state before each time step, transposed
-//          (natural time order; the weight gradient's left operand as its matmul reads it);
+//        lhs0, lhs1 [I+H+1,T,B] per direction x, the state before each time step and a
+//          row of ones, transposed (natural time order): the left operand of the weight
+//          gradients' matmul, [x^T; h_prev^T; 1] @ d_gates = [dW_ih; dW_hh; d_bias];
 //        c_prev [T,D,B,H] cell state before each step, step order;
 //        tc [T,D,B,H] tanh of the new cell state, step order;
 //        h_n, c_n [D,B,H].
@@ -206,17 +210,15 @@ void matmul_acc(const T* a, int m, int k, int lda, const T* packed, float* c, in
   }
 }
 
-// One direction's recurrent weight, packed for the step's matmul c += a @ w, in float32 or
-// bfloat16 operands. The weight w is [k, n] row-major (row stride ld); with `transpose` it
-// is [n, k] and its transpose is used. It is packed as panels of kCols columns, zero-padded,
-// so the inner loop reads it contiguously; `col_to` places column j at packed column
-// col_to(j) (the forward pads each gate to a whole number of vectors) and `width` is the
-// packed width before rounding up to whole panels.
+// A direction's step weight, packed for the step's matmul c += a @ w, in float32 or
+// bfloat16 operands. w is [k, n], given by value(kk, col). It is packed as panels of kCols
+// columns, zero-padded, so the inner loop reads it contiguously; `col_to` places column j
+// at packed column col_to(j) (the forward pads each gate to a whole number of vectors) and
+// `width` is the packed width before rounding up to whole panels.
 class Recurrent {
  public:
-  template <typename ColTo>
-  Recurrent(const float* w, int k, int n, int ld, bool transpose, int width, ColTo col_to,
-            bool bf16)
+  template <typename Value, typename ColTo>
+  Recurrent(Value value, int k, int n, int width, ColTo col_to, bool bf16)
       : k_(k), kp_(bf16 && kPairs ? round_up(k, 2) : k), bf16_(bf16) {
     const int panels = (width + kCols - 1) / kCols;
     const size_t size = static_cast<size_t>(panels) * kp_ * kCols;
@@ -226,8 +228,7 @@ class Recurrent {
       f32_.assign(size, 0.0f);
     for (int kk = 0; kk < k; ++kk)
       for (int col = 0; col < n; ++col) {
-        const float v = transpose ? w[static_cast<size_t>(col) * ld + kk]
-                                  : w[static_cast<size_t>(kk) * ld + col];
+        const float v = value(kk, col);
         const int to = col_to(col), p = to / kCols, j = to % kCols;
         const size_t at = static_cast<size_t>(p) * kp_ * kCols;
         if (bf16_ && kPairs)
@@ -424,73 +425,84 @@ T* member(T* base, int e, size_t per_member) {
 
 }  // namespace
 
-static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
-                              ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> bias,
-                              ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> h0,
-                              ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
-                              ffi::ResultBuffer<ffi::F32> acts0, ffi::ResultBuffer<ffi::F32> acts1,
-                              ffi::ResultBuffer<ffi::F32> h_prev0,
-                              ffi::ResultBuffer<ffi::F32> h_prev1, ffi::ResultBuffer<ffi::F32> c_prev,
+static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> w_ih,
+                              ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> w_hh,
+                              ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                              ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> acts0,
+                              ffi::ResultBuffer<ffi::F32> acts1, ffi::ResultBuffer<ffi::F32> lhs0,
+                              ffi::ResultBuffer<ffi::F32> lhs1, ffi::ResultBuffer<ffi::F32> c_prev,
                               ffi::ResultBuffer<ffi::F32> tc, ffi::ResultBuffer<ffi::F32> h_n,
                               ffi::ResultBuffer<ffi::F32> c_n, bool bf16) {
   const Dims z = dims_of(w_hh, valid);
   const int T = z.T, B = z.B, D = z.D, H = z.H, G = 4 * H;
+  const int I = static_cast<int>(x.dimensions().back());
   const size_t TB = static_cast<size_t>(T) * B, DBH = static_cast<size_t>(D) * B * H;
+  const size_t L = static_cast<size_t>(I + H + 1) * TB;  // one direction's lhs
 
   // Inside, each gate is padded to Hq (a whole number of vectors): [i | f | g | o] rows of
   // width Gp >= 4 Hq. Padded lanes hold bounded garbage that is never copied out.
   const int Hq = round_up(H, kLanes), Gp = round_up(4 * Hq, kCols);
   auto padded = [H, Hq](int col) { return col / H * Hq + col % H; };
+  // The step's matmul operand is a row [x_t (I) | zeros (to Ip) | h (Hq)] per batch row,
+  // against [w_ih; zeros; w_hh]: the input projection and the recurrent product in one.
+  const int Ip = round_up(I, kLanes), ldx = Ip + Hq;
   // logistic() constants per lane: tanh on the cell gate g, sigmoid on i, f, o.
   Buffer<float> kk(Gp, 1.0f), shift(Gp, 0.0f);
   for (int j = 2 * Hq; j < 3 * Hq; ++j) kk[j] = 2.0f, shift[j] = -1.0f;
 
   auto body = [&](Slice sl) {
     const int e = sl.e, d = sl.d, rows = sl.b1 - sl.b0;
-    const float* in = member(proj.typed_data(), e, TB * D * G);
+    const float* xs = member(x.typed_data(), e, TB * I);
     float* const acts[2] = {member(acts0->typed_data(), e, TB * G),
                             member(acts1->typed_data(), e, D == 2 ? TB * G : 0)};
     float* out = member(hs->typed_data(), e, TB * D * H);
     const bool* ok = member(valid.typed_data(), e, TB);
-    float* const hps[2] = {member(h_prev0->typed_data(), e, TB * H),
-                           member(h_prev1->typed_data(), e, D == 2 ? TB * H : 0)};
+    float* const lhs = d ? member(lhs1->typed_data(), e, L) : member(lhs0->typed_data(), e, L);
     float* cp_out = member(c_prev->typed_data(), e, TB * D * H);
     float* tc_out = member(tc->typed_data(), e, TB * D * H);
-    const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
-    Recurrent w_rec(w + static_cast<size_t>(d) * H * G, H, G, G, false, 4 * Hq, padded, bf16);
-    Buffer<float> h(static_cast<size_t>(rows) * Hq, 0.0f), c(h.size(), 0.0f), tcv(h.size());
-    Buffer<float> gates(static_cast<size_t>(rows) * Gp, 0.0f), b(Gp, 0.0f);
+    const float* wi = member(w_ih.typed_data(), e, static_cast<size_t>(D) * I * G) +
+                      static_cast<size_t>(d) * I * G;
+    const float* wh = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G) +
+                      static_cast<size_t>(d) * H * G;
+    auto weight = [=](int k, int col) {
+      if (k < I) return wi[static_cast<size_t>(k) * G + col];
+      return k < Ip ? 0.0f : wh[static_cast<size_t>(k - Ip) * G + col];
+    };
+    Recurrent w_rec(weight, Ip + H, G, 4 * Hq, padded, bf16);
+    Buffer<float> xh(static_cast<size_t>(rows) * ldx, 0.0f), c(static_cast<size_t>(rows) * Hq);
+    Buffer<float> tcv(c.size()), gates(static_cast<size_t>(rows) * Gp, 0.0f), b(Gp, 0.0f);
     const float* bd = member(bias.typed_data(), e, static_cast<size_t>(D) * G) + d * G;
     for (int j = 0; j < G; ++j) b[padded(j)] = bd[j];
     const size_t state0 = e * DBH + (static_cast<size_t>(d) * B + sl.b0) * H;
     for (int r = 0; r < rows; ++r) {
-      std::memcpy(h.data() + r * Hq, h0.typed_data() + state0 + r * H, H * sizeof(float));
+      std::memcpy(xh.data() + r * ldx + Ip, h0.typed_data() + state0 + r * H, H * sizeof(float));
       std::memcpy(c.data() + r * Hq, c0.typed_data() + state0 + r * H, H * sizeof(float));
     }
     for (int s = 0; s < T; ++s) {
       const int t = d ? T - 1 - s : s;
-      const size_t prow = ((static_cast<size_t>(t) * B + sl.b0) * D + d) * G;
-      const size_t grow = (static_cast<size_t>(t) * B + sl.b0) * G;
+      const size_t tb = static_cast<size_t>(t) * B + sl.b0;  // (time, first row) of the slice
       const size_t srow = ((static_cast<size_t>(s) * D + d) * B + sl.b0) * H;
-      float* orow = out + (static_cast<size_t>(t) * B + sl.b0) * D * H + d * H;
+      float* orow = out + tb * D * H + d * H;
       for (int r = 0; r < rows; ++r) {
-        const float* pr = in + prow + static_cast<size_t>(r) * D * G;
-        float* g = gates.data() + r * Gp;
-        for (int q = 0; q < 4; ++q)
-          for (int j = 0; j < H; ++j) g[q * Hq + j] = pr[q * H + j] + b[q * Hq + j];
+        std::memcpy(xh.data() + r * ldx, xs + (tb + r) * I, I * sizeof(float));
+        std::memcpy(gates.data() + r * Gp, b.data(), Gp * sizeof(float));
         copy_out(cp_out + srow + r * H, c.data() + r * Hq, H);
       }
-      transpose_out(hps[d] + static_cast<size_t>(t) * B + sl.b0, TB, h.data(), Hq, rows, H);
-      w_rec.acc(h.data(), rows, Hq, gates.data(), Gp);
+      // The weight gradients' left operand: x and h before the step, transposed, and ones.
+      transpose_out(lhs + tb, TB, xh.data(), ldx, rows, I);
+      transpose_out(lhs + I * TB + tb, TB, xh.data() + Ip, ldx, rows, H);
+      std::fill(lhs + (I + H) * TB + tb, lhs + (I + H) * TB + tb + rows, 1.0f);
+      w_rec.acc(xh.data(), rows, ldx, gates.data(), Gp);
       for (int r = 0; r < rows; ++r) {
         float* g = gates.data() + r * Gp;
         for (int j = 0; j < Gp; j += kLanes)
           store(g + j, logistic(load(g + j), load(kk.data() + j), load(shift.data() + j)));
-        float* a = acts[d] + grow + static_cast<size_t>(r) * G;
+        float* a = acts[d] + (tb + r) * G;
         for (int q = 0; q < 4; ++q) copy_out(a + q * H, g + q * Hq, H);
-        const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
+        const bool m = ok[tb + r];
         float* cr = c.data() + r * Hq;
-        float* hr = h.data() + r * Hq;
+        float* hr = xh.data() + r * ldx + Ip;
         float* tr = tcv.data() + r * Hq;
         for (int j = 0; j < Hq; j += kLanes) {
           Vec c_new = load(g + Hq + j) * load(cr + j) + load(g + j) * load(g + 2 * Hq + j);
@@ -510,7 +522,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> proj,
       }
     }
     for (int r = 0; r < rows; ++r) {
-      std::memcpy(h_n->typed_data() + state0 + r * H, h.data() + r * Hq, H * sizeof(float));
+      std::memcpy(h_n->typed_data() + state0 + r * H, xh.data() + r * ldx + Ip, H * sizeof(float));
       std::memcpy(c_n->typed_data() + state0 + r * H, c.data() + r * Hq, H * sizeof(float));
     }
     fence();
@@ -543,8 +555,9 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
     const float* dhs_in = member(d_hs.typed_data(), e, TB * D * H);
     const float* w = member(w_hh.typed_data(), e, static_cast<size_t>(D) * H * G);
     // The recurrent gradient is d_gates [rows, G] @ w_hh[d]^T [G, H].
-    Recurrent w_rec(w + static_cast<size_t>(d) * H * G, G, H, G, true, H, [](int j) { return j; },
-                    bf16);
+    const float* wd = w + static_cast<size_t>(d) * H * G;
+    Recurrent w_rec([=](int k, int col) { return wd[static_cast<size_t>(col) * G + k]; }, G, H, H,
+                    [](int j) { return j; }, bf16);
     Buffer<float> dh(static_cast<size_t>(rows) * H), dc(dh.size());
     Buffer<float> dg(static_cast<size_t>(rows) * G), dh_rec(static_cast<size_t>(rows) * Hp);
     const size_t state0 = e * DBH + (static_cast<size_t>(d) * B + sl.b0) * H;
@@ -605,6 +618,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmFwd, LstmFwdImpl,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
