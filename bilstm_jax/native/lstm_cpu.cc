@@ -83,9 +83,14 @@ inline Vec splat(float x) { return Vec{} + x; }
 inline Vec exp_vec(Vec y) {
   y = y < -87.0f ? splat(-87.0f) : y;
   y = y > 87.0f ? splat(87.0f) : y;
+#if defined(__AVX512F__)
+  // n rounded to nearest in one instruction; 2^n applied with scalef below.
+  Vec n = (Vec)_mm512_roundscale_ps((__m512)(y * 1.44269504f), _MM_FROUND_TO_NEAREST_INT);
+#else
   Vec n = __builtin_convertvector(
       __builtin_convertvector(y * 1.44269504f + (y < 0.0f ? splat(-0.5f) : splat(0.5f)), IVec),
       Vec);
+#endif
   Vec r = (y - n * 0.693145752f) - n * 1.42860677e-6f;
   Vec p = splat(1.0f / 5040.0f);
   p = p * r + 1.0f / 720.0f;
@@ -95,10 +100,14 @@ inline Vec exp_vec(Vec y) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
+#if defined(__AVX512F__)
+  return (Vec)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
   IVec bits = (__builtin_convertvector(n, IVec) + 127) << 23;
   Vec scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
+#endif
 }
 
 // k / (1 + exp(-k x)) + shift: the sigmoid with k = 1, shift = 0, and
@@ -559,7 +568,7 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
     Recurrent w_rec([=](int k, int col) { return wd[static_cast<size_t>(col) * G + k]; }, G, H, H,
                     [](int j) { return j; }, bf16);
     Buffer<float> dh(static_cast<size_t>(rows) * H), dc(dh.size());
-    Buffer<float> dg(static_cast<size_t>(rows) * G), dh_rec(static_cast<size_t>(rows) * Hp);
+    Buffer<float> dh_rec(static_cast<size_t>(rows) * Hp);
     const size_t state0 = e * DBH + (static_cast<size_t>(d) * B + sl.b0) * H;
     std::memcpy(dh.data(), d_hn.typed_data() + state0, dh.size() * sizeof(float));
     std::memcpy(dc.data(), d_cn.typed_data() + state0, dc.size() * sizeof(float));
@@ -570,11 +579,13 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
       std::fill(dh_rec.begin(), dh_rec.end(), 0.0f);
       for (int r = 0; r < rows; ++r) {
         const bool m = ok[static_cast<size_t>(t) * B + sl.b0 + r];
-        const float* __restrict__ a = acts[d] + grow + r * G;
+        // The gate gradients overwrite the activations in place (d_gates aliases acts):
+        // each position is written only after it has been read.
+        const float* a = acts[d] + grow + r * G;
         const float* __restrict__ tcr = tc_in + srow + r * H;
         const float* __restrict__ cp = cp_in + srow + r * H;
         const float* __restrict__ dout = dhs_in + (static_cast<size_t>(t) * B + sl.b0 + r) * D * H + d * H;
-        float* __restrict__ dgr = dg.data() + r * G;
+        float* dgr = outs[d] + grow + r * G;
         float* __restrict__ dhr = dh.data() + r * H;
         float* __restrict__ dcr = dc.data() + r * H;
         if (!m) {  // a padded step: zero gate gradients, dh and dc carried unchanged
@@ -599,12 +610,10 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
         for (; j < H; ++j)
           grads(j, [](const float* p) { return *p; }, [](float* p, float v) { *p = v; });
       }
-      w_rec.acc(dg.data(), rows, G, dh_rec.data(), Hp);
-      for (int r = 0; r < rows; ++r) {
+      w_rec.acc(outs[d] + grow, rows, G, dh_rec.data(), Hp);
+      for (int r = 0; r < rows; ++r)
         if (ok[static_cast<size_t>(t) * B + sl.b0 + r])
           std::memcpy(dh.data() + r * H, dh_rec.data() + r * Hp, H * sizeof(float));
-        std::memcpy(outs[d] + grow + r * G, dg.data() + r * G, G * sizeof(float));
-      }
     }
     std::memcpy(dh0->typed_data() + state0, dh.data(), dh.size() * sizeof(float));
     std::memcpy(dc0->typed_data() + state0, dc.data(), dc.size() * sizeof(float));
