@@ -419,11 +419,12 @@ Dims dims_of(const ffi::Buffer<ffi::F32>& w_hh, const ffi::Buffer<ffi::PRED>& va
   return {E, T, B, w[wr - 3], w[wr - 2]};
 }
 
-// Runs a handler's body on every slice of a call. The step's matmul costs 8 H^2 flops per
-// member, direction, time step and batch row, forward and backward alike.
+// Runs a handler's body on every slice of a call whose step matmul is [rows, k] @ [k, 4H]
+// (forward) or [rows, 4H] @ [4H, H] (backward, k = H): 8 H k flops per member, direction,
+// time step and batch row.
 template <typename Fn>
-void run_call(ffi::ThreadPool& pool, const Dims& z, Fn& body) {
-  run_slices(pool, slices(z.E, z.D, z.B), 8.0 * z.E * z.D * z.T * z.B * z.H * z.H, body);
+void run_call(ffi::ThreadPool& pool, const Dims& z, int k, Fn& body) {
+  run_slices(pool, slices(z.E, z.D, z.B), 8.0 * z.E * z.D * z.T * z.B * z.H * k, body);
 }
 
 // Member e's part of a buffer whose members each hold `per_member` floats (or bools).
@@ -536,7 +537,7 @@ static ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     }
     fence();
   };
-  run_call(pool, z, body);
+  run_call(pool, z, Ip + H, body);
   return ffi::Error::Success();
 }
 
@@ -618,7 +619,7 @@ static ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> acts0,
     std::memcpy(dh0->typed_data() + state0, dh.data(), dh.size() * sizeof(float));
     std::memcpy(dc0->typed_data() + state0, dc.data(), dc.size() * sizeof(float));
   };
-  run_call(pool, z, body);
+  run_call(pool, z, H, body);
   return ffi::Error::Success();
 }
 
