@@ -324,19 +324,55 @@ inline void copy_out(float* dst, const float* src, int n) {
   std::memcpy(dst, src, n * sizeof(float));
 }
 
-// dst[j * ld_dst + r] = src[r * ld_src + j] for r < rows, j < cols: a tile of rows written
-// as columns, kLanes rows at a time gathered into one vector.
+#if defined(__AVX512F__)
+// out[j] = column j of the 16 x 16 tile in[0..15] (rows), for j < 16.
+inline void transpose16(const __m512 in[16], __m512 out[16]) {
+  __m512 b[16], c[16];
+  for (int i = 0; i < 16; i += 2) {  // within 128-bit lanes: pairs of rows interleaved
+    b[i] = _mm512_unpacklo_ps(in[i], in[i + 1]);
+    b[i + 1] = _mm512_unpackhi_ps(in[i], in[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // lane L of c[i + k]: column 4L + k of rows i..i+3
+    c[i] = (__m512)_mm512_unpacklo_pd((__m512d)b[i], (__m512d)b[i + 2]);
+    c[i + 1] = (__m512)_mm512_unpackhi_pd((__m512d)b[i], (__m512d)b[i + 2]);
+    c[i + 2] = (__m512)_mm512_unpacklo_pd((__m512d)b[i + 1], (__m512d)b[i + 3]);
+    c[i + 3] = (__m512)_mm512_unpackhi_pd((__m512d)b[i + 1], (__m512d)b[i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {  // 4 x 4 transpose of 128-bit lanes
+    const __m512 d0 = _mm512_shuffle_f32x4(c[k], c[4 + k], 0x44);
+    const __m512 d1 = _mm512_shuffle_f32x4(c[k], c[4 + k], 0xEE);
+    const __m512 d2 = _mm512_shuffle_f32x4(c[8 + k], c[12 + k], 0x44);
+    const __m512 d3 = _mm512_shuffle_f32x4(c[8 + k], c[12 + k], 0xEE);
+    out[k] = _mm512_shuffle_f32x4(d0, d2, 0x88);
+    out[4 + k] = _mm512_shuffle_f32x4(d0, d2, 0xDD);
+    out[8 + k] = _mm512_shuffle_f32x4(d1, d3, 0x88);
+    out[12 + k] = _mm512_shuffle_f32x4(d1, d3, 0xDD);
+  }
+}
+#endif
+
+// dst[j * ld_dst + r] = src[r * ld_src + j] for r < rows, j < cols: rows written as
+// columns. With AVX-512, 16 x 16 tiles are transposed in registers and stored streaming
+// (the destination is read again only after the whole recurrence); src rows must then be
+// readable up to the next multiple of 16 columns.
 inline void transpose_out(float* dst, size_t ld_dst, const float* src, int ld_src, int rows,
                           int cols) {
   int r0 = 0;
 #if defined(__AVX512F__)
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-                                                           12, 13, 14, 15),
-                                         _mm512_set1_epi32(ld_src));
+  const bool aligned = reinterpret_cast<uintptr_t>(dst) % 64 == 0 && ld_dst % 16 == 0;
   for (; r0 + kLanes <= rows; r0 += kLanes)
-    for (int j = 0; j < cols; ++j)
-      _mm512_storeu_ps(dst + j * ld_dst + r0,
-                       _mm512_i32gather_ps(idx, src + static_cast<size_t>(r0) * ld_src + j, 4));
+    for (int c0 = 0; c0 < cols; c0 += kLanes) {
+      __m512 in[16], out[16];
+      for (int i = 0; i < 16; ++i) in[i] = _mm512_loadu_ps(src + static_cast<size_t>(r0 + i) * ld_src + c0);
+      transpose16(in, out);
+      for (int j = 0; j < std::min(kLanes, cols - c0); ++j) {
+        float* to = dst + (c0 + j) * ld_dst + r0;
+        if (aligned)
+          _mm512_stream_ps(to, out[j]);
+        else
+          _mm512_storeu_ps(to, out[j]);
+      }
+    }
 #endif
   for (int j = 0; j < cols; ++j)
     for (int r = r0; r < rows; ++r) dst[j * ld_dst + r] = src[static_cast<size_t>(r) * ld_src + j];
