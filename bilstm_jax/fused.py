@@ -275,6 +275,7 @@ def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, 
   h_prev^T; 1] materialised by the forward: one large matmul reads (and packs) the gate
   gradients once, the row of ones sums them for the bias gradient, and no operand is read
   transposed (XLA's slower path: dW at medium 32 vs 27 ms per direction, NOTES.md).
+  With a `matmul_dtype` (bfloat16) the bias gradient, like dW, sums rounded gate gradients.
   """
   dirs, features = w_hh.shape[0], x.shape[-1]
   d_w_ih, d_w_hh, d_bias, d_x = [], [], [], 0.0
