@@ -363,7 +363,8 @@ inline void transpose_out(float* dst, size_t ld_dst, const float* src, int ld_sr
   for (; r0 + kLanes <= rows; r0 += kLanes)
     for (int c0 = 0; c0 < cols; c0 += kLanes) {
       __m512 in[16], out[16];
-      for (int i = 0; i < 16; ++i) in[i] = _mm512_loadu_ps(src + static_cast<size_t>(r0 + i) * ld_src + c0);
+      for (int i = 0; i < 16; ++i)
+        in[i] = _mm512_loadu_ps(src + static_cast<size_t>(r0 + i) * ld_src + c0);
       transpose16(in, out);
       for (int j = 0; j < std::min(kLanes, cols - c0); ++j) {
         float* to = dst + (c0 + j) * ld_dst + r0;
