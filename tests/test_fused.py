@@ -79,14 +79,14 @@ def test_full_length_without_lengths_or_state(impl):
 
 @pytest.mark.parametrize('impl', FAST)
 @pytest.mark.parametrize('d', [1, 2])
-@pytest.mark.parametrize('shape', [(T, B, F, H), (9, 13, 6, 20), (6, 37, 21, 20)])
+@pytest.mark.parametrize('shape', [(T, B, F, H), (9, 13, 6, 20), (6, 37, 21, 20), (1, 1, 1, 1)])
 def test_layer_gradients_match_autodiff_directly(d, impl, shape):
   """The raw layer with a mask that is not a prefix (held carry in the middle).
 
   The second shape exercises the kernel's tails: a batch that is not a whole number of
   row blocks (and is split between threads when there is one direction) and gates that
   are not a whole number of vectors. The third has whole 16 x 16 tiles of the transposed
-  [x^T; h_prev^T] writes plus row and column tails.
+  [x^T; h_prev^T] writes plus row and column tails; the last is the smallest layer there is.
   """
   t, b, f, h = shape
   ks = jax.random.split(jax.random.key(2), 7)
