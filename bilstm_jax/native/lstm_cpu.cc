@@ -250,16 +250,8 @@ class Recurrent {
   // c[m, padded n] += a[m, k] @ w (a's row stride lda); c's row stride is a multiple of kCols.
   void acc(const float* a, int m, int lda, float* c, int ldc) {
     if (!bf16_) return matmul_acc(a, m, k_, lda, f32_.data(), c, ldc);
-    // a rounded to bfloat16 once per step, rows of kp_: a pad column (k odd) stays zero
-    // from the first resize, as round_row writes only the first k_ values of a row.
-    if (kPairs) {
-      a16_.resize(static_cast<size_t>(m) * kp_);
-      for (int r = 0; r < m; ++r) round_row(a + static_cast<size_t>(r) * lda, a16_.data() + r * kp_);
-      return matmul_acc(a16_.data(), m, kp_, kp_, pairs_.data(), c, ldc);
-    }
-    a32_.resize(static_cast<size_t>(m) * kp_);
-    for (int r = 0; r < m; ++r) round_row(a + static_cast<size_t>(r) * lda, a32_.data() + r * kp_);
-    matmul_acc(a32_.data(), m, kp_, kp_, f32_.data(), c, ldc);
+    if (kPairs) return rounded_acc(a, m, lda, a16_, pairs_.data(), c, ldc);
+    rounded_acc(a, m, lda, a32_, f32_.data(), c, ldc);
   }
 
  private:
@@ -273,6 +265,17 @@ class Recurrent {
     std::memcpy(&v, &u, sizeof(v));
     return v;
   }
+  // a rounded to bfloat16 once per step into `rows` (rows of kp_; a pad column, k odd,
+  // stays zero from the first resize, as round_row writes only the first k_ values of a
+  // row), then multiplied by the packed weight in the same representation.
+  template <typename T>
+  void rounded_acc(const float* a, int m, int lda, Buffer<T>& rows, const T* packed, float* c,
+                   int ldc) {
+    rows.resize(static_cast<size_t>(m) * kp_);
+    for (int r = 0; r < m; ++r) round_row(a + static_cast<size_t>(r) * lda, rows.data() + r * kp_);
+    matmul_acc(rows.data(), m, kp_, kp_, packed, c, ldc);
+  }
+
   // One row of k values rounded to bfloat16: as uint16_t, or as float32 values.
   template <typename T>
   void round_row(const float* src, T* dst) const {
