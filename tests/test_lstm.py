@@ -291,6 +291,15 @@ def test_custom_initialisers_are_used():
     np.testing.assert_array_equal(params[layer]['b_hh'], 0.125)
 
 
+def test_one_custom_initialiser_leaves_the_others_default():
+  module = BiLSTM(8, kernel_init=nn.initializers.constant(0.25))
+  params = jax.jit(module.init)(jax.random.key(0), inputs())['params']['layer_0']
+  np.testing.assert_array_equal(params['w_ih'], 0.25)
+  for name in ('w_hh', 'b_ih', 'b_hh'):
+    assert np.abs(params[name]).max() <= 1 / np.sqrt(8), name
+    assert np.asarray(params[name]).std() > 0.3 / np.sqrt(8), name
+
+
 def test_default_init():
   module = BiLSTM(8, num_layers=2)
   params = jax.jit(module.init)(jax.random.key(0), inputs())['params']
