@@ -15,6 +15,11 @@ linen/ours for both of our layers: 'native' (the CPU kernel, what `impl='auto'` 
 one CPU device) and 'fused' (the portable `lax.scan` version). The train step uses the
 default `impl='auto'`, as train.py does. Prints markdown tables and writes
 benchmarks/results/bench_bilstm.json.
+
+On a GPU (JAX's default backend 'gpu') the same command adds two candidates and moves
+PyTorch to the GPU when it can: 'cudnn' (`BiLSTM(impl='cudnn')`) and 'jax_rnn' (cuDNN
+alone: `jax.experimental.rnn.lstm` on packed weights, the floor for 'cudnn'); 'native'
+is then absent. There, run `--runtime default` (tune_cpu is about CPU buffers).
 """
 
 from __future__ import annotations
@@ -121,6 +126,9 @@ def jax_candidates(name, cfg, args):
       return x
 
   add_fwd_bwd('linen', Linen())
+  if jax.default_backend() == 'gpu':
+    add_fwd_bwd('cudnn', BiLSTM(h, num_layers=layers, impl='cudnn'))
+    out['jax_rnn'] = jax_rnn_candidate(cfg, x, kp)
 
   # The full training step: forward, backward and Adam, as train.py runs it.
   step_fn, state, batch, rng, source = make_train_step(cfg, x, ky)
@@ -185,21 +193,47 @@ def make_train_steps(cfg, x, key, k):
   return train_lib.train_steps, state, batches
 
 
-def torch_candidate(cfg):
+def jax_rnn_candidate(cfg, x, key):
+  """(step_fn, compile_seconds): fwd+bwd of `jax.experimental.rnn.lstm` (cuDNN) alone."""
+  import jax
+  import jax.numpy as jnp
+  from jax.experimental import rnn
+
+  b, t, i, h, layers = cfg
+  weights = rnn.init_lstm_weight(key, i, h, layers, True)
+  state = jnp.zeros((2 * layers, b, h), jnp.float32)
+  lengths = jnp.full((b,), t, jnp.int32)
+
+  def loss(weights, x):
+    y, _, _ = rnn.lstm(x, state, state, weights, lengths, i, h, layers, 0.0, True)
+    return jnp.sum(y)
+
+  start = time.perf_counter()
+  exe = jax.jit(jax.value_and_grad(loss)).lower(weights, x).compile()
+  secs = time.perf_counter() - start
+  return (lambda: jax.block_until_ready(exe(weights, x)), secs)
+
+
+def torch_candidate(cfg, gpu=False):
+  """(step_fn, device): PyTorch's nn.LSTM fwd+bwd, oneDNN on 2 CPU threads or cuDNN."""
   import torch
 
   torch.set_num_threads(2)
+  device = 'cuda' if gpu and torch.cuda.is_available() else 'cpu'
   b, t, i, h, layers = cfg
   torch.manual_seed(0)
   net = torch.nn.LSTM(i, h, num_layers=layers, bidirectional=True, batch_first=True)
-  x = torch.randn(b, t, i)
+  net = net.to(device)
+  x = torch.randn(b, t, i, device=device)
 
   def run():
     net.zero_grad(set_to_none=True)
     y, _ = net(x)
     y.sum().backward()
+    if device == 'cuda':
+      torch.cuda.synchronize()
 
-  return run
+  return run, device
 
 
 def gemm_rate(n=1024, reps=30):
@@ -290,6 +324,8 @@ def run_child(args):
     'runtime': 'tuned' if tuned else 'default',
     'tune_cpu_applied': applied if tuned else None,
     'jax': jax.__version__,
+    'backend': jax.default_backend(),
+    'devices': [str(d) for d in jax.devices()],
     'gemm_gflops_f32_1024': gemm_rate(),
     'configs': {},
   }
@@ -297,7 +333,8 @@ def run_child(args):
     cfg = CONFIGS[name]
     cands, source = jax_candidates(name, cfg, args)
     if not args.no_torch:
-      cands['torch'] = (torch_candidate(cfg), None)
+      run_torch, result['torch_device'] = torch_candidate(cfg, gpu=jax.default_backend() == 'gpu')
+      cands['torch'] = (run_torch, None)
     load_before = os.getloadavg()[0]
     stats = time_round_robin(cands, args)
     key = f'train_steps_x{args.steps_per_call}'
@@ -358,6 +395,21 @@ def table(run):
       for k in ('native', 'fused', 'reference', 'native_bf16', 'fused_bf16', 'linen', 'train_step')
     ]
     rows.append(f'| {name} | ' + ' | '.join(f'{v:.2f}' for v in c) + ' |')
+  if any('cudnn' in s for s in run['configs'].values()):
+    rows += [
+      '',
+      f'GPU ({", ".join(run["devices"])}; torch on {run.get("torch_device")}), ms:',
+      '',
+      '| config | cudnn | jax_rnn | fused | linen | torch | jax_rnn/cudnn | torch/cudnn '
+      '| linen/cudnn | fused/cudnn |',
+      '|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for name, s in run['configs'].items():
+      c, r, f, linen, torch = (_ms(s, k) for k in ('cudnn', 'jax_rnn', 'fused', 'linen', 'torch'))
+      rows.append(
+        f'| {name} | {c:.3f} | {r:.3f} | {f:.3f} | {linen:.3f} | {torch:.3f} | {r / c:.2f}x '
+        f'| {torch / c:.2f}x | {linen / c:.2f}x | {f / c:.2f}x |'
+      )
   for name, s in run['configs'].items():
     for k, v in s.items():
       if k.startswith('train_steps_x'):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import fused, native, recurrence
+from bilstm_jax import cudnn, fused, native, recurrence
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
@@ -44,6 +44,7 @@ def register_layer_impl(name: str, fn: Callable) -> None:
 register_layer_impl('reference', recurrence.lstm_layer_reference)
 register_layer_impl('fused', fused.lstm_layer_fused)
 register_layer_impl('native', fused.lstm_layer_native)
+register_layer_impl('cudnn', cudnn.lstm_layer_cudnn)
 
 
 def pytorch_uniform(hidden_size: int) -> Initializer:
@@ -111,9 +112,10 @@ class BiLSTM(nn.Module):
     impl: which recurrence to run, all with the same numbers: 'fused' (a hand-written
       backward pass around two `lax.scan`s, see `bilstm_jax.fused`), 'native' (the same,
       with both loops in a multi-threaded CPU kernel, `bilstm_jax.native`; CPU only,
-      float32 or bfloat16), 'reference' (autodiff through `lax.scan`), or 'auto'
-      (default): 'native' when JAX computes on a single CPU device in float32 or bfloat16
-      and the kernel builds, else 'fused'.
+      float32 or bfloat16), 'cudnn' (cuDNN's LSTM through `jax.experimental.rnn`, GPU
+      and float32 only, see `bilstm_jax.cudnn`), 'reference' (autodiff through
+      `lax.scan`), or 'auto' (default): 'native' when JAX computes on a single CPU device
+      in float32 or bfloat16 and the kernel builds, else 'fused'.
 
   Example:
     >>> lstm = BiLSTM(hidden_size=8, num_layers=2)
