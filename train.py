@@ -42,6 +42,7 @@ def main(argv):
   if not FLAGS['verbosity'].present:
     # orbax and jax log every step of every save at INFO; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
+  runtime.freeze_gc()  # after the imports: the collector stops rescanning their objects
   if FLAGS.tune_cpu:
     runtime.tune_cpu()
   if FLAGS.compilation_cache:

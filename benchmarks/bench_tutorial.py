@@ -37,7 +37,8 @@ def child_jax(task: str, cache_dir: str | None) -> float:
   from bilstm_jax import runtime, train_lib
   from configs import default
 
-  runtime.tune_cpu()  # as train.py does
+  runtime.freeze_gc()  # as train.py does
+  runtime.tune_cpu()
   if cache_dir:
     runtime.enable_compilation_cache(cache_dir)
   config = default.get_config()

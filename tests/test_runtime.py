@@ -16,14 +16,26 @@ print(first, jax.config.read('jax_cpu_enable_async_dispatch'), y.is_ready(), run
 """
 
 
-def test_tune_cpu_dispatches_synchronously_and_says_when_too_late():
-  out = subprocess.run(
-    [sys.executable, '-c', _SCRIPT],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    check=True,
-    timeout=120,
+def _run(script: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=120
   )
+
+
+def test_tune_cpu_dispatches_synchronously_and_says_when_too_late():
+  out = _run(_SCRIPT)
   # Applied before JAX started; a second call after the first computation reports False.
   assert out.stdout.split() == ['True', 'False', 'True', 'False'], out.stdout + out.stderr
+
+
+_GC_SCRIPT = """
+import gc
+from bilstm_jax import runtime, train_lib
+frozen = runtime.freeze_gc()
+print(frozen > 100_000, gc.get_freeze_count() == frozen, len(gc.get_objects()) < frozen)
+"""
+
+
+def test_freeze_gc_takes_the_imported_objects_out_of_the_collectors_scans():
+  out = _run(_GC_SCRIPT)
+  assert out.stdout.split() == ['True', 'True', 'True'], out.stdout + out.stderr
