@@ -6,6 +6,7 @@ same data with the same schedule (batch 16, Adam lr 0.01, 50 epochs, loss logged
 everything after the imports: data generation, model build, compilation (JAX), training,
 evaluation and, for JAX, all that `train.py` does besides (5 checkpoints, TensorBoard,
 two plots, the jax.export of the model). Interpreter start and imports are left out.
+Both sides freeze the objects their imports leave behind (`gc.freeze`), as train.py does.
 
 Three candidates, interleaved:
   jax_cold:  as `train.py --compilation_cache=`: every program compiled from scratch.
@@ -50,11 +51,14 @@ def child_jax(task: str, cache_dir: str | None) -> float:
 
 
 def child_torch(task: str) -> float:
+  import gc
+
   import torch
 
   from bilstm_jax import data
   from configs import default
 
+  gc.freeze()  # the same process setting as the JAX side (runtime.freeze_gc)
   torch.set_num_threads(2)
   config = default.get_config()
   config.data.task = task
