@@ -48,8 +48,15 @@ DATA_MODES = ('shared', 'bootstrap', 'subsets')
 
 def member_keys(seed: int, num_members: int) -> tuple[jax.Array, jax.Array]:
   """(init keys, step keys), each key[num_members]: member i splits `key(seed + i)`."""
-  pairs = [jax.random.split(jax.random.key(seed + i)) for i in range(num_members)]
-  return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
+  return _member_keys(seed, num_members)
+
+
+@functools.partial(jax.jit, static_argnums=1, compiler_options=train_lib.RUN_ONCE)
+def _member_keys(seed, num_members: int) -> tuple[jax.Array, jax.Array]:
+  # One program for all members (eagerly, each member's split and each index was one).
+  seeds = jnp.arange(num_members, dtype=jnp.int32) + seed
+  keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(seeds)
+  return keys[:, 0], keys[:, 1]
 
 
 def set_hparams(state: train_lib.TrainState, **values) -> train_lib.TrainState:
@@ -90,12 +97,18 @@ def create_members(
   Returns:
     The stacked TrainState (apply_fn and tx are shared).
   """
-  state = jax.vmap(lambda k: train_lib.create_train_state(k, model, tx, sample_batch))(init_keys)
-  hparams = dict(hparams or {})
-  if 'init_scale' in hparams:
-    state = scale_params(state, hparams.pop('init_scale'))
-  hparams.pop('dropout', None)
-  return set_hparams(state, **hparams)
+  hparams = {k: v for k, v in (hparams or {}).items() if k != 'dropout'}
+
+  def create(keys, inputs, lengths, hparams):
+    state = jax.vmap(lambda k: train_lib.init_train_state(k, model, tx, inputs, lengths))(keys)
+    if 'init_scale' in hparams:
+      state = scale_params(state, hparams.pop('init_scale'))
+    return set_hparams(state, **hparams)
+
+  # One program (see train_lib.create_train_state); eagerly, scaling and writing the
+  # hyperparameters compiled one program per parameter and per value.
+  create = jax.jit(create, compiler_options=train_lib.RUN_ONCE)
+  return create(init_keys, sample_batch['inputs'], sample_batch['lengths'], hparams)
 
 
 def get_member(state: train_lib.TrainState, i: int) -> train_lib.TrainState:

@@ -276,7 +276,7 @@ class Population:
     }
 
   def start_info(self, state) -> dict:
-    per_member = sum(x[0].size for x in jax.tree.leaves(state.params))
+    per_member = sum(x.size // x.shape[0] for x in jax.tree.leaves(state.params))
     return {'num_params': int(per_member), 'num_members': self.num_members}
 
   def log_line(self, metrics: dict) -> str:
