@@ -48,13 +48,14 @@ DATA_MODES = ('shared', 'bootstrap', 'subsets')
 
 def member_keys(seed: int, num_members: int) -> tuple[jax.Array, jax.Array]:
   """(init keys, step keys), each key[num_members]: member i splits `key(seed + i)`."""
-  return _member_keys(seed, num_members)
+  # Low 32 bits: the key bits `jax.random.key(seed + i)` gives (checked up to 2**33).
+  seeds = np.array([(seed + i) & 0xFFFFFFFF for i in range(num_members)], np.uint32)
+  return _member_keys(seeds)
 
 
-@functools.partial(jax.jit, static_argnums=1, compiler_options=train_lib.RUN_ONCE)
-def _member_keys(seed, num_members: int) -> tuple[jax.Array, jax.Array]:
+@functools.partial(jax.jit, compiler_options=train_lib.RUN_ONCE)
+def _member_keys(seeds: jax.Array) -> tuple[jax.Array, jax.Array]:
   # One program for all members (eagerly, each member's split and each index was one).
-  seeds = jnp.arange(num_members, dtype=jnp.int32) + seed
   keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(seeds)
   return keys[:, 0], keys[:, 1]
 

@@ -90,6 +90,15 @@ def test_vmapped_ensemble_equals_independent_single_runs(mode):
     assert int(state.step[i]) == int(one.step) == len(calls) * steps_per_call
 
 
+@pytest.mark.parametrize('seed', [0, -5, 2**31 - 2, 3_000_000_000])
+def test_member_keys_are_each_members_own_split(seed):
+  init_keys, step_keys = ensemble.member_keys(seed, 3)
+  for i in range(3):
+    want = jax.random.split(jax.random.key(seed + i))
+    np.testing.assert_array_equal(jax.random.key_data(init_keys[i]), jax.random.key_data(want[0]))
+    np.testing.assert_array_equal(jax.random.key_data(step_keys[i]), jax.random.key_data(want[1]))
+
+
 def test_learning_rates_make_members_diverge():
   dataset = _dataset()
   calls = _stacked_calls(dataset, None, True, epochs=3)
