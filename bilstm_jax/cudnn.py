@@ -96,21 +96,8 @@ def reference_lstm(
 ):
   """`jax.experimental.rnn.lstm`'s signature, computed by its CPU reference `lstm_ref`."""
   del precision  # the reference computes at the default precision
-  w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(
-    weights, input_size, hidden_size, num_layers, bidirectional
-  )
+  dims = (input_size, hidden_size, num_layers)
+  w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, *dims, bidirectional)
   return rnn.lstm_ref(
-    x,
-    h_0,
-    c_0,
-    w_ih,
-    w_hh,
-    b_ih,
-    b_hh,
-    seq_lengths,
-    input_size,
-    hidden_size,
-    num_layers,
-    dropout,
-    bidirectional,
+    x, h_0, c_0, w_ih, w_hh, b_ih, b_hh, seq_lengths, *dims, dropout, bidirectional
   )
