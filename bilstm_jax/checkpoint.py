@@ -147,14 +147,12 @@ class Checkpoints:
     one per member, so its loop passes the host's count).
     """
     step = int(state.step) if step is None else step
-    params, train = (
-      state.params,
-      {
-        'opt_state': state.opt_state,
-        'step': state.step,
-        'rng': jax.random.key_data(rng),
-      },
-    )
+    params = state.params
+    train = {
+      'opt_state': state.opt_state,
+      'step': state.step,
+      'rng': jax.random.key_data(rng),
+    }
     if all(getattr(a, 'is_fully_addressable', True) for a in jax.tree.leaves((params, train))):
       # This process holds every value: hand orbax numpy copies. Its per-array path for
       # jax.Arrays (replica slices, transfers) cost 60 ms per save of the tutorial's
