@@ -13,6 +13,8 @@ Differences from the other layers, all handled here or refused:
   * float32 only (`jax.experimental.rnn` has no bfloat16 LSTM); float32 matmuls follow
     `jax_default_matmul_precision`, like XLA's own dots on the GPU.
   * Only a GPU backend lowers it. On others the layer raises a ValueError at trace time.
+  * Not under `jax.vmap`: `jax.experimental.rnn`'s primitives have no batching rule, so
+    vmapped ensembles need `impl='fused'` (what 'auto' picks on a GPU).
 
 Not yet run on a GPU in this project's tests (CI has none). The tests check the weight
 packing and the masking on CPU by running `jax.experimental.rnn`'s reference
