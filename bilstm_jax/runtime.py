@@ -31,10 +31,12 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-_ONE_GIB = 1 << 30
+# The largest threshold mallopt takes (its value is a C int): 2 GiB - 1. A larger block
+# (or a freed one above the trim threshold) goes back to the OS after every call.
+MAX_THRESHOLD = 2**31 - 1
 
 
-def tune_cpu(threshold_bytes: int = _ONE_GIB) -> bool:
+def tune_cpu(threshold_bytes: int = MAX_THRESHOLD) -> bool:
   """Raises glibc's mmap and trim thresholds and runs JAX's CPU programs synchronously.
 
   Call it once at the start of an entry point (a training or benchmark script), before
@@ -44,12 +46,23 @@ def tune_cpu(threshold_bytes: int = _ONE_GIB) -> bool:
   steps competes for the same cores anyway, that costs nothing measurable here.
 
   Args:
-    threshold_bytes: the new M_MMAP_THRESHOLD and M_TRIM_THRESHOLD.
+    threshold_bytes: the new M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, 1 .. MAX_THRESHOLD.
+      The default, the largest, keeps XLA buffers of up to 2 GiB in the heap: a 256-member
+      small ensemble's 1.9 GB scratch buffer was mapped and faulted in on every call at
+      1 GiB (181-197 model-steps/s against 241-252).
 
   Returns:
     True if both settings took effect; False if JAX had already started (the dispatch
     mode is then unchanged) or the C library is not glibc (thresholds unchanged).
+
+  Raises:
+    ValueError: threshold_bytes outside 1 .. MAX_THRESHOLD (before changing anything).
   """
+  if not 0 < threshold_bytes <= MAX_THRESHOLD:
+    raise ValueError(
+      f'threshold_bytes must be in 1 .. {MAX_THRESHOLD} (mallopt takes a C int); '
+      f'got {threshold_bytes}.'
+    )
   import jax  # only here: importing this module must stay free of side effects
   from jax._src import xla_bridge  # no public way to ask whether the client exists yet
 

@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from bilstm_jax import runtime
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SCRIPT = """
@@ -39,3 +43,10 @@ print(frozen > 100_000, gc.get_freeze_count() == frozen, len(gc.get_objects()) <
 def test_freeze_gc_takes_the_imported_objects_out_of_the_collectors_scans():
   out = _run(_GC_SCRIPT)
   assert out.stdout.split() == ['True', 'True', 'True'], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize('threshold', [0, 2**31])
+def test_tune_cpu_refuses_thresholds_mallopt_cannot_take(threshold):
+  # Raised before any setting changes, so this process stays as it was.
+  with pytest.raises(ValueError, match='mallopt takes a C int'):
+    runtime.tune_cpu(threshold)
