@@ -46,18 +46,22 @@ DATA_MODES = ('shared', 'bootstrap', 'subsets')
 # ----------------------------------------------------------------------------- creation
 
 
-def member_keys(seed: int, num_members: int) -> tuple[jax.Array, jax.Array]:
-  """(init keys, step keys), each key[num_members]: member i splits `key(seed + i)`."""
+def member_keys(
+  seed: int, num_members: int, compiler_options: dict | None = None
+) -> tuple[jax.Array, jax.Array]:
+  """(init keys, step keys), each key[num_members]: member i splits `key(seed + i)`.
+
+  One jitted program for all members (eagerly, each member's split and each index was
+  one); `compiler_options` as for `train_lib.create_train_state`.
+  """
   # Low 32 bits: the key bits `jax.random.key(seed + i)` gives (checked up to 2**33).
   seeds = np.array([(seed + i) & 0xFFFFFFFF for i in range(num_members)], np.uint32)
-  return _member_keys(seeds)
 
+  def split(seeds):
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(seeds)
+    return keys[:, 0], keys[:, 1]
 
-@functools.partial(jax.jit, compiler_options=train_lib.RUN_ONCE)
-def _member_keys(seeds: jax.Array) -> tuple[jax.Array, jax.Array]:
-  # One program for all members (eagerly, each member's split and each index was one).
-  keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(seeds)
-  return keys[:, 0], keys[:, 1]
+  return jax.jit(split, compiler_options=compiler_options)(seeds)
 
 
 def set_hparams(state: train_lib.TrainState, **values) -> train_lib.TrainState:
@@ -84,7 +88,12 @@ def scale_params(state: train_lib.TrainState, scale) -> train_lib.TrainState:
 
 
 def create_members(
-  init_keys: jax.Array, model: nn.Module, tx, sample_batch: dict, hparams: dict | None = None
+  init_keys: jax.Array,
+  model: nn.Module,
+  tx,
+  sample_batch: dict,
+  hparams: dict | None = None,
+  compiler_options: dict | None = None,
 ) -> train_lib.TrainState:
   """N members as one `TrainState` whose leaves have a leading member axis.
 
@@ -94,6 +103,7 @@ def create_members(
     hparams: optional {'learning_rate', 'weight_decay', 'init_scale': float32[N]}; the
       first two go into `opt_state.hyperparams`, `init_scale` multiplies the initial
       parameters. ('dropout' is not part of the state; pass it to the step.)
+    compiler_options: as for `train_lib.create_train_state`.
 
   Returns:
     The stacked TrainState (apply_fn and tx are shared).
@@ -108,7 +118,7 @@ def create_members(
 
   # One program (see train_lib.create_train_state); eagerly, scaling and writing the
   # hyperparameters compiled one program per parameter and per value.
-  create = jax.jit(create, compiler_options=train_lib.RUN_ONCE)
+  create = jax.jit(create, compiler_options=compiler_options)
   return create(init_keys, sample_batch['inputs'], sample_batch['lengths'], hparams)
 
 

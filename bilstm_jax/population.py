@@ -233,8 +233,9 @@ class Population:
       hp['weight_decay'] = self.hparams['weight_decay']
     sample_set = run.train_set if self.shared_data else self.member_sets[0]
     sample = next(data_lib.batches(sample_set, cfg.train.batch_size, shuffle=False))
-    init_keys, step_keys = ensemble.member_keys(cfg.seed, self.num_members)
-    state = ensemble.create_members(init_keys, run.model, tx, sample, hp)
+    once = train_lib.RUN_ONCE  # top-level programs that run once
+    init_keys, step_keys = ensemble.member_keys(cfg.seed, self.num_members, once)
+    state = ensemble.create_members(init_keys, run.model, tx, sample, hp, once)
     placement = sharding.member_sharding((state, step_keys), run.mesh)
     return sharding.put((state, step_keys), placement)
 

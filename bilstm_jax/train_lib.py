@@ -58,13 +58,24 @@ def init_train_state(rng: jax.Array, model, tx, inputs: jax.Array, lengths: jax.
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
-def create_train_state(rng: jax.Array, model, tx, sample_batch: dict) -> TrainState:
+def create_train_state(
+  rng: jax.Array, model, tx, sample_batch: dict, compiler_options: dict | None = None
+) -> TrainState:
   """Initialises parameters from a sample batch's shapes and wraps them with `tx`.
 
-  One compiled program (`RUN_ONCE`) for the parameters and the optimiser state: run
-  eagerly, every initialiser and every optimiser buffer would compile a program of its own.
+  One jitted program for the parameters and the optimiser state: run eagerly, every
+  initialiser and every optimiser buffer would compile a program of its own.
+
+  Args:
+    rng, model, tx, sample_batch: the key, the Flax module, the optax transformation and a
+      batch ({'inputs', 'lengths'}) whose shapes the parameters are built for.
+    compiler_options: for that program, e.g. `RUN_ONCE` (as the training loop uses).
+      JAX takes them only on a top-level jit, so the default is none: the function then
+      also works inside a caller's `jax.jit`.
   """
-  init = jax.jit(functools.partial(init_train_state, model=model, tx=tx), compiler_options=RUN_ONCE)
+  init = jax.jit(
+    functools.partial(init_train_state, model=model, tx=tx), compiler_options=compiler_options
+  )
   return init(rng, inputs=sample_batch['inputs'], lengths=sample_batch['lengths'])
 
 

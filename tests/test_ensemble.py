@@ -99,6 +99,21 @@ def test_member_keys_are_each_members_own_split(seed):
     np.testing.assert_array_equal(jax.random.key_data(step_keys[i]), jax.random.key_data(want[1]))
 
 
+def test_members_and_keys_can_be_built_inside_a_callers_jit():
+  model = models.BiLSTMRegressor(HIDDEN)
+  tx = optim.make_optimizer(_optim(), inject_weight_decay=True)
+  sample = {'inputs': np.zeros((4, 6, 5), np.float32), 'lengths': np.full(4, 6, np.int32)}
+
+  def build():
+    init_keys, _ = ensemble.member_keys(3, 2)
+    return ensemble.create_members(init_keys, model, tx, sample, {'init_scale': np.ones(2)})
+
+  inside = jax.jit(build)()
+  outside = build()
+  for a, b in zip(jax.tree.leaves(inside.params), jax.tree.leaves(outside.params), strict=True):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+
+
 def test_learning_rates_make_members_diverge():
   dataset = _dataset()
   calls = _stacked_calls(dataset, None, True, epochs=3)

@@ -37,6 +37,18 @@ def test_one_jitted_step_changes_every_parameter():
   assert all(ok for _, ok in flat), [jax.tree_util.keystr(p) for p, ok in flat if not ok]
 
 
+def test_create_train_state_inside_jit_and_with_run_once_options():
+  state, batch = _state_and_batch()
+  model, tx = models.BiLSTMRegressor(hidden_size=4, num_layers=2), state.tx
+  # Inside a caller's jit (where JAX refuses compiler options on the inner jit).
+  inner = jax.jit(lambda k: train_lib.create_train_state(k, model, tx, batch).params)
+  once = train_lib.create_train_state(jax.random.key(0), model, tx, batch, train_lib.RUN_ONCE)
+  trees = (state.params, inner(jax.random.key(0)), once.params)
+  for a, b, c in zip(*map(jax.tree.leaves, trees), strict=True):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-7)  # last-bit differences only
+    np.testing.assert_allclose(c, a, rtol=0, atol=1e-7)
+
+
 def test_train_steps_equals_repeated_train_step():
   state, batch = _state_and_batch()
   stacked = data.stack([batch, batch, batch])
