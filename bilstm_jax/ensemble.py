@@ -54,8 +54,7 @@ def member_keys(
   One jitted program for all members (eagerly, each member's split and each index was
   one); `compiler_options` as for `train_lib.create_train_state`.
   """
-  # Low 32 bits: the key bits `jax.random.key(seed + i)` gives (checked up to 2**33).
-  seeds = np.array([(seed + i) & 0xFFFFFFFF for i in range(num_members)], np.uint32)
+  seeds = np.array([train_lib.key_seed(seed + i) for i in range(num_members)])
 
   def split(seeds):
     keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(seeds)

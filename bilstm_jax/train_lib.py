@@ -52,6 +52,15 @@ class TrainState(train_state.TrainState):
 RUN_ONCE = {'xla_backend_optimization_level': 0}
 
 
+def key_seed(seed: int) -> np.uint32:
+  """`seed` as the 32 bits `jax.random.key(seed)` uses, to pass into a jitted program.
+
+  A Python int argument of a jitted function becomes int32 and overflows at 2**31, while
+  `jax.random.key` of a Python int keeps its low 32 bits (checked for -5 .. 2**33).
+  """
+  return np.uint32(seed & 0xFFFFFFFF)
+
+
 def init_train_state(rng: jax.Array, model, tx, inputs: jax.Array, lengths: jax.Array):
   """Traceable: parameters initialised from the inputs' shapes, wrapped with `tx`."""
   params = model.init(rng, inputs, lengths)['params']
@@ -359,7 +368,7 @@ def build_state(run: Run) -> tuple[TrainState, jax.Array]:
     return init_train_state(init_rng, run.model, tx, inputs, lengths), step_rng
 
   build = jax.jit(build, compiler_options=RUN_ONCE)
-  return build(run.config.seed, sample['inputs'], sample['lengths'])
+  return build(key_seed(run.config.seed), sample['inputs'], sample['lengths'])
 
 
 class SingleModel:

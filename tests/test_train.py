@@ -49,6 +49,12 @@ def test_create_train_state_inside_jit_and_with_run_once_options():
     np.testing.assert_allclose(c, a, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize('seed', [0, -5, 2**31 + 5, 3_000_000_000])
+def test_key_seed_gives_a_jitted_program_the_key_of_the_python_seed(seed):
+  inside = jax.jit(lambda s: jax.random.key_data(jax.random.key(s)))(train_lib.key_seed(seed))
+  np.testing.assert_array_equal(inside, jax.random.key_data(jax.random.key(seed)))
+
+
 def test_train_steps_equals_repeated_train_step():
   state, batch = _state_and_batch()
   stacked = data.stack([batch, batch, batch])
