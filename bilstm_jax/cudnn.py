@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import rnn
+
+# `jax.experimental.rnn` is imported where it is used: importing `bilstm_jax` must not
+# depend on an experimental module that a JAX release could move.
 
 
 def pack_weights(w_ih: jax.Array, bias: jax.Array, w_hh: jax.Array) -> jax.Array:
@@ -62,6 +64,8 @@ def lstm_layer_cudnn(x, valid, w_ih, bias, w_hh, h0, c0, matmul_dtype=None, lstm
         f"BiLSTM impl='cudnn' needs a GPU backend; JAX's default backend is "
         f"{jax.default_backend()!r}. Use impl='auto'."
       )
+    from jax.experimental import rnn
+
     lstm = rnn.lstm
   dirs, features, gates = w_ih.shape
   hidden = gates // 4
@@ -97,6 +101,8 @@ def reference_lstm(
   precision=None,
 ):
   """`jax.experimental.rnn.lstm`'s signature, computed by its CPU reference `lstm_ref`."""
+  from jax.experimental import rnn
+
   del precision  # the reference computes at the default precision
   dims = (input_size, hidden_size, num_layers)
   w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, *dims, bidirectional)
