@@ -54,15 +54,13 @@ def child_jax(task: str, cache_dir: str | None) -> float:
 
 
 def child_torch(task: str, freeze_gc: bool) -> float:
-  import gc
-
   import torch
 
-  from bilstm_jax import data
+  from bilstm_jax import data, runtime
   from configs import default
 
-  if freeze_gc:  # the process setting train.py uses (runtime.freeze_gc)
-    gc.freeze()
+  if freeze_gc:  # the process setting train.py uses
+    runtime.freeze_gc()
   torch.set_num_threads(2)
   config = default.get_config()
   config.data.task = task

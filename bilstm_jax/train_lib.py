@@ -219,11 +219,10 @@ class Progress:
     return self.window
 
   def to_meta(self) -> dict:
-    window = self.fetch_window()  # once per save
-    meta = dataclasses.asdict(dataclasses.replace(self, window={}, pending=[]))
+    meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     del meta['pending']
-    # A float, or a list for an ensemble's per-member sums.
-    meta['window'] = {k: np.asarray(v).tolist() for k, v in window.items()}
+    # Fetched once per save; a float, or a list for an ensemble's per-member sums.
+    meta['window'] = {k: np.asarray(v).tolist() for k, v in self.fetch_window().items()}
     return meta
 
   @classmethod
