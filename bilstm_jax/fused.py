@@ -97,11 +97,12 @@ def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
   gradients' matmul), `c_prev` and `tc` ([time, dirs, batch, hidden], step order) and
   `acts` (per direction the [time, batch, 4h] gate activations, natural order).
   """
-  if native:
-    hs, acts, lhs, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
-      x, _valid(mask), w_ih, bias, w_hh, h0, c0, bf16=_bf16(matmul_dtype)
-    )
-    return hs, (h_n, c_n), (lhs, c_prev, acts, tc)
+  forward = _forward_kernel if native else _forward_xla
+  return forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype)
+
+
+def _forward_xla(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
+  """`_forward` with the loop as a `lax.scan`."""
   (h_n, c_n), (h_prev, c_prev, acts, tc) = _forward_scan(
     x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype
   )
@@ -115,6 +116,25 @@ def _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
     for d, h in enumerate(h_prev)
   )
   return hs, (h_n, c_n), (lhs, c_prev, acts, tc)
+
+
+# The kernel's two loops have no derivatives of their own. A first-order gradient never
+# needs one (the custom VJP calls the loops on plain values), but differentiating that
+# gradient again does: a gradient of a gradient (meta-learning), a Hessian-vector product,
+# `jax.hessian`. There the JVP of each loop is that of its `lax.scan` version, which
+# computes the same values; it runs only in such higher-order programs.
+@partial(jax.custom_jvp, nondiff_argnums=(7,))
+def _forward_kernel(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
+  """`_forward` with both loops in the CPU kernel."""
+  hs, acts, lhs, c_prev, tc, h_n, c_n = native_kernel.lstm_fwd(
+    x, _valid(mask), w_ih, bias, w_hh, h0, c0, bf16=_bf16(matmul_dtype)
+  )
+  return hs, (h_n, c_n), (lhs, c_prev, acts, tc)
+
+
+@_forward_kernel.defjvp
+def _forward_kernel_jvp(matmul_dtype, primals, tangents):
+  return jax.jvp(partial(_forward_xla, matmul_dtype=matmul_dtype), primals, tangents)
 
 
 def _forward_scan(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
@@ -217,13 +237,22 @@ def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
 def _layer_bwd(matmul_dtype, native, residuals, cotangents):
   x, mask, w_ih, bias, w_hh, h0, c0, (lhs, c_prev, acts, tc) = residuals
   d_hs, (d_hn, d_cn) = cotangents
-  if native:
-    d_gates, dh0, dc0 = native_kernel.lstm_bwd(
-      acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16=_bf16(matmul_dtype)
-    )
-  else:
-    d_gates, dh0, dc0 = _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
+  backward = _backward_kernel if native else _backward_scan
+  d_gates, dh0, dc0 = backward(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
   return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, dc0)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _backward_kernel(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):
+  """`_backward_scan` in the CPU kernel (its JVP is the scan's, as for `_forward_kernel`)."""
+  return native_kernel.lstm_bwd(
+    acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16=_bf16(matmul_dtype)
+  )
+
+
+@_backward_kernel.defjvp
+def _backward_kernel_jvp(matmul_dtype, primals, tangents):
+  return jax.jvp(partial(_backward_scan, matmul_dtype), primals, tangents)
 
 
 def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):

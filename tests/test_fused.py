@@ -4,6 +4,8 @@
 (`bilstm_jax.native`); every test here runs both.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,6 +136,41 @@ def test_jit_vmap_and_grad_of_jit(impl):
     p_m = jax.tree.map(lambda a, m=m: a[m], params)
     np.testing.assert_allclose(values[m], loss(p_m, x), rtol=1e-6)
     _assert_rel(grad_of_jit(p_m, x), jax.tree.map(lambda a, m=m: a[m], grads), 1e-5)
+
+
+@functools.cache
+def _second_order(impl):
+  """A Hessian-vector product (forward over reverse) and a gradient of a gradient
+  (reverse over reverse, as meta-learning takes) of `_loss` for a 2-layer BiLSTM, with
+  respect to the parameters, the inputs and the initial states."""
+  k_init, x, k_h, k_c = _inputs(5)
+  model = BiLSTM(H, num_layers=2, impl=impl)
+  params = model.init(k_init, x)
+  state = (jax.random.normal(k_h, (4, B, H)), jax.random.normal(k_c, (4, B, H)))
+  lengths = jnp.asarray(LENGTHS)
+  primals = (params, x, state)
+  tangents = jax.tree.map(
+    lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), primals
+  )
+
+  def grad(p, x, s):
+    return jax.grad(_loss, argnums=(1, 2, 4))(model, p, x, lengths, s)
+
+  @jax.jit
+  def both(primals, tangents):
+    hvp = jax.jvp(grad, primals, tangents)[1]
+    of_grad = jax.grad(
+      lambda *a: sum(jnp.sum(jnp.sin(g)) for g in jax.tree.leaves(grad(*a))), (0, 1, 2)
+    )
+    return hvp, of_grad(*primals)
+
+  return both(primals, tangents)
+
+
+@pytest.mark.parametrize('impl', FAST)
+def test_second_order_derivatives_match_the_reference(impl):
+  """Differentiating the custom gradient again (the kernel through its scan version)."""
+  _assert_rel(_second_order('reference'), _second_order(impl), 1e-5)
 
 
 def test_bfloat16_matmuls_close_to_float32():
