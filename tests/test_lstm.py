@@ -444,3 +444,44 @@ def test_jit_with_concrete_inputs_closed_over():
   np.testing.assert_allclose(jitted, eager, rtol=0, atol=1e-6)
   init = jax.jit(lambda key: module.init(key, np.zeros((1, 2, FEATURES), np.float32)))
   assert init(jax.random.key(0))['params']['layer_0']['w_ih'].shape == (2, FEATURES, 4 * HIDDEN)
+
+
+# --- Flax NNX ------------------------------------------------------------------------------
+
+
+def test_runs_in_flax_nnx_through_the_bridge():
+  """`nnx.bridge.ToNNX` wraps BiLSTM as an NNX module (the README's example): same
+  parameters and outputs as the linen module, dropout from the NNX rng stream, and an
+  `nnx.jit` training step with `nnx.Optimizer` that lowers the loss."""
+  import optax
+  from flax import nnx
+
+  x, lengths = inputs(), jnp.array([TIME, 2, 0])
+  lstm = BiLSTM(HIDDEN, num_layers=2, dropout=0.5)
+  wrapped = nnx.bridge.ToNNX(lstm, rngs=nnx.Rngs(0, dropout=1))
+  nnx.bridge.lazy_init(wrapped, x, lengths)
+  params = nnx.to_pure_dict(nnx.state(wrapped, nnx.Param))
+  assert set(params) == {'layer_0', 'layer_1'}
+  for a, b in zip(
+    jax.tree.leaves(wrapped(x, lengths)),
+    jax.tree.leaves(lstm.apply({'params': params}, x, lengths)),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(a, b)
+  first, second = (wrapped(x, lengths, deterministic=False)[0] for _ in range(2))
+  assert not np.allclose(first, second)  # each call draws new dropout masks
+
+  targets = jnp.sin(jnp.arange(BATCH * TIME * 2 * HIDDEN, dtype=jnp.float32))
+  targets = (
+    targets.reshape(BATCH, TIME, 2 * HIDDEN) * (jnp.arange(TIME) < lengths[:, None])[..., None]
+  )
+  opt = nnx.Optimizer(wrapped, optax.adam(0.05), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, opt):
+    loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x, lengths)[0] - targets) ** 2))(model)
+    opt.update(model, grads)
+    return loss
+
+  losses = [float(step(wrapped, opt)) for _ in range(30)]
+  assert losses[-1] < 0.5 * losses[0]
