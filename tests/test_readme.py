@@ -1,0 +1,44 @@
+"""The README's Python examples run as written (so the README cannot drift from the code)."""
+
+import os
+import re
+
+import jax
+import pytest
+
+from bilstm_jax import export
+from bilstm_jax.models import BiLSTMRegressor
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
+
+
+def _blocks() -> list[str]:
+  with open(README) as f:
+    return re.findall(r'^```python\n(.*?)^```', f.read(), re.S | re.M)
+
+
+def test_the_module_examples_run_and_give_the_shapes_they_state():
+  blocks = _blocks()
+  assert len(blocks) == 3, 'a Python block was added to or removed from the README'
+  scope = {}
+  exec(blocks[0], scope)  # linen
+  assert scope['y'].shape == (4, 20, 64)
+  assert scope['h_n'].shape == scope['c_n'].shape == (4, 4, 32)
+  exec(blocks[1], scope)  # Flax NNX, reusing the first block's x and lengths
+  assert scope['y'].shape == (4, 20, 64)
+  assert scope['h_n'].shape == (4, 4, 32)
+
+
+def test_the_export_example_loads_what_train_py_writes(tmp_path, monkeypatch):
+  """The third block reads `runs/default/export/predict.jaxexport`, as `make train` writes
+  it (`train_lib` calls `export.export_predict` the same way)."""
+  block = _blocks()[2]
+  if 'runs/default/export/predict.jaxexport' not in block:
+    pytest.fail('the export example no longer reads the default run; update this test')
+  model = BiLSTMRegressor(hidden_size=8, output_size=1)
+  params = model.init(jax.random.key(0), jax.numpy.zeros((1, 3, 5)))['params']
+  export.export_predict(model, params, 5, str(tmp_path / 'runs' / 'default' / 'export'))
+  monkeypatch.chdir(tmp_path)
+  scope = {}
+  exec(block, scope)
+  assert scope['y'].shape == (2, 7, 1)
