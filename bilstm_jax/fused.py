@@ -1,4 +1,4 @@
-"""A fast LSTM layer: a masked scan with a hand-written backward pass (`custom_vjp`).
+"""A fast LSTM layer: a masked scan with a hand-written backward pass.
 
 Same signature, layouts and numbers as `recurrence.lstm_layer_reference`. Autodiff through
 `lax.scan` stores every intermediate of the step and computes the weight gradient one step
@@ -12,6 +12,12 @@ The two loops come in two versions with the same inputs and outputs: `lax.scan`s
 (`native=True`, `impl='native'`), whose forward also computes the input projection inside
 its loop. The weight gradients are shared: per direction one matmul, [x^T; h_prev^T; 1]
 @ d_gates, gives dW_ih, dW_hh and the bias gradient at once.
+
+The layer is a `jax.custom_jvp`: its rule computes the tangent with `linear_pair`, a
+primitive whose transpose is the backward pass above. Reverse mode (`jax.grad`) runs that
+backward pass, forward mode (`jax.jvp`, `jax.jacfwd`) a tangent recurrence in `lax.scan`,
+and both are differentiable again (second order). A `jax.custom_vjp` compiled to the same
+first-order program but had no forward mode.
 
 Layout, chosen so that no large array is copied, transposed or zero-filled:
   * The custom gradient covers the whole layer, input projection included. Each
@@ -42,6 +48,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from bilstm_jax import linear_pair
 from bilstm_jax import native as native_kernel
 from bilstm_jax.recurrence import matmul, recurrent_matmul, step_mask
 
@@ -118,11 +125,12 @@ def _forward_xla(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
   return hs, (h_n, c_n), (lhs, c_prev, acts, tc)
 
 
-# The kernel's two loops have no derivatives of their own. A first-order gradient never
-# needs one (the custom VJP calls the loops on plain values), but differentiating that
-# gradient again does: a gradient of a gradient (meta-learning), a Hessian-vector product,
-# `jax.hessian`. There the JVP of each loop is that of its `lax.scan` version, which
-# computes the same values; it runs only in such higher-order programs.
+# The kernel's loops have no derivatives of their own. A first-order derivative never needs
+# one (`_layer_jvp` calls the forward loop on plain values, and `_DERIVATIVES` the backward
+# loop), but differentiating that derivative again does: a gradient of a gradient
+# (meta-learning), a Hessian-vector product, `jax.hessian`. There the JVP of the forward
+# loop is that of its `lax.scan` version, which computes the same values (and
+# `_DERIVATIVES` differentiates the backward through `_backward_scan`).
 @partial(jax.custom_jvp, nondiff_argnums=(7,))
 def _forward_kernel(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
   """`_forward` with both loops in the CPU kernel."""
@@ -222,37 +230,79 @@ def lstm_layer_native(x, valid, w_ih, bias, w_hh, h0, c0, matmul_dtype=None):
   return lstm_layer_fused(x, valid, w_ih, bias, w_hh, h0, c0, matmul_dtype, native=True)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+@partial(jax.custom_jvp, nondiff_argnums=(7, 8))
 def _layer(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
   hs, final, _ = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native)
   return hs, final
 
 
-def _layer_fwd(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native):
-  hs, final, per_step = _forward(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype, native)
-  residuals = (x, mask, w_ih, bias, w_hh, h0, c0, per_step)
-  return (hs, final), residuals
+@_layer.defjvp
+def _layer_jvp(matmul_dtype, native, primals, tangents):
+  """The forward pass, and the tangent through `_DERIVATIVES`: in reverse mode JAX
+  transposes that into `_cotangents`, the hand-written backward pass."""
+  hs, final, per_step = _forward(*primals, matmul_dtype, native)
+  residuals = (*primals, per_step)
+  linear = tuple(t for i, t in enumerate(tangents) if i != 1)  # all but the mask's
+  outputs = (hs, *final)
+  d_hs, d_hn, d_cn = _DERIVATIVES.apply((matmul_dtype, native), residuals, linear, outputs)
+  return (hs, final), (d_hs, (d_hn, d_cn))
 
 
-def _layer_bwd(matmul_dtype, native, residuals, cotangents):
+def _tangents(static, residuals, tangents):
+  """Forward mode: the tangents of (hs, h_n, c_n) from those of the layer's inputs.
+
+  Per direction, every step's gate pre-activation moves by P_t + dh_{t-1} @ w_hh, where P
+  (from the tangents of x, the weights and the bias) is one matmul over all steps with the
+  forward's [x^T; h_prev^T; 1]; the scan then carries (dh, dc) through the gates.
+  """
+  matmul_dtype, _ = static
   x, mask, w_ih, bias, w_hh, h0, c0, (lhs, c_prev, acts, tc) = residuals
-  d_hs, (d_hn, d_cn) = cotangents
-  backward = _backward_kernel if native else _backward_scan
-  d_gates, dh0, dc0 = backward(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
-  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, dc0)
+  dx, dw_ih, dbias, dw_hh, dh0, dc0 = tangents
+  time, batch = x.shape[:2]
+  dirs, hidden = w_hh.shape[0], w_hh.shape[1]
+  p = []
+  for d in range(dirs):
+    dw = jnp.concatenate([dw_ih[d], dw_hh[d], dbias[d][None]]).astype(jnp.float32)
+    p_d = matmul('km,kg->mg', lhs[d], dw, matmul_dtype)
+    p.append(p_d.reshape(time, batch, -1) + matmul('tbf,fg->tbg', dx, w_ih[d], matmul_dtype))
+  k = _gate_scale(hidden)
+  shift, k2 = 1.0 - k, k * k
 
+  def step(carry, inputs):
+    dh, dc = carry
+    s, m_t, tc_t, cp_t = inputs
+    act = _read_rows(acts, s)
+    d_act = (_read_rows(p, s) + recurrent_matmul(dh, w_hh, matmul_dtype)) * (
+      k2 - jnp.square(act - shift)
+    )
+    i, f, g, o = jnp.split(act, 4, axis=-1)
+    di, df, dg, do = jnp.split(d_act, 4, axis=-1)
+    dc_new = df * cp_t + f * dc + di * g + i * dg
+    dh_new = do * tc_t + o * (1.0 - tc_t * tc_t) * dc_new
+    out = jnp.where(m_t, dh_new, 0.0)
+    return (jnp.where(m_t, dh_new, dh), jnp.where(m_t, dc_new, dc)), out
 
-@partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _backward_kernel(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):
-  """`_backward_scan` in the CPU kernel (its JVP is the scan's, as for `_forward_kernel`)."""
-  return native_kernel.lstm_bwd(
-    acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16=_bf16(matmul_dtype)
+  inputs = (_step_indices(time), mask, tc, c_prev)
+  (dh_n, dc_n), d_out = jax.lax.scan(
+    step, (dh0.astype(jnp.float32), dc0.astype(jnp.float32)), inputs
   )
+  d_hs = jnp.concatenate([d_out[::-1, d] if d else d_out[:, d] for d in range(dirs)], axis=-1)
+  return d_hs, dh_n, dc_n
 
 
-@_backward_kernel.defjvp
-def _backward_kernel_jvp(matmul_dtype, primals, tangents):
-  return jax.jvp(partial(_backward_scan, matmul_dtype), primals, tangents)
+def _cotangents(static, residuals, cotangents):
+  """Reverse mode: the gradients of the layer's inputs (but the mask) from those of (hs,
+  h_n, c_n); the backward recurrence, then the weight gradients as large matmuls."""
+  matmul_dtype, native = static
+  x, mask, w_ih, bias, w_hh, h0, c0, (lhs, c_prev, acts, tc) = residuals
+  d_hs, d_hn, d_cn = cotangents
+  if native:
+    d_gates, dh0, dc0 = native_kernel.lstm_bwd(
+      acts, _valid(mask), d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16=_bf16(matmul_dtype)
+    )
+  else:
+    d_gates, dh0, dc0 = _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
+  return _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, dc0)
 
 
 def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn):
@@ -316,7 +366,6 @@ def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, 
     d_x = d_x + matmul('tbg,fg->tbf', d_gates[d], w_ih[d], matmul_dtype)
   return (
     d_x.astype(x.dtype),
-    None,
     jnp.stack(d_w_ih).astype(w_ih.dtype),
     jnp.stack(d_bias).astype(bias.dtype),
     jnp.stack(d_w_hh).astype(w_hh.dtype),
@@ -325,4 +374,7 @@ def _weight_grads(matmul_dtype, x, w_ih, bias, w_hh, h0, c0, lhs, d_gates, dh0, 
   )
 
 
-_layer.defvjp(_layer_fwd, _layer_bwd)
+# Differentiating the derivatives themselves (second order) goes through the scans.
+_DERIVATIVES = linear_pair.LinearPair(
+  'bilstm_jax_lstm_layer_tangent', _tangents, _cotangents, lambda static: (static[0], False)
+)

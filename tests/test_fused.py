@@ -1,4 +1,4 @@
-"""The custom-VJP recurrences against autodiff and torch.nn.LSTM.
+"""The hand-differentiated recurrences against autodiff and torch.nn.LSTM.
 
 `impl='fused'` runs its loops as `lax.scan`s, `impl='native'` in the CPU kernel
 (`bilstm_jax.native`); every test here runs both.
@@ -114,6 +114,14 @@ def test_layer_gradients_match_autodiff_directly(d, impl, shape):
   for a, b in zip(jax.tree.leaves(out_ref), jax.tree.leaves(out_fast), strict=True):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
+  # Forward mode: the tangent recurrence against autodiff of the plain scan.
+  tangents = tuple(jnp.cos(jnp.arange(a.size, dtype=jnp.float32)).reshape(a.shape) for a in args)
+
+  def jvp(layer):
+    return jax.jvp(lambda *a: layer(a[0], mask, *a[1:], None), args, tangents)[1]
+
+  _assert_rel(jvp(recurrence.lstm_layer_reference), jvp(LAYERS[impl]), 1e-5)
+
 
 @pytest.mark.parametrize('impl', FAST)
 def test_jit_vmap_and_grad_of_jit(impl):
@@ -165,6 +173,54 @@ def _second_order(impl):
     return hvp, of_grad(*primals)
 
   return both(primals, tangents)
+
+
+@pytest.mark.parametrize('impl', FAST)
+@pytest.mark.parametrize('num_layers', [1, 2])
+def test_forward_mode_matches_the_reference(impl, num_layers):
+  """`jax.jvp` and `jax.jacfwd` (forward mode) of the module, with lengths, under jit and
+  vmap: the custom JVP's tangent recurrence, not the backward pass."""
+  k_init, x, k_h, k_c = _inputs(6)
+  ref = BiLSTM(H, num_layers=num_layers, impl='reference')
+  params = ref.init(k_init, x)
+  state = tuple(jax.random.normal(k, (2 * num_layers, B, H)) for k in (k_h, k_c))
+  lengths = jnp.asarray(LENGTHS)
+  primals = (params, x, state)
+  tangents = jax.tree.map(
+    lambda a: jnp.sin(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), primals
+  )
+
+  def jvp(module):
+    run = jax.jit(lambda p, t: jax.jvp(lambda *a: module.apply(a[0], a[1], lengths, a[2]), p, t))
+    out, tangent = run(primals, tangents)
+    batched = jax.vmap(run, in_axes=(None, 0))(
+      primals, jax.tree.map(lambda t: jnp.stack([t, -2 * t]), tangents)
+    )
+    _assert_rel(
+      jax.tree.map(lambda t: -2 * t, tangent), jax.tree.map(lambda t: t[1], batched[1]), 1e-5
+    )
+    jac = jax.jacfwd(lambda x: jnp.sum(module.apply(params, x, lengths)[0], axis=(1, 2)))(x)
+    return out, tangent, jac
+
+  _assert_rel(jvp(ref), jvp(ref.clone(impl=impl)), 1e-5)
+
+
+@pytest.mark.parametrize('impl', FAST)
+def test_the_transpose_of_the_gradient_is_the_forward_mode(impl):
+  """The two primitives of `linear_pair` transpose into each other both ways."""
+  ks = jax.random.split(jax.random.key(9), 7)
+  x = jax.random.normal(ks[0], (T, B, F))
+  mask = jax.random.bernoulli(ks[1], 0.7, (T, B))
+  shapes = ((2, F, 4 * H), (2, 4 * H), (2, H, 4 * H), (2, B, H), (2, B, H))
+  args = (x, *(0.5 * jax.random.normal(k, s) for k, s in zip(ks[2:], shapes, strict=True)))
+  tangents = tuple(jnp.cos(jnp.arange(a.size, dtype=jnp.float32)).reshape(a.shape) for a in args)
+
+  def layer(*a):
+    return LAYERS[impl](a[0], mask, *a[1:], None)
+
+  out, vjp = jax.vjp(layer, *args)
+  (transposed,) = jax.linear_transpose(vjp, out)(tangents)
+  _assert_rel(jax.jvp(layer, args, tangents)[1], transposed, 1e-5)
 
 
 @pytest.mark.parametrize('impl', FAST)
