@@ -6,6 +6,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -203,6 +204,24 @@ def test_forward_mode_matches_the_reference(impl, num_layers):
     return out, tangent, jac
 
   _assert_rel(jvp(ref), jvp(ref.clone(impl=impl)), 1e-5)
+
+
+@pytest.mark.parametrize('impl', FAST)
+def test_rematerialisation_gives_the_same_gradients(impl):
+  """`jax.checkpoint` around the loss and `nn.remat` around the module (the README says both
+  work): the forward pass runs again in the backward, the gradients stay the same."""
+  k_init, x, _, _ = _inputs(8)
+  model = BiLSTM(H, num_layers=2, impl=impl)
+  params = model.init(k_init, x)
+  lengths = jnp.asarray(LENGTHS)
+
+  def loss(p, x, module=model):
+    return _loss(module, p, x, lengths, None)
+
+  want = jax.grad(loss, (0, 1))(params, x)
+  _assert_rel(want, jax.grad(jax.checkpoint(loss), (0, 1))(params, x), 1e-6)
+  remat = nn.remat(BiLSTM)(H, num_layers=2, impl=impl)
+  _assert_rel(want, jax.grad(lambda p, x: loss(p, x, remat), (0, 1))(params, x), 1e-6)
 
 
 @pytest.mark.parametrize('impl', FAST)
