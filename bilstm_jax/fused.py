@@ -35,7 +35,7 @@ about three times as much as outside it:
   * one tanh evaluates all four gates: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5, so the gate
     vector is scaled by k = (0.5, 0.5, 1, 0.5) per gate (i, f, g, o), passed through tanh
     and mapped back with `a * k + (1 - k)`. The derivative of every gate then has the same
-    form: k**2 - (act - (1 - k))**2.
+    form: k**2 - (act - (1 - k))**2 (`_gate_slope`).
   * the states before each step are the scan outputs (the backward needs exactly those);
     the zero-masked output sequence is built from them outside the loop, as one
     whole-array operation. (The CPU kernel writes the outputs itself.)
@@ -57,6 +57,13 @@ def _gate_scale(hidden: int) -> jax.Array:
   """float32[4 * hidden]: 0.5 on the sigmoid gates (i, f, o), 1 on the cell gate (g)."""
   k = jnp.array([0.5, 0.5, 1.0, 0.5], jnp.float32)
   return jnp.repeat(k, hidden)
+
+
+def _gate_slope(act: jax.Array) -> jax.Array:
+  """d act / d pre-activation of every gate, from the activations [..., 4h]:
+  k**2 - (act - (1 - k))**2 (sigmoid' = s(1 - s) on i, f, o; tanh' = 1 - t**2 on g)."""
+  k = _gate_scale(act.shape[-1] // 4)
+  return k * k - jnp.square(act - (1.0 - k))
 
 
 def _step_indices(time: int) -> jax.Array:
@@ -259,22 +266,18 @@ def _tangents(static, residuals, tangents):
   x, mask, w_ih, bias, w_hh, h0, c0, (lhs, c_prev, acts, tc) = residuals
   dx, dw_ih, dbias, dw_hh, dh0, dc0 = tangents
   time, batch = x.shape[:2]
-  dirs, hidden = w_hh.shape[0], w_hh.shape[1]
+  dirs = w_hh.shape[0]
   p = []
   for d in range(dirs):
     dw = jnp.concatenate([dw_ih[d], dw_hh[d], dbias[d][None]]).astype(jnp.float32)
     p_d = matmul('km,kg->mg', lhs[d], dw, matmul_dtype)
     p.append(p_d.reshape(time, batch, -1) + matmul('tbf,fg->tbg', dx, w_ih[d], matmul_dtype))
-  k = _gate_scale(hidden)
-  shift, k2 = 1.0 - k, k * k
 
   def step(carry, inputs):
     dh, dc = carry
     s, m_t, tc_t, cp_t = inputs
     act = _read_rows(acts, s)
-    d_act = (_read_rows(p, s) + recurrent_matmul(dh, w_hh, matmul_dtype)) * (
-      k2 - jnp.square(act - shift)
-    )
+    d_act = (_read_rows(p, s) + recurrent_matmul(dh, w_hh, matmul_dtype)) * _gate_slope(act)
     i, f, g, o = jnp.split(act, 4, axis=-1)
     di, df, dg, do = jnp.split(d_act, 4, axis=-1)
     dc_new = df * cp_t + f * dc + di * g + i * dg
@@ -309,9 +312,6 @@ def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
   """The backward recurrence as a `lax.scan`: (gate gradients, dh0, dc0)."""
   time = mask.shape[0]
   dirs, hidden = w_hh.shape[0], w_hh.shape[1]
-  k = _gate_scale(hidden)
-  shift = 1.0 - k
-  k2 = k * k
   # Transposed once, outside the loop: [dirs, 4h, hidden].
   w_t = jnp.swapaxes(w_hh if matmul_dtype is None else w_hh.astype(matmul_dtype), 1, 2)
 
@@ -326,7 +326,7 @@ def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
     dh_new = jnp.where(m_t, dh + _read_rows(d_out, s), 0.0)
     dc_new = jnp.where(m_t, dc, 0.0) + dh_new * o * (1.0 - tc_t * tc_t)
     d_act = jnp.concatenate([dc_new * g, dc_new * cp_t, dc_new * i, dh_new * tc_t], axis=-1)
-    d_gates = d_act * (k2 - jnp.square(act_t - shift))
+    d_gates = d_act * _gate_slope(act_t)
     dh_rec = jnp.einsum(
       'dbg,dgh->dbh', d_gates.astype(w_t.dtype), w_t, preferred_element_type=jnp.float32
     )

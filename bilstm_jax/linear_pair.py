@@ -42,19 +42,15 @@ class LinearPair:
     transpose: LinearFn,
     differentiable: Callable[[Hashable], Hashable] = lambda static: static,
   ):
-    self._fns = {}
-    self._partner = {}
     prims = (Primitive(name), Primitive(f'{name}_transpose'))
     for prim, fn, partner in zip(prims, (forward, transpose), prims[::-1], strict=True):
       prim.multiple_results = True
-      self._fns[prim] = fn
-      self._partner[prim] = partner
-      run = self._runner(prim)
+      run = self._runner(fn)
       prim.def_impl(jax.jit(run, static_argnames=('static', 'tree', 'batch', 'out_avals')))
       prim.def_abstract_eval(lambda *avals, out_avals, **params: list(out_avals))
       mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=True))
       ad.primitive_jvps[prim] = self._jvp_rule(run, differentiable)
-      ad.primitive_transposes[prim] = self._transpose_rule(prim)
+      ad.primitive_transposes[prim] = self._transpose_rule(prim, partner)
       batching.primitive_batchers[prim] = self._batch_rule(prim)
     self._forward = prims[0]
 
@@ -71,9 +67,8 @@ class LinearPair:
   # and out_avals (the outputs' shapes and dtypes: what abstract evaluation returns, so
   # that tracing never runs a function it does not lower).
 
-  def _runner(self, prim) -> Callable:
-    fn = self._fns[prim]
-
+  @staticmethod
+  def _runner(fn: LinearFn) -> Callable:
     def run(*args, static, tree, batch, out_avals):
       del out_avals
       n = tree.num_leaves
@@ -99,9 +94,8 @@ class LinearPair:
 
     return jvp
 
-  def _transpose_rule(self, prim) -> Callable:
-    partner = self._partner
-
+  @staticmethod
+  def _transpose_rule(prim, partner) -> Callable:
     def transpose(cts, *args, static, tree, batch, out_avals):
       n = tree.num_leaves
       residuals, linear = args[:n], args[n:]
@@ -109,9 +103,7 @@ class LinearPair:
         raise ValueError(f'{prim.name} is linear in its linear arguments only.')
       cts = [jnp.zeros(c.aval.shape, c.aval.dtype) if type(c) is ad.Zero else c for c in cts]
       avals = tuple(x.aval if ad.is_undefined_primal(x) else _aval(x) for x in linear)
-      out = partner[prim].bind(
-        *residuals, *cts, static=static, tree=tree, batch=batch, out_avals=avals
-      )
+      out = partner.bind(*residuals, *cts, static=static, tree=tree, batch=batch, out_avals=avals)
       # A linear argument that is a known value (a zero tangent) gets no cotangent.
       return [None] * n + [
         o if ad.is_undefined_primal(x) else None for o, x in zip(out, linear, strict=True)
