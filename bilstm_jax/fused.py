@@ -50,7 +50,7 @@ import jax.numpy as jnp
 
 from bilstm_jax import linear_pair
 from bilstm_jax import native as native_kernel
-from bilstm_jax.recurrence import matmul, recurrent_matmul, step_mask
+from bilstm_jax.recurrence import matmul, recurrent_matmul, step_mask, vary_like
 
 
 def _gate_scale(hidden: int) -> jax.Array:
@@ -174,9 +174,8 @@ def _forward_scan(x, mask, w_ih, bias, w_hh, h0, c0, matmul_dtype):
     new_carry = (jnp.where(m_t, o * tc, h), jnp.where(m_t, c_new, c), bufs)
     return new_carry, (tuple(h), c, tc)
 
-  (h_n, c_n, acts), (h_prev, c_prev, tc) = jax.lax.scan(
-    step, (h0, c0, bufs), (_step_indices(time), mask)
-  )
+  init = vary_like((h0, c0, bufs), bias, w_hh, mask)  # see vary_like: for jax.shard_map
+  (h_n, c_n, acts), (h_prev, c_prev, tc) = jax.lax.scan(step, init, (_step_indices(time), mask))
   return (h_n, c_n), (h_prev, c_prev, acts, tc)
 
 
@@ -250,6 +249,9 @@ def _layer_jvp(matmul_dtype, native, primals, tangents):
   hs, final, per_step = _forward(*primals, matmul_dtype, native)
   residuals = (*primals, per_step)
   linear = tuple(t for i, t in enumerate(tangents) if i != 1)  # all but the mask's
+  # Inside jax.shard_map, a weight's tangent must vary like the outputs it moves (then the
+  # per-device weight gradients transpose into their sum); see vary_like.
+  linear = vary_like(linear, residuals, linear)
   outputs = (hs, *final)
   d_hs, d_hn, d_cn = _DERIVATIVES.apply((matmul_dtype, native), residuals, linear, outputs)
   return (hs, final), (d_hs, (d_hn, d_cn))
@@ -286,9 +288,8 @@ def _tangents(static, residuals, tangents):
     return (jnp.where(m_t, dh_new, dh), jnp.where(m_t, dc_new, dc)), out
 
   inputs = (_step_indices(time), mask, tc, c_prev)
-  (dh_n, dc_n), d_out = jax.lax.scan(
-    step, (dh0.astype(jnp.float32), dc0.astype(jnp.float32)), inputs
-  )
+  init = vary_like((dh0.astype(jnp.float32), dc0.astype(jnp.float32)), p, acts, w_hh, inputs)
+  (dh_n, dc_n), d_out = jax.lax.scan(step, init, inputs)
   d_hs = jnp.concatenate([d_out[::-1, d] if d else d_out[:, d] for d in range(dirs)], axis=-1)
   return d_hs, dh_n, dc_n
 
@@ -337,7 +338,8 @@ def _backward_scan(matmul_dtype, mask, w_hh, c_prev, acts, tc, d_hs, d_hn, d_cn)
 
   steps = (_step_indices(time), mask, tc, c_prev)
   # The activation buffers become the gate gradients, row by row.
-  (dh0, dc0, d_gates), _ = jax.lax.scan(step, (d_hn, d_cn, acts), steps, reverse=True)
+  init = vary_like((d_hn, d_cn, acts), d_out, w_t, steps)
+  (dh0, dc0, d_gates), _ = jax.lax.scan(step, init, steps, reverse=True)
   return d_gates, dh0, dc0
 
 

@@ -127,4 +127,8 @@ class LinearPair:
 
 
 def _aval(x) -> jax.core.ShapedArray:
-  return jax.core.ShapedArray(x.shape, x.dtype)
+  """The type of a tangent like `x`; an array's or tracer's type as JAX gives it (with
+  its sharding and, under `shard_map`, the mesh axes it varies over)."""
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return jax.core.ShapedArray(x.shape, x.dtype)
+  return jax.typeof(x).update(weak_type=False)

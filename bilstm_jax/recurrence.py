@@ -29,6 +29,23 @@ import jax
 import jax.numpy as jnp
 
 
+def vary_like(values, *operands):
+  """`values` (a pytree of arrays), typed to vary over every manual mesh axis that any of
+  `operands` (pytrees) varies over.
+
+  Inside `jax.shard_map` (with its default `check_vma=True`), JAX types each value by the
+  mesh axes along which it differs between devices, and transposes by those types. A
+  `lax.scan`'s initial carry must then have the type of its body's result, which depends on
+  the inputs and weights too; a custom call's results must have the type its operands
+  give them, or gradients come out wrong. Outside `shard_map` the added zero is a no-op
+  that XLA removes.
+  """
+  zero = jnp.zeros((), jnp.float32)
+  for a in jax.tree.leaves(operands):
+    zero = zero + jnp.sum(jnp.ravel(a)[:0]).astype(jnp.float32)  # empty: always 0
+  return jax.tree.map(lambda v: v + zero.astype(v.dtype), values)
+
+
 def lstm_gates(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Applies the LSTM nonlinearities.
 
@@ -121,6 +138,7 @@ def lstm_layer_reference(
 
   xp = project(x, w_ih, bias, matmul_dtype)
   mask = step_mask(valid, w_hh.shape[0])
-  (h_n, c_n), hs = jax.lax.scan(step, (h0, c0), (to_steps(xp), mask))
+  init = vary_like((h0, c0), xp, mask, w_hh)  # see vary_like: for jax.shard_map
+  (h_n, c_n), hs = jax.lax.scan(step, init, (to_steps(xp), mask))
   hs = from_steps(hs)
   return hs.reshape(*hs.shape[:2], -1), (h_n, c_n)

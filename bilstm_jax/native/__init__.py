@@ -34,6 +34,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from bilstm_jax.recurrence import vary_like
+
 _SOURCE = Path(__file__).with_name('lstm_cpu.cc')
 _FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-pthread')
 _TARGETS = {'bilstm_jax_lstm_fwd': 'LstmFwd', 'bilstm_jax_lstm_bwd': 'LstmBwd'}
@@ -176,8 +178,11 @@ def lstm_fwd(x, valid, w_ih, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
   dirs, hidden = w_hh.shape[:2]
   f32 = jnp.float32
 
+  # The results' type: float32, varying over the mesh axes the operands vary over.
+  result = jax.typeof(vary_like(jnp.zeros((), f32), x, valid, w_ih, bias, w_hh, h0, c0))
+
   def shape(*dims):
-    return jax.ShapeDtypeStruct(dims, f32)
+    return result.update(shape=dims)
 
   # Per direction: each direction's buffer is its own operand (the second empty with one).
   def per_dir(*dims):
@@ -216,7 +221,9 @@ def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16: bool = False
   dirs = w_hh.shape[0]
   if dirs == 1:
     acts = (acts[0], jnp.zeros((0, *acts[0].shape[1:]), jnp.float32))
-  shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (*acts, d_hn, d_cn))
+  operands = (acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn)
+  result = jax.typeof(vary_like(jnp.zeros((), jnp.float32), *operands))  # as in lstm_fwd
+  shapes = tuple(result.update(shape=a.shape) for a in (*acts, d_hn, d_cn))
   call = jax.ffi.ffi_call(
     'bilstm_jax_lstm_bwd', shapes, vmap_method='broadcast_all', input_output_aliases={0: 0, 1: 1}
   )
