@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 
-.PHONY: train test lint bench clean
+.PHONY: train test test-oldest lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,8 +27,12 @@ test: $(BIN)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -q
 
+# The same suite against the oldest releases pyproject.toml accepts, in its own venv.
+test-oldest:
+	PIP_CONSTRAINT=$(CURDIR)/.ci/oldest.txt $(MAKE) test VENV=.venv-oldest
+
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/bench_bilstm.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-oldest runs

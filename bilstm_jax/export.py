@@ -17,13 +17,14 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax import export as jax_export  # a submodule that `import jax` alone may not load
 
 from bilstm_jax import native
 
 FILENAME = 'predict.jaxexport'
 
 
-def export_predict(model, params, input_size: int, directory: str) -> jax.export.Exported:
+def export_predict(model, params, input_size: int, directory: str) -> jax_export.Exported:
   """Exports `model.apply(params, inputs, lengths)` (deterministic) to `directory`.
 
   Args:
@@ -39,9 +40,9 @@ def export_predict(model, params, input_size: int, directory: str) -> jax.export
   def predict(inputs, lengths):
     return model.apply({'params': params}, inputs, lengths)
 
-  b, t = jax.export.symbolic_shape('b, t')
+  b, t = jax_export.symbolic_shape('b, t')
   with native.disabled():  # the portable scan: the CPU kernel is a machine-local custom call
-    exported = jax.export.export(jax.jit(predict))(
+    exported = jax_export.export(jax.jit(predict))(
       jax.ShapeDtypeStruct((b, t, input_size), jnp.float32),
       jax.ShapeDtypeStruct((b,), jnp.int32),
     )
@@ -64,5 +65,5 @@ def export_predict(model, params, input_size: int, directory: str) -> jax.export
 def load(directory: str):
   """The exported predict function: `fn(inputs, lengths) -> predictions`."""
   with open(os.path.join(directory, FILENAME), 'rb') as f:
-    exported = jax.export.deserialize(bytearray(f.read()))
+    exported = jax_export.deserialize(bytearray(f.read()))
   return exported.call

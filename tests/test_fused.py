@@ -372,5 +372,5 @@ def test_native_nested_vmap_over_members_and_inputs_matches_separate_calls():
     for j in range(2):
       p_ij = jax.tree.map(lambda a, i=i, j=j: a[i, j], params)
       value, grad = jax.value_and_grad(loss)(p_ij, xs[i, j])
-      np.testing.assert_allclose(values[i, j], value, rtol=1e-6)
+      np.testing.assert_allclose(values[i, j], value, rtol=1e-5)  # float32 sum order
       _assert_rel(grad, jax.tree.map(lambda a, i=i, j=j: a[i, j], grads), 1e-5)
