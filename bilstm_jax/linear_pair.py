@@ -126,9 +126,8 @@ class LinearPair:
     return batch_rule
 
 
-def _aval(x) -> jax.core.ShapedArray:
-  """The type of a tangent like `x`; an array's or tracer's type as JAX gives it (with
-  its sharding and, under `shard_map`, the mesh axes it varies over)."""
-  if isinstance(x, jax.ShapeDtypeStruct):
-    return jax.core.ShapedArray(x.shape, x.dtype)
+def _aval(x):
+  """The type of a tangent like `x` (an array, tracer or `jax.ShapeDtypeStruct`), as JAX
+  gives it: shape, dtype, sharding and, inside `jax.shard_map`, the mesh axes it varies
+  over."""
   return jax.typeof(x).update(weak_type=False)
