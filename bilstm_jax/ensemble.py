@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax import data as data_lib
-from bilstm_jax import losses, train_lib
+from bilstm_jax import losses, sharding, train_lib
 
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
 
@@ -127,8 +127,10 @@ def get_member(state: train_lib.TrainState, i: int) -> train_lib.TrainState:
 
 
 def export_params(state: train_lib.TrainState, i: int) -> dict:
-  """Member i's parameters as a host numpy tree: usable with `model.apply` like any params."""
-  return jax.tree.map(lambda x: np.asarray(x[i]), state.params)
+  """Member i's parameters as a host numpy tree: usable with `model.apply` like any params.
+
+  With members split over several processes every process must call it (`host_copy`)."""
+  return sharding.host_copy(jax.tree.map(lambda x: x[i], state.params))
 
 
 def shard_members(tree, mesh: jax.sharding.Mesh | None = None, axis: str = 'member'):
@@ -280,6 +282,7 @@ def evaluate(eval_fn: Callable, state, dataset: dict, batch_size: int) -> dict:
     eval_fn(state, b)
     for b in data_lib.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
   ]
+  sums = sharding.host_copy(sums)  # the member axis may span processes
   weight = max(sum(float(s['weight']) for s in sums), 1.0)
   member = sum(np.asarray(s['member'], np.float64) for s in sums) / weight
   return {'member_loss': member, 'ensemble_loss': sum(float(s['ensemble']) for s in sums) / weight}

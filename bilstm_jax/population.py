@@ -155,8 +155,9 @@ class _TrainClock:
       self.seconds += time.perf_counter() - self.since
       self.since = None
 
-  def steps_per_s(self) -> float:
-    return self.steps / self.seconds if self.steps and self.seconds > 0 else float('nan')
+  def steps_per_s(self) -> float | None:
+    """None when no call ran after the compiling one (a run of a single call)."""
+    return self.steps / self.seconds if self.steps and self.seconds > 0 else None
 
 
 class Population:
@@ -290,8 +291,9 @@ class Population:
     """The per-member table on the full train and dev sets: summary.json and printed."""
     cfg = run.config
     table = final_table(run, state, self.hparams)
-    steps = int(np.asarray(state.step).max())
-    rate = self.clock.steps_per_s() * self.num_members
+    steps = int(sharding.host_copy(state.step).max())
+    per_member = self.clock.steps_per_s()
+    rate = None if per_member is None else per_member * self.num_members
     summary = {
       'task': cfg.data.task,
       'num_members': self.num_members,
@@ -306,7 +308,8 @@ class Population:
       **train_lib.run_info(run, mon, ckpts),
     }
     train_lib.write_summary(run, mon, summary, skip=('history', 'members'))
-    mon.print(f'Members after {steps} steps ({rate:.0f} model-steps/s after compiling):')
+    speed = f'{rate:.0f} model-steps/s after compiling' if rate else 'one call: speed not measured'
+    mon.print(f'Members after {steps} steps ({speed}):')
     mon.print(format_table(table['members'], _varying_columns(self.hparams)))
     best = table['best_member']
     mon.print(

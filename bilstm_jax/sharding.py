@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -300,5 +301,18 @@ def data_parallel(
 
 
 def host_copy(tree):
-  """numpy copies of replicated (or fully addressable) arrays, for host-side work."""
-  return jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
+  """numpy copies of a pytree's arrays, each whole, for host-side work.
+
+  An array split over devices of other processes (an ensemble's per-member values with
+  the `member` axis across hosts) is gathered from them, a collective: every process must
+  call this at the same point, as the processes of one training loop all do.
+  """
+
+  def one(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if x.is_fully_addressable or x.is_fully_replicated:
+      return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(one, tree)

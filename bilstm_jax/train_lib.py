@@ -214,7 +214,8 @@ class Progress:
   def fetch_window(self) -> dict:
     """The window with the pending sums added in order, in float32 as on device."""
     for sums in self.pending:
-      self.window = {k: np.float32(self.window[k]) + np.asarray(v) for k, v in sums.items()}
+      sums = sharding.host_copy(sums)  # per-member sums may span processes
+      self.window = {k: np.float32(self.window[k]) + v for k, v in sums.items()}
     self.pending = []
     return self.window
 
@@ -616,7 +617,10 @@ def train_loop(run: Run, ckpts, mon: monitor.Monitor, state, rng, progress: Prog
     if log_now:
       row = {'epoch': epoch, 'step': progress.step, **metrics}
       row['learning_rate'] = optim.learning_rate_at(
-        cfg.optim, run.total_steps, state.opt_state.hyperparams['learning_rate'], progress.step - 1
+        cfg.optim,
+        run.total_steps,
+        sharding.host_copy(state.opt_state.hyperparams['learning_rate']),  # may span processes
+        progress.step - 1,
       )
       row.update(timer.rates(progress.step, cfg.train.batch_size))
       mon.event('eval', **row)

@@ -16,6 +16,7 @@ import pytest
 
 from bilstm_jax import distributed, train_lib
 from configs import default
+from configs import ensemble as ensemble_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6  # a few optimiser steps of the default config (global batch 16)
@@ -46,16 +47,25 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train_cmd(workdir: str, *flags: str) -> list[str]:
+def _train_cmd(workdir: str, *flags: str, config: str = 'default') -> list[str]:
   return [
     sys.executable,
     os.path.join(ROOT, 'train.py'),
     '--config',
-    os.path.join(ROOT, 'configs', 'default.py'),
+    os.path.join(ROOT, 'configs', f'{config}.py'),
     '--workdir',
     workdir,
     f'--config.train.num_steps={STEPS}',
     *flags,
+  ]
+
+
+def _two_process_flags(coordinator: str, i: int) -> list[str]:
+  return [
+    f'--config.distributed.coordinator={coordinator}',
+    '--config.distributed.num_processes=2',
+    f'--config.distributed.process_id={i}',
+    '--config.distributed.timeout_s=60',
   ]
 
 
@@ -103,18 +113,7 @@ def _restore(workdir: str):
 def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
   two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
   coordinator = f'127.0.0.1:{_free_port()}'
-  outs = _run_all(
-    [
-      _train_cmd(
-        two,
-        f'--config.distributed.coordinator={coordinator}',
-        '--config.distributed.num_processes=2',
-        f'--config.distributed.process_id={i}',
-        '--config.distributed.timeout_s=60',
-      )
-      for i in range(2)
-    ]
-  )
+  outs = _run_all([_train_cmd(two, *_two_process_flags(coordinator, i)) for i in range(2)])
   _run_all([_train_cmd(one)])
 
   with open(os.path.join(two, 'summary.json')) as f:
@@ -146,3 +145,50 @@ def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
 def _assert_trees_close(a, b, **tolerances):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerances)
+
+
+# An ensemble whose members are split over the two processes (mesh member=2): each holds
+# two members, so every per-member value the loop logs, saves or prints is gathered.
+ENSEMBLE_FLAGS = (
+  '--config.ensemble.num_members=4',
+  '--config.ensemble.data_mode=bootstrap',
+  '--config.train.num_steps=30',  # two epochs, each ending with an evaluation and a save
+  '--config.train.log_every_epochs=1',
+  # Distinct members, but rates low enough that float32 rounding (the kernel runs two
+  # members per call there, four here) does not grow over 30 Adam steps.
+  '--config.ensemble.learning_rate=(0.001, 0.01)',
+)
+
+
+def test_ensemble_members_split_over_two_processes_match_one(tmp_path):
+  two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
+  coordinator = f'127.0.0.1:{_free_port()}'
+  flags = [*ENSEMBLE_FLAGS, '--config.mesh.member=2']
+  outs = _run_all(
+    [
+      _train_cmd(two, *flags, *_two_process_flags(coordinator, i), config='ensemble')
+      for i in range(2)
+    ]
+  )
+  _run_all([_train_cmd(one, *ENSEMBLE_FLAGS, config='ensemble')])
+  summaries = []
+  for workdir in (two, one):
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summaries.append(json.load(f))
+  summary2, summary1 = summaries
+  assert summary2['num_processes'] == 2 and summary2['mesh']['member'] == 2
+  assert len(summary2['history']) == 2  # the mid-run evaluation and the last one
+  for key in ('train_loss', 'dev_loss'):
+    np.testing.assert_allclose(
+      [m[key] for m in summary2['members']], [m[key] for m in summary1['members']], rtol=1e-5
+    )
+  assert 'Best member' in outs[0] and 'Best member' not in outs[1]
+
+  # The two-process checkpoint (each process wrote its own members) restores in one.
+  cfg = ensemble_config.get_config()
+  cfg.ensemble.num_members, cfg.ensemble.data_mode, cfg.train.num_steps = 4, 'bootstrap', 30
+  cfg.ensemble.learning_rate = (0.001, 0.01)
+  step2, state2, _, _ = train_lib.load_latest(cfg, two)
+  step1, state1, _, _ = train_lib.load_latest(cfg, one)
+  assert step2 == step1 == 30
+  _assert_trees_close(state2.params, state1.params, rtol=0, atol=1e-5)
