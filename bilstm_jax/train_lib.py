@@ -451,9 +451,11 @@ class SingleModel:
       f'Final MSE: train {train_mse:.6f}  dev {dev_mse:.6f}  '
       f'(dev target variance {dev_var:.4f}; ratio {dev_mse / dev_var:.4f})'
     )
+    # On every process: parameters split over the `model` axis of several processes are
+    # gathered from all of them (a collective), before process 0 alone exports and plots.
+    params = sharding.host_copy(state.params)
     if not distributed.is_writer():
       return summary
-    params = sharding.host_copy(state.params)  # process 0 alone, on its own device
     export.export_predict(run.model, params, cfg.data.input_size, _path(run, 'export'))
     apply = jax.jit(
       lambda params, x, n: state.apply_fn({'params': params}, x, n), compiler_options=RUN_ONCE

@@ -110,10 +110,14 @@ def _restore(workdir: str):
   return step, state, meta
 
 
-def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
+@pytest.mark.parametrize('axis', ['data', 'model'])
+def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path, axis):
+  """axis: what the two processes split, the batch or the parameters (then gathered for
+  the export by both processes together)."""
   two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
   coordinator = f'127.0.0.1:{_free_port()}'
-  outs = _run_all([_train_cmd(two, *_two_process_flags(coordinator, i)) for i in range(2)])
+  mesh = {'data': ['--config.mesh.data=2'], 'model': ['--config.mesh.model=2']}[axis]
+  outs = _run_all([_train_cmd(two, *mesh, *_two_process_flags(coordinator, i)) for i in range(2)])
   _run_all([_train_cmd(one)])
 
   with open(os.path.join(two, 'summary.json')) as f:
@@ -121,7 +125,7 @@ def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
   with open(os.path.join(one, 'summary.json')) as f:
     summary1 = json.load(f)
   assert summary2['num_processes'] == 2 and summary2['num_devices'] == 2
-  assert summary2['mesh'] == {'member': 1, 'data': 2, 'model': 1}
+  assert summary2['mesh'] == {'member': 1, 'data': 1, 'model': 1, axis: 2}
   assert summary1['num_processes'] == 1 and summary1['mesh']['data'] == 1
   for key in ('final_train_loss', 'final_dev_loss'):
     np.testing.assert_allclose(summary2[key], summary1[key], rtol=1e-5)
