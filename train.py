@@ -1,5 +1,8 @@
 """Trains, evaluates or predicts with a bilstm_jax model from an ml_collections config file.
 
+A config with an `ensemble` block trains a population, one with a `sweep` block one
+population per shape (`bilstm_jax.sweep`).
+
 python train.py --config configs/default.py --workdir /tmp/run [--config.x.y=value ...]
 python train.py --config configs/default.py --workdir /tmp/run --mode=evaluate
 python train.py --config configs/default.py --workdir /tmp/run --mode=predict \
@@ -13,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bilstm_jax import errors, inference, runtime, train_lib
+from bilstm_jax import errors, inference, runtime, sweep, train_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
@@ -49,7 +52,14 @@ def main(argv):
     runtime.enable_compilation_cache(FLAGS.compilation_cache)
   config, workdir = FLAGS.config, FLAGS.workdir
   try:
-    if FLAGS.mode == 'train':
+    if config.get('sweep') is not None:  # one population per shape (bilstm_jax.sweep)
+      if FLAGS.mode != 'train':
+        raise app.UsageError(
+          f"--mode={FLAGS.mode} takes one run: a shape's workdir ({workdir}/<shape>) with "
+          'the ensemble config of that shape; a sweep config only trains.'
+        )
+      sweep.run(config, workdir)
+    elif FLAGS.mode == 'train':
       train_lib.train_and_evaluate(config, workdir)
     elif FLAGS.mode == 'evaluate':
       inference.evaluate(config, workdir, FLAGS.checkpoint)

@@ -9,7 +9,10 @@ combination is trained as its own population (`train_lib.train_and_evaluate`, in
 already in the table, so an interrupted sweep resumes at the first unfinished shape
 (from that shape's newest checkpoint).
 
-  python -m bilstm_jax.sweep --config configs/sweep.py --workdir /tmp/sweep
+`train.py` runs a config with a `sweep` block through `run`, with the process settings
+it gives every run:
+
+  python train.py --config configs/sweep.py --workdir /tmp/sweep
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 
 import ml_collections
 
-from bilstm_jax import population, train_lib
+from bilstm_jax import distributed, errors, population, train_lib
 
 
 def shapes(sweep_config, model_config) -> list[dict]:
@@ -60,8 +63,9 @@ def run(config, workdir: str) -> dict:
      summary without the member table}, 'rows': one dict per member of every shape
      (shape fields, hyperparameters, train and dev loss), 'best': the best row by dev loss}.
   Raises:
-    ValueError if `workdir` holds results of a sweep with a different base config.
+    errors.CheckpointError if `workdir` holds results of a sweep with another base config.
   """
+  distributed.initialize(config.get('distributed'))  # before any other JAX call
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'results.json')
   base = config.to_dict()
@@ -69,40 +73,27 @@ def run(config, workdir: str) -> dict:
   base = json.loads(json.dumps(base))  # tuples as lists, as read back from the file
   results = _read(path) or {'base_config': base, 'shapes': {}, 'rows': []}
   if base != results['base_config']:
-    raise ValueError(f'{path} holds a sweep with another base config; use a new workdir.')
+    raise errors.CheckpointError(
+      f'{path} holds a sweep with another base config; use a new workdir.'
+    )
+  # In a multi-process run every process trains every shape; process 0 alone writes and prints.
+  say = print if distributed.is_writer() else (lambda *args: None)
   todo = shapes(config.sweep, config.model)
   for shape in todo:
     name = shape_name(shape)
     if name in results['shapes']:
-      print(f'[sweep] {name}: done before, skipped')
+      say(f'[sweep] {name}: done before, skipped')
       continue
-    print(f'[sweep] {name}: training {config.ensemble.num_members} members')
+    say(f'[sweep] {name}: training {config.ensemble.num_members} members')
     summary = train_lib.train_and_evaluate(shape_config(config, shape), os.path.join(workdir, name))
     results['rows'] += [{'shape': name, **shape, **row} for row in summary['members']]
     results['shapes'][name] = {k: v for k, v in summary.items() if k not in ('members', 'history')}
     results['best'] = population.best_member(results['rows'])
-    train_lib.write_json(path, results)  # after every shape: the resume point
+    if distributed.is_writer():
+      train_lib.write_json(path, results)  # after every shape: the resume point
   columns = ('shape', 'member', 'learning_rate', 'train_loss', 'dev_loss')
-  print(f'[sweep] {len(results["rows"])} members over {len(results["shapes"])} shapes:')
-  print(population.format_table(results['rows'], columns))
+  say(f'[sweep] {len(results["rows"])} members over {len(results["shapes"])} shapes:')
+  say(population.format_table(results['rows'], columns))
   best = results['best']
-  print(f'[sweep] best: {best["shape"]} member {best["member"]} dev loss {best["dev_loss"]:.6f}')
+  say(f'[sweep] best: {best["shape"]} member {best["member"]} dev loss {best["dev_loss"]:.6f}')
   return results
-
-
-def main(argv):
-  from absl import flags
-
-  if len(argv) > 1:
-    raise ValueError(f'Unexpected arguments: {argv[1:]}')
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  config_flags.DEFINE_config_file('config', None, 'Sweep config file.', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Directory for results.json and one run per shape.')
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)

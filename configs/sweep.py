@@ -5,9 +5,9 @@ with fewer members per shape, plus a `sweep` block of `model` fields to vary. Sh
 cannot share one compiled program, so each combination is one population; one results
 table (`workdir/results.json`) covers them all, and rerunning resumes an interrupted sweep.
 
-  python -m bilstm_jax.sweep --config configs/sweep.py --workdir /tmp/sweep
+  python train.py --config configs/sweep.py --workdir /tmp/sweep
   # smoke (seconds):
-  python -m bilstm_jax.sweep --config configs/sweep.py --workdir /tmp/sweep \
+  python train.py --config configs/sweep.py --workdir /tmp/sweep \
       --config.train.epochs=1 --config.ensemble.num_members=2 --config.sweep.num_layers='(1,)'
 """
 

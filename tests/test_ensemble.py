@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bilstm_jax import data, ensemble, losses, models, optim, population, train_lib
+from bilstm_jax import data, ensemble, errors, losses, models, optim, population, train_lib
 from configs import default
 from tests.test_checkpoint import TINY, tiny_config
 
@@ -289,8 +289,22 @@ def test_sweep_writes_one_table_and_resumes(tmp_path):
   assert results['best']['dev_loss'] == min(r['dev_loss'] for r in results['rows'])
   other = _tiny_sweep_config((2,))
   other.train.epochs = 2
-  with pytest.raises(ValueError, match='another base config'):
+  with pytest.raises(errors.CheckpointError, match='another base config'):
     sweep.run(other, str(tmp_path))
+
+
+def test_train_py_runs_a_sweep_config_and_refuses_to_evaluate_it(tmp_path):
+  cmd = [sys.executable, 'train.py', '--config', 'configs/sweep.py', '--workdir', str(tmp_path)]
+  cmd += ['--config.train.epochs=1', '--config.ensemble.num_members=2']
+  cmd += ['--config.data.num_train=32', '--config.data.num_dev=16']
+  cmd += ['--config.sweep.hidden_size=(2,)', '--config.sweep.num_layers=(1,)']
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '[sweep] best: hidden_size=2,num_layers=1' in out.stdout
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert [r['member'] for r in results['rows']] == [0, 1]
+  out = subprocess.run([*cmd, '--mode=evaluate'], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and 'a sweep config only trains' in out.stderr
 
 
 def test_train_py_trains_the_ensemble_config_and_prints_the_table(tmp_path):
