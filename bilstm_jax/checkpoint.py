@@ -181,7 +181,7 @@ class Checkpoints:
         `params_like` (a checkpoint of another model shape), naming the first few.
     """
     self._check_shapes(step, params_like)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
+    target = jax.tree.map(_restore_target, params_like)
     out = self.manager.restore(
       step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
     )
@@ -269,3 +269,15 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
       + ', '.join(RESUMABLE_KEYS)
       + ' may change on resume).'
     )
+
+
+def _restore_target(x) -> jax.ShapeDtypeStruct:
+  """What orbax restores a leaf as: `x`'s shape, dtype and sharding, or, for a leaf without
+  one (from `jax.eval_shape`), this process's first device. Left to itself, orbax would
+  reuse the saved sharding and refuse a checkpoint written on other devices or processes
+  ("Topology mismatch")."""
+  target = ocp.utils.to_shape_dtype_struct(x)
+  if getattr(target, 'sharding', None) is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
+  return target

@@ -196,3 +196,14 @@ def test_ensemble_members_split_over_two_processes_match_one(tmp_path):
   step1, state1, _, _ = train_lib.load_latest(cfg, one)
   assert step2 == step1 == 30
   _assert_trees_close(state2.params, state1.params, rtol=0, atol=1e-5)
+
+  # And train.py --mode=evaluate reads it in one process (orbax would otherwise restore
+  # onto the two processes' devices it was written from).
+  _run_all(
+    [[*_train_cmd(w, *ENSEMBLE_FLAGS, config='ensemble'), '--mode=evaluate'] for w in (two, one)]
+  )
+  evals = []
+  for workdir in (two, one):
+    with open(os.path.join(workdir, 'evaluate.json')) as f:
+      evals.append(json.load(f))
+  np.testing.assert_allclose(evals[0]['member_loss'], evals[1]['member_loss'], rtol=1e-5)
