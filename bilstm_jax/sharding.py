@@ -308,11 +308,15 @@ def host_copy(tree):
   call this at the same point, as the processes of one training loop all do.
   """
 
-  def one(x):
-    if not isinstance(x, jax.Array):
-      return x
-    if x.is_fully_addressable or x.is_fully_replicated:
-      return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-  return jax.tree.map(one, tree)
+  leaves, treedef = jax.tree.flatten(tree)
+  spread = [
+    i
+    for i, x in enumerate(leaves)
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated)
+  ]
+  if spread:  # one collective for all of them
+    gathered = multihost_utils.process_allgather([leaves[i] for i in spread], tiled=True)
+    for i, x in zip(spread, gathered, strict=True):
+      leaves[i] = x
+  leaves = [np.asarray(x) if isinstance(x, jax.Array) else x for x in leaves]
+  return jax.tree.unflatten(treedef, leaves)

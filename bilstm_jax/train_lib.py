@@ -213,8 +213,8 @@ class Progress:
 
   def fetch_window(self) -> dict:
     """The window with the pending sums added in order, in float32 as on device."""
-    for sums in self.pending:
-      sums = sharding.host_copy(sums)  # per-member sums may span processes
+    # One fetch for all of them (one gather when per-member sums span processes).
+    for sums in sharding.host_copy(self.pending):
       self.window = {k: np.float32(self.window[k]) + v for k, v in sums.items()}
     self.pending = []
     return self.window

@@ -149,6 +149,12 @@ def _f32(*arrays):
   return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
+def _result_type(*operands):
+  """The kernel's results' type (shape to be set): float32, varying over the mesh axes the
+  operands vary over inside `jax.shard_map` (`recurrence.vary_like`)."""
+  return jax.typeof(vary_like(jnp.zeros((), jnp.float32), *operands))
+
+
 def lstm_fwd(x, valid, w_ih, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
   """The forward recurrence of both directions. Any leading vmap dimensions are members.
 
@@ -176,10 +182,7 @@ def lstm_fwd(x, valid, w_ih, bias, w_hh, h0, c0, bf16: bool = False) -> tuple:
   ensure_loaded()
   time, batch, features = x.shape
   dirs, hidden = w_hh.shape[:2]
-  f32 = jnp.float32
-
-  # The results' type: float32, varying over the mesh axes the operands vary over.
-  result = jax.typeof(vary_like(jnp.zeros((), f32), x, valid, w_ih, bias, w_hh, h0, c0))
+  result = _result_type(x, valid, w_ih, bias, w_hh, h0, c0)
 
   def shape(*dims):
     return result.update(shape=dims)
@@ -221,8 +224,7 @@ def lstm_bwd(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn, bf16: bool = False
   dirs = w_hh.shape[0]
   if dirs == 1:
     acts = (acts[0], jnp.zeros((0, *acts[0].shape[1:]), jnp.float32))
-  operands = (acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn)
-  result = jax.typeof(vary_like(jnp.zeros((), jnp.float32), *operands))  # as in lstm_fwd
+  result = _result_type(acts, valid, d_hs, tc, c_prev, w_hh, d_hn, d_cn)
   shapes = tuple(result.update(shape=a.shape) for a in (*acts, d_hn, d_cn))
   call = jax.ffi.ffi_call(
     'bilstm_jax_lstm_bwd', shapes, vmap_method='broadcast_all', input_output_aliases={0: 0, 1: 1}
