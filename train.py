@@ -1,7 +1,7 @@
 """Trains, evaluates or predicts with a bilstm_jax model from an ml_collections config file.
 
 A config with an `ensemble` block trains a population, one with a `sweep` block one
-population per shape (`bilstm_jax.sweep`).
+population per shape (`bilstm_jax.ensembles.sweep`).
 
 python train.py --config configs/default.py --workdir /tmp/run [--config.x.y=value ...]
 python train.py --config configs/default.py --workdir /tmp/run --mode=evaluate
@@ -16,7 +16,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bilstm_jax import errors, inference, runtime, sweep, train_lib
+from bilstm_jax import errors, runtime
+from bilstm_jax.ensembles import sweep
+from bilstm_jax.training import inference
+from bilstm_jax.training import loop as train_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
@@ -52,7 +55,7 @@ def main(argv):
     runtime.enable_compilation_cache(FLAGS.compilation_cache)
   config, workdir = FLAGS.config, FLAGS.workdir
   try:
-    if config.get('sweep') is not None:  # one population per shape (bilstm_jax.sweep)
+    if config.get('sweep') is not None:  # one population per shape (bilstm_jax.ensembles.sweep)
       if FLAGS.mode != 'train':
         raise app.UsageError(
           f"--mode={FLAGS.mode} takes one run: a shape's workdir ({workdir}/<shape>) with "

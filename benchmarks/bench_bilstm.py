@@ -85,8 +85,8 @@ def jax_candidates(name, cfg, args):
   import jax
   import jax.numpy as jnp
 
-  from bilstm_jax import native
-  from bilstm_jax.lstm import BiLSTM
+  from bilstm_jax.nn import native
+  from bilstm_jax.nn.lstm import BiLSTM
 
   b, t, i, h, layers = cfg
   kx, kp, ky = jax.random.split(jax.random.key(0), 3)
@@ -183,13 +183,13 @@ def make_train_step(cfg, x, key):
   import jax
   import optax
 
-  from bilstm_jax import train_lib
   from bilstm_jax.models import BiLSTMRegressor
+  from bilstm_jax.training import loop as train_lib
 
   batch = _batch(cfg, x, key)
   model = BiLSTMRegressor(hidden_size=cfg[3], num_layers=cfg[4])  # impl='auto', as train.py
   state = train_lib.create_train_state(jax.random.key(2), model, optax.adam(1e-3), batch)
-  return train_lib.train_step, state, batch, jax.random.key(1), 'bilstm_jax.train_lib'
+  return train_lib.train_step, state, batch, jax.random.key(1), 'bilstm_jax.training.loop'
 
 
 def make_train_steps(cfg, x, key, k):
@@ -197,7 +197,7 @@ def make_train_steps(cfg, x, key, k):
   import jax
   import jax.numpy as jnp
 
-  from bilstm_jax import train_lib
+  from bilstm_jax.training import loop as train_lib
 
   _, state, batch, _, _ = make_train_step(cfg, x, key)
   batches = jax.tree.map(lambda a: jnp.stack([a] * k), batch)

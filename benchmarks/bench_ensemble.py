@@ -82,7 +82,10 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str, tuned
   import ml_collections
   import numpy as np
 
-  from bilstm_jax import ensemble, models, optim, train_lib
+  from bilstm_jax import models
+  from bilstm_jax.ensembles import ensemble
+  from bilstm_jax.training import loop as train_lib
+  from bilstm_jax.training import optim
 
   b, t, i, h = CONFIGS[cfg]
   rng = np.random.default_rng(0)

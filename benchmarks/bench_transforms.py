@@ -29,7 +29,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from bench_bilstm import CONFIGS  # noqa: E402
 
-from bilstm_jax import BiLSTM, native, runtime  # noqa: E402
+from bilstm_jax import BiLSTM, runtime
+from bilstm_jax.nn import native
 
 RESULTS = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), 'results', 'bench_transforms.json'

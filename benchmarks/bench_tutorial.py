@@ -38,7 +38,8 @@ sys.path.insert(0, ROOT)
 
 
 def child_jax(task: str, cache_dir: str | None) -> float:
-  from bilstm_jax import runtime, train_lib
+  from bilstm_jax import runtime
+  from bilstm_jax.training import loop as train_lib
   from configs import default
 
   runtime.freeze_gc()  # as train.py does
@@ -56,7 +57,8 @@ def child_jax(task: str, cache_dir: str | None) -> float:
 def child_torch(task: str, freeze_gc: bool) -> float:
   import torch
 
-  from bilstm_jax import data, runtime
+  from bilstm_jax import runtime
+  from bilstm_jax.data import batching as data
   from configs import default
 
   if freeze_gc:  # the process setting train.py uses

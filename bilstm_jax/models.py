@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax.lstm import BiLSTM
+from bilstm_jax.nn.lstm import BiLSTM
 
 
 def torch_linear_init(fan_in: int):

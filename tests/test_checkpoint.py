@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from bilstm_jax import checkpoint, errors, inference, train_lib
+from bilstm_jax import errors
+from bilstm_jax.training import checkpoint, inference
+from bilstm_jax.training import loop as train_lib
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

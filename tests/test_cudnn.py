@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import cudnn, recurrence
-from bilstm_jax.lstm import BiLSTM, register_layer_impl
+from bilstm_jax.nn import cudnn, recurrence
+from bilstm_jax.nn.lstm import BiLSTM, register_layer_impl
 
 LAYER = functools.partial(cudnn.lstm_layer_cudnn, lstm=cudnn.reference_lstm)
 register_layer_impl('cudnn_on_reference', LAYER)

@@ -13,7 +13,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bilstm_jax import data, ensemble, errors, losses, models, optim, population, train_lib
+from bilstm_jax import errors, losses, models
+from bilstm_jax.data import batching as data
+from bilstm_jax.ensembles import ensemble, population
+from bilstm_jax.training import loop as train_lib
+from bilstm_jax.training import optim
 from configs import default
 from tests.test_checkpoint import TINY, tiny_config
 
@@ -238,7 +242,10 @@ def test_best_member_skips_diverged_and_table_formats():
 def test_member_axis_sharded_over_two_devices():
   code = """
 import jax, jax.numpy as jnp, numpy as np
-from bilstm_jax import ensemble, models, optim, train_lib
+from bilstm_jax import models
+from bilstm_jax.ensembles import ensemble
+from bilstm_jax.training import optim
+from bilstm_jax.training import loop as train_lib
 import ml_collections
 assert jax.device_count() == 2
 b = {'inputs': np.ones((2, 3, 4, 5), np.float32), 'lengths': np.full((2, 3), 4, np.int32),
@@ -275,7 +282,7 @@ def _tiny_sweep_config(hidden_sizes):
 
 
 def test_sweep_writes_one_table_and_resumes(tmp_path):
-  from bilstm_jax import sweep
+  from bilstm_jax.ensembles import sweep
 
   first = sweep.run(_tiny_sweep_config((2,)), str(tmp_path))
   assert [r['shape'] for r in first['rows']] == ['hidden_size=2,num_layers=1'] * 2
@@ -333,7 +340,7 @@ def _tiny_ensemble_config(**overrides):
 
 
 def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
-  from bilstm_jax import checkpoint
+  from bilstm_jax.training import checkpoint
 
   reference = str(tmp_path / 'reference')
   expected = train_lib.train_and_evaluate(_tiny_ensemble_config(), reference)
@@ -407,7 +414,7 @@ def test_ensemble_num_steps_and_early_stopping(tmp_path):
 
 
 def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
-  from bilstm_jax import inference
+  from bilstm_jax.training import inference
 
   cfg = _tiny_ensemble_config()
   summary = train_lib.train_and_evaluate(cfg, str(tmp_path))

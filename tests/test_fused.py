@@ -1,7 +1,7 @@
 """The hand-differentiated recurrences against autodiff and torch.nn.LSTM.
 
 `impl='fused'` runs its loops as `lax.scan`s, `impl='native'` in the CPU kernel
-(`bilstm_jax.native`); every test here runs both.
+(`bilstm_jax.nn.native`); every test here runs both.
 """
 
 import functools
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import fused, native, recurrence
-from bilstm_jax.lstm import BiLSTM
+from bilstm_jax.nn import fused, native, recurrence
+from bilstm_jax.nn.lstm import BiLSTM
 
 B, T, F, H = 3, 7, 4, 5
 LENGTHS = np.array([0, 4, T], np.int32)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bilstm_jax import interop
-from bilstm_jax.lstm import BiLSTM
+from bilstm_jax.nn.lstm import BiLSTM
 
 torch = pytest.importorskip('torch')
 
@@ -425,7 +425,7 @@ def test_package_imports_without_torch():
 import sys
 sys.modules['torch'] = None  # any `import torch` now raises ImportError
 import numpy as np
-import bilstm_jax.interop, bilstm_jax.lstm
+import bilstm_jax.interop, bilstm_jax.nn.lstm
 sd = {f'{n}_l0': np.zeros(s, np.float32) for n, s in
       [('weight_ih', (8, 3)), ('weight_hh', (8, 2)), ('bias_ih', (8,)), ('bias_hh', (8,))]}
 p = bilstm_jax.interop.lstm_from_torch(sd)

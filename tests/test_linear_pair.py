@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax.linear_pair import LinearPair
+from bilstm_jax.nn.linear_pair import LinearPair
 
 CALLS = []
 

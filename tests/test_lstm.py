@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from bilstm_jax.lstm import BiLSTM
+from bilstm_jax.nn.lstm import BiLSTM
 
 BATCH, TIME, FEATURES, HIDDEN = 3, 5, 4, 3
 
@@ -18,7 +18,7 @@ def np_lstm(params, x, lengths=None, initial_state=None):
   """A float64 loop over one LSTM cell, sequence by sequence, step by step.
 
   Written from the LSTM equations (PyTorch gate order i, f, g, o), independently of
-  `bilstm_jax.recurrence`. x: [B, T, F]; returns y [B, T, D*H] and (h_n, c_n) [L*D, B, H].
+  `bilstm_jax.nn.recurrence`. x: [B, T, F]; returns y [B, T, D*H] and (h_n, c_n) [L*D, B, H].
   """
   x = np.asarray(x, np.float64)
   batch, time, _ = x.shape

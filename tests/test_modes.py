@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilstm_jax import datafiles, errors, export, inference, monitor, native, optim, train_lib
+from bilstm_jax import errors
+from bilstm_jax.data import files as datafiles
+from bilstm_jax.nn import native
+from bilstm_jax.training import export, inference, monitor, optim
+from bilstm_jax.training import loop as train_lib
 from tests.test_checkpoint import ROOT, TINY, tiny_config
 
 

@@ -1,4 +1,4 @@
-"""Building the CPU kernel (`bilstm_jax.native`): the cache, and the fallback without it."""
+"""Building the CPU kernel (`bilstm_jax.nn.native`): the cache, and the fallback without it."""
 
 import os
 import subprocess
@@ -10,7 +10,8 @@ from tests.test_checkpoint import ROOT
 
 SCRIPT = """
 import warnings, jax, jax.numpy as jnp
-from bilstm_jax import BiLSTM, native
+from bilstm_jax import BiLSTM
+from bilstm_jax.nn import native
 x = jnp.ones((2, 3, 4))
 model = BiLSTM(5)
 with warnings.catch_warnings(record=True) as caught:
@@ -56,7 +57,9 @@ def test_without_a_compiler_auto_falls_back_to_the_scan_and_says_why(tmp_path):
 
 PARITY = """
 import jax, jax.numpy as jnp
-from bilstm_jax import fused, native, recurrence
+from bilstm_jax.nn import fused
+from bilstm_jax.nn import native
+from bilstm_jax.nn import recurrence
 native.ensure_loaded()
 worst = worst16 = 0.0
 def rel(a, b):

@@ -6,8 +6,8 @@ import re
 import jax
 import pytest
 
-from bilstm_jax import export
 from bilstm_jax.models import BiLSTMRegressor
+from bilstm_jax.training import export
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 

@@ -34,7 +34,8 @@ def test_tune_cpu_dispatches_synchronously_and_says_when_too_late():
 
 _GC_SCRIPT = """
 import gc
-from bilstm_jax import runtime, train_lib
+from bilstm_jax import runtime
+from bilstm_jax.training import loop as train_lib
 frozen = runtime.freeze_gc()
 print(frozen > 100_000, gc.get_freeze_count() == frozen, len(gc.get_objects()) < frozen)
 """

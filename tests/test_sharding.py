@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from bilstm_jax import data, sharding
+from bilstm_jax.data import batching as data
+from bilstm_jax.parallel import sharding
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +77,10 @@ def _worker() -> dict:
   """Runs in a subprocess with 8 CPU devices; returns max |difference| per check."""
   import jax
 
-  from bilstm_jax import ensemble, optim, tasks, train_lib
+  from bilstm_jax import tasks
+  from bilstm_jax.ensembles import ensemble
+  from bilstm_jax.training import loop as train_lib
+  from bilstm_jax.training import optim
 
   assert jax.device_count() == 8, jax.devices()
   cfg = default.get_config()
@@ -131,7 +135,7 @@ def _worker() -> dict:
     'data_model_train_steps': compare(many_steps, state, stacked, rng, {'data': 4, 'model': 2}, 1),
   }
 
-  # An ensemble (bilstm_jax.ensemble): a stacked TrainState of 2 members with different
+  # An ensemble (bilstm_jax.ensembles.ensemble): a stacked TrainState of 2 members with different
   # inits and dropout keys, trained by its vmapped `train_steps`; the members are split
   # over `member`, each member's batch over `data`. Shared batches [S, B, ...] and
   # per-member batches [N, S, B, ...].
@@ -175,7 +179,7 @@ def _shard_map_checks(batch: dict, max_diff) -> dict:
   import jax.numpy as jnp
   from jax.sharding import PartitionSpec as P
 
-  from bilstm_jax import lstm
+  from bilstm_jax.nn import lstm
 
   mesh = sharding.make_mesh({'data': 8})
   x, n = jnp.asarray(batch['inputs']), jnp.asarray(batch['lengths'])

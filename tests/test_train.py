@@ -11,7 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import data, losses, models, optim, train_lib
+from bilstm_jax import losses, models
+from bilstm_jax.data import batching as data
+from bilstm_jax.training import loop as train_lib
+from bilstm_jax.training import optim
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import data, interop, models, optim, train_lib
+from bilstm_jax import interop, models
+from bilstm_jax.data import batching as data
+from bilstm_jax.training import loop as train_lib
+from bilstm_jax.training import optim
 from configs import default
 
 torch = pytest.importorskip('torch')

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import cudnn, fused, native, recurrence
+from bilstm_jax.nn import cudnn, fused, native, recurrence
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
@@ -66,7 +66,7 @@ def check_inputs(inputs, lengths, time_major: bool) -> None:
 
   Shape and dtype checks always run (they are static); value checks (NaN, length range)
   run when the arrays are concrete, i.e. outside `jax.jit`. Training loops validate
-  batches on the host before they reach the jitted step (`bilstm_jax.data.check_batch`).
+  batches on the host before they reach the jitted step (`bilstm_jax.data.batching.check_batch`).
   """
   if inputs.ndim != 3:
     layout = '[time, batch, features]' if time_major else '[batch, time, features]'
@@ -110,10 +110,10 @@ class BiLSTM(nn.Module):
     kernel_init, recurrent_init, bias_init: initialisers for w_ih, w_hh and both biases;
       None means PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
     impl: which recurrence to run, all with the same numbers: 'fused' (a hand-written
-      backward pass around two `lax.scan`s, see `bilstm_jax.fused`), 'native' (the same,
-      with both loops in a multi-threaded CPU kernel, `bilstm_jax.native`; CPU only,
+      backward pass around two `lax.scan`s, see `bilstm_jax.nn.fused`), 'native' (the same,
+      with both loops in a multi-threaded CPU kernel, `bilstm_jax.nn.native`; CPU only,
       float32 or bfloat16), 'cudnn' (cuDNN's LSTM through `jax.experimental.rnn`, GPU
-      and float32 only, see `bilstm_jax.cudnn`), 'reference' (autodiff through
+      and float32 only, see `bilstm_jax.nn.cudnn`), 'reference' (autodiff through
       `lax.scan`), or 'auto' (default): 'native' when JAX computes on a single CPU device
       in float32 or bfloat16 and the kernel builds, else 'fused'.
 

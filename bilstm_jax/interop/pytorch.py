@@ -9,7 +9,7 @@ backward):
   bias_hh_l{k}{s}:   [4 * hidden]
 
 `BiLSTM` keeps the same numbers with the weights transposed and the directions stacked on
-a leading axis (see `bilstm_jax.lstm`). Gate order (i, f, g, o) is the same in both, so
+a leading axis (see `bilstm_jax.nn.lstm`). Gate order (i, f, g, o) is the same in both, so
 conversion is a transpose and a stack: no arithmetic, hence bit-exact both ways for
 float32 parameters (float16/bfloat16 tensors widen to float32 exactly; float64 is rounded).
 

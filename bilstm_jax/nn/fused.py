@@ -8,7 +8,7 @@ recurrent gradient (dh, dc) and produces the gate pre-activation gradients of ev
 and the gradients of x, w_ih, bias and w_hh are then large matmuls over all time steps.
 
 The two loops come in two versions with the same inputs and outputs: `lax.scan`s (here;
-`impl='fused'`, any platform) or the multi-threaded CPU kernel of `bilstm_jax.native`
+`impl='fused'`, any platform) or the multi-threaded CPU kernel of `bilstm_jax.nn.native`
 (`native=True`, `impl='native'`), whose forward also computes the input projection inside
 its loop. The weight gradients are shared: per direction one matmul, [x^T; h_prev^T; 1]
 @ d_gates, gives dW_ih, dW_hh and the bias gradient at once.
@@ -48,9 +48,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from bilstm_jax import linear_pair
-from bilstm_jax import native as native_kernel
-from bilstm_jax.recurrence import matmul, recurrent_matmul, step_mask, vary_like
+from bilstm_jax.nn import linear_pair
+from bilstm_jax.nn import native as native_kernel
+from bilstm_jax.nn.recurrence import matmul, recurrent_matmul, step_mask, vary_like
 
 
 def _gate_scale(hidden: int) -> jax.Array:
@@ -203,10 +203,10 @@ def lstm_layer_fused(
   """Runs one LSTM layer with a hand-written backward pass.
 
   Args:
-    x, valid, w_ih, bias, w_hh, h0, c0: as in `bilstm_jax.recurrence`.
+    x, valid, w_ih, bias, w_hh, h0, c0: as in `bilstm_jax.nn.recurrence`.
     matmul_dtype: optional dtype for the matmul operands (e.g. bfloat16), forward and
       backward; accumulation, states and gate arithmetic are always float32.
-    native: run the two loops with the CPU kernel of `bilstm_jax.native` instead of
+    native: run the two loops with the CPU kernel of `bilstm_jax.nn.native` instead of
       `lax.scan` (CPU only; matmul operands float32 or bfloat16).
 
   Returns:

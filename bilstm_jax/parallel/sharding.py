@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bilstm_jax import data as data_lib
+from bilstm_jax.data import batching as data_lib
 
 AXES = ('member', 'data', 'model')
 

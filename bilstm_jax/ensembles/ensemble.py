@@ -13,9 +13,9 @@ Per-member hyperparameters, all traced values (so any mix of them shares one pro
     `flax.linen.intercept_methods` (`dropout_apply_fn`); the model is built with a nonzero
     static rate only so that its dropout layers exist.
 Structural hyperparameters (hidden size, layers) change shapes and cannot share a program:
-`bilstm_jax.sweep` compiles one population per shape. Training a population from a config
+`bilstm_jax.ensembles.sweep` compiles one population per shape. Training a population from a config
 (`train.py` with an `ensemble` block) goes through `train_lib`'s loop, like a single model;
-`bilstm_jax.population` supplies the loop's parts from the functions here.
+`bilstm_jax.ensembles.population` supplies the loop's parts from the functions here.
 
 Member keys: member i uses `jax.random.key(seed + i)`, split into (init key, step key) the
 way `train_lib.train_and_evaluate` splits its key, so its initialisation and dropout are
@@ -37,8 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import data as data_lib
-from bilstm_jax import losses, sharding, train_lib
+from bilstm_jax import losses
+from bilstm_jax.data import batching as data_lib
+from bilstm_jax.parallel import sharding
+from bilstm_jax.training import loop as train_lib
 
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
 

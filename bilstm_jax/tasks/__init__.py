@@ -12,7 +12,8 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bilstm_jax import data, losses, models
+from bilstm_jax import losses, models
+from bilstm_jax.data import batching as data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Task:
     make_model: (model_config, data_config) -> a Flax module called as
       `module(inputs, lengths, deterministic=...)`.
     loss_fn: (predictions, batch) -> (sum, weight); the step minimises sum / weight.
-    load: (data_config, split) -> a dataset dict of numpy arrays (see `bilstm_jax.data`).
+    load: (data_config, split) -> a dataset dict of numpy arrays (see `bilstm_jax.data.batching`).
   """
 
   make_model: Callable[..., nn.Module]

@@ -1,6 +1,6 @@
 """The CPU kernel of the LSTM recurrence (`lstm_cpu.cc`), built on first use.
 
-`bilstm_jax.fused` runs its two loops (the forward recurrence and the backward one) either
+`bilstm_jax.nn.fused` runs its two loops (the forward recurrence and the backward one) either
 as `lax.scan`s or, with `native=True`, as the two XLA FFI handlers of `lstm_cpu.cc`, which
 run each direction (or part of the batch) on its own thread for the whole sequence. The
 forward handler also computes the input projection step by step and writes the weight
@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from bilstm_jax.recurrence import vary_like
+from bilstm_jax.nn.recurrence import vary_like
 
 _SOURCE = Path(__file__).with_name('lstm_cpu.cc')
 _FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-pthread')

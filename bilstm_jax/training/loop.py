@@ -25,19 +25,10 @@ import ml_collections
 import numpy as np
 from flax.training import train_state
 
-from bilstm_jax import (
-  checkpoint,
-  distributed,
-  errors,
-  export,
-  losses,
-  monitor,
-  optim,
-  plots,
-  sharding,
-  tasks,
-)
-from bilstm_jax import data as data_lib
+from bilstm_jax import errors, losses, tasks
+from bilstm_jax.data import batching as data_lib
+from bilstm_jax.parallel import distributed, sharding
+from bilstm_jax.training import checkpoint, export, monitor, optim, plots
 
 
 class TrainState(train_state.TrainState):
@@ -325,7 +316,7 @@ def make_parts(config, train_set: dict) -> Parts:
   """`population.Population` for a config with an `ensemble` block, else `SingleModel`."""
   if not is_ensemble(config):
     return SingleModel()
-  from bilstm_jax import population  # imports this module
+  from bilstm_jax.ensembles import population
 
   return population.Population(config, train_set)
 

@@ -2,7 +2,7 @@
 
 Two input formats, chosen by extension:
   .npz:   arrays 'inputs' float[n, time, features], 'lengths' int[n] and, for evaluation,
-          'targets' float[n, time, outputs] (the dataset dicts of `bilstm_jax.data`).
+          'targets' float[n, time, outputs] (the dataset dicts of `bilstm_jax.data.batching`).
   .jsonl: one sequence per line, `{"inputs": [[f, ...], ...], "targets": [[o, ...], ...]}`
           (targets only for evaluation); its length is the number of input rows.
 
@@ -19,7 +19,7 @@ import zipfile
 
 import numpy as np
 
-from bilstm_jax import data as data_lib
+from bilstm_jax.data import batching as data_lib
 from bilstm_jax.errors import DataFileError
 
 FORMATS = ('.npz', '.jsonl')

@@ -23,7 +23,10 @@ import os
 
 import ml_collections
 
-from bilstm_jax import distributed, errors, population, train_lib
+from bilstm_jax import errors
+from bilstm_jax.ensembles import population
+from bilstm_jax.parallel import distributed
+from bilstm_jax.training import loop as train_lib
 
 
 def shapes(sweep_config, model_config) -> list[dict]:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import export as jax_export  # a submodule that `import jax` alone may not load
 
-from bilstm_jax import native
+from bilstm_jax.nn import native
 
 FILENAME = 'predict.jaxexport'
 

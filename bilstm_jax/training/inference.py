@@ -11,9 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bilstm_jax import data as data_lib
-from bilstm_jax import datafiles, ensemble, tasks, train_lib
+from bilstm_jax import tasks
+from bilstm_jax.data import batching as data_lib
+from bilstm_jax.data import files as datafiles
+from bilstm_jax.ensembles import ensemble
 from bilstm_jax.errors import CheckpointError
+from bilstm_jax.training import loop as train_lib
 
 SPLITS = ('train', 'dev')
 

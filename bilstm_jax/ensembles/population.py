@@ -3,7 +3,7 @@
 A config with an `ensemble` block (`configs/ensemble.py`) trains through the same loop as
 a single model (`train_lib.train_and_evaluate`): checkpoints and exact resume after a
 kill, early stopping, `train.num_steps`, schedules, TensorBoard, plots. `Population`
-supplies the loop's `train_lib.Parts` built from `bilstm_jax.ensemble`'s transforms: the
+supplies the loop's `train_lib.Parts` built from `bilstm_jax.ensembles.ensemble`'s transforms: the
 stacked members (`ensemble.create_members`), the vmapped multi-step, per-member batches,
 per-member and ensemble dev losses, and the per-member table at the end.
 
@@ -27,8 +27,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bilstm_jax import data as data_lib
-from bilstm_jax import ensemble, monitor, optim, sharding, train_lib
+from bilstm_jax.data import batching as data_lib
+from bilstm_jax.ensembles import ensemble
+from bilstm_jax.parallel import sharding
+from bilstm_jax.training import loop as train_lib
+from bilstm_jax.training import monitor, optim
 
 HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
 

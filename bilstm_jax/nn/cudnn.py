@@ -1,6 +1,6 @@
 """`BiLSTM(impl='cudnn')`: one layer through cuDNN's LSTM on GPUs (`jax.experimental.rnn`).
 
-The layer takes and returns what every layer of `bilstm_jax.recurrence` does; in between,
+The layer takes and returns what every layer of `bilstm_jax.nn.recurrence` does; in between,
 its weights are packed into the flat vector cuDNN reads, and its batch runs batch-first
 with per-sequence lengths. cuDNN's gradients come from cuDNN too (the custom_vjp of
 `jax.experimental.rnn.lstm`).
