@@ -37,7 +37,7 @@ optax.__version__, torch.__version__, jax.devices(), torch.cuda.is_available())'
 # cuDNN against our reference scan (forward and gradients), and the scan layer on the GPU
 # (the CPU kernel's cases are CPU-only, hence -k). No TF32, as on a CPU.
 step tests 120 env JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider \
-  tests/test_cudnn.py tests/test_fused.py -k 'not native and not runs_the_kernel'
+  tests/nn/test_cudnn.py tests/nn/test_fused.py -k 'not native and not runs_the_kernel'
 # The whole training loop (fused on the GPU): checkpoints, export, plots.
 rm -rf /tmp/gpu_check_run
 step train 90 python3 train.py --config configs/default.py --workdir /tmp/gpu_check_run

@@ -17,7 +17,7 @@ from bilstm_jax.training import loop as train_lib
 from bilstm_jax.training import optim
 from configs import default
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _state_and_batch(num_layers=2, dropout=0.0):

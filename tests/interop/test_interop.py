@@ -435,7 +435,7 @@ try:
 except ImportError:
   print('ok')
 """
-  root = str(pathlib.Path(__file__).resolve().parents[1])
+  root = str(pathlib.Path(__file__).resolve().parents[2])
   env = {**os.environ, 'PYTHONPATH': root, 'JAX_PLATFORMS': 'cpu'}
   result = subprocess.run(
     [sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=False, env=env

@@ -18,7 +18,7 @@ from bilstm_jax.data import batching as data
 from bilstm_jax.parallel import sharding
 from configs import default
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5
 
 

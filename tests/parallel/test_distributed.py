@@ -19,7 +19,7 @@ from bilstm_jax.training import loop as train_lib
 from configs import default
 from configs import ensemble as ensemble_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 6  # a few optimiser steps of the default config (global batch 16)
 TIMEOUT_S = 240
 

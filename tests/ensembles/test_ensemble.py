@@ -19,9 +19,9 @@ from bilstm_jax.ensembles import ensemble, population
 from bilstm_jax.training import loop as train_lib
 from bilstm_jax.training import optim
 from configs import default
-from tests.test_checkpoint import TINY, tiny_config
+from tests.utils import TINY, tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HIDDEN, LAYERS, BATCH = 4, 2, 3
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.test_checkpoint import ROOT
+from tests.utils import ROOT
 
 SCRIPT = """
 import warnings, jax, jax.numpy as jnp

@@ -14,7 +14,7 @@ from bilstm_jax.data import files as datafiles
 from bilstm_jax.nn import native
 from bilstm_jax.training import export, inference, monitor, optim
 from bilstm_jax.training import loop as train_lib
-from tests.test_checkpoint import ROOT, TINY, tiny_config
+from tests.utils import ROOT, TINY, tiny_config
 
 
 @pytest.fixture(scope='module')
