@@ -16,7 +16,6 @@ from bilstm_jax.training import loop as train_lib
 from tests.utils import ROOT, TINY, tiny_config
 
 
-
 def _start(workdir, delay_s=0.0):
   flags = [f'--config.{k}={v}' for k, v in TINY.items()]
   env = {**os.environ, checkpoint.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT}
