@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 
-.PHONY: train test test-oldest lint bench clean
+.PHONY: train test test-fast test-oldest lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,9 +27,14 @@ test: $(BIN)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -q
 
-# The same suite against the oldest releases pyproject.toml accepts, in its own venv.
+# Everything but the tests marked slow or subprocess (tests/conftest.py): a quick check.
+test-fast: $(BIN)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 -q -m 'not slow and not subprocess'
+
+# The fast tier against the oldest releases pyproject.toml accepts, in its own venv.
 test-oldest:
-	PIP_CONSTRAINT=$(CURDIR)/.ci/oldest.txt $(MAKE) test VENV=.venv-oldest
+	PIP_CONSTRAINT=$(CURDIR)/.ci/oldest.txt $(MAKE) test-fast VENV=.venv-oldest
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/bench_bilstm.py
