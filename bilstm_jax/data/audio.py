@@ -1,0 +1,512 @@
+"""Speech audio: wav reading, log-mel and MFCC features, normalisation, a feature cache.
+
+Plain numpy and the standard library; knows nothing about JAX or Flax.
+
+Reading uses the stdlib `wave` module and `numpy.frombuffer`, not soundfile or scipy:
+  - install weight: nothing to add. soundfile brings libsndfile (a compiled library per
+    platform) for formats the speech data does not use (FLAC, Ogg, 24-bit, float);
+    `scipy.io.wavfile` would tie the data readers to scipy, a large import for one header.
+  - speed: a 16-bit mono file is one header parse and one `frombuffer` of the data chunk,
+    a small part of the time its features take.
+  - fidelity: the samples are the file's int16 values divided by 32768, exactly; nothing
+    is dithered, converted or resampled behind the caller's back. Every property the
+    readers rely on (RIFF/WAVE, integer PCM, mono, 16-bit, the sample rate, a complete data
+    chunk) is checked, and a file that fails one raises `DataFileError` naming the file and
+    what is wrong.
+
+Features follow the HTK/Kaldi recipe (`FeatureConfig` holds every setting):
+  1. optional pre-emphasis y[n] = x[n] - a * x[n - 1] over the whole signal;
+  2. frames of `window_ms` every `hop_ms`; frame i covers samples [i * hop, i * hop + win)
+     and a trailing partial frame is dropped (Kaldi's snip_edges); a signal shorter than
+     one window is zero-padded to one frame;
+  3. a symmetric Hamming or Hann window, the power spectrum |rfft(frame, n_fft)|^2 (not
+     divided by n_fft);
+  4. triangular filters with centres equally spaced on the HTK mel scale
+     mel(f) = 2595 log10(1 + f / 700), each linear in Hz between its neighbours' centres,
+     peak 1, no area normalisation;
+  5. the natural log of each filter's energy, floored at `log_floor`: the log-mel features;
+  6. for MFCC, the orthonormal DCT-II of the log-mel vector, first `num_ceps` coefficients
+     (c0 included, no liftering);
+  7. optional deltas and delta-deltas: regression over +-`delta_window` frames, the edge
+     frames repeated, appended after the static features.
+
+The result is float32[frames, dims]. `load_features` caches a list of files' features in
+one .npz per (files, settings) pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import wave
+import zipfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from bilstm_jax.errors import DataFileError
+
+# Bumped whenever the feature code changes its numbers, so old cache files are not reused.
+_CACHE_VERSION = 1
+
+
+def read_wav(path: str, sample_rate: int, resample: bool = False) -> np.ndarray:
+  """Reads a 16-bit PCM mono wav file as float32 samples in [-1, 1).
+
+  Args:
+    path: the .wav file.
+    sample_rate: the rate the caller expects, in Hz.
+    resample: if True, a file at another rate is resampled to `sample_rate` (see
+      `resample`); if False (default) it is an error.
+
+  Returns:
+    float32[samples]: the file's int16 values / 32768.
+
+  Raises:
+    DataFileError: naming the file, if it is missing, empty, not RIFF/WAVE, not integer
+      PCM, not mono, not 16-bit, at another sample rate (unless `resample`), holds no
+      samples, or is shorter than its header says (truncated).
+  """
+  if not os.path.isfile(path):
+    raise DataFileError(f'{path}: no such file.')
+  if os.path.getsize(path) == 0:
+    raise DataFileError(f'{path}: empty file (0 bytes).')
+  try:
+    with wave.open(path, 'rb') as f:
+      channels, width, rate, count = (
+        f.getnchannels(),
+        f.getsampwidth(),
+        f.getframerate(),
+        f.getnframes(),
+      )
+      if channels != 1:
+        raise DataFileError(f'{path}: {channels} channels; expected mono.')
+      if width != 2:
+        raise DataFileError(f'{path}: {8 * width}-bit samples; expected 16-bit PCM.')
+      data = f.readframes(count)
+  except EOFError as e:
+    raise DataFileError(f'{path}: truncated wav header.') from e
+  except wave.Error as e:
+    msg = str(e)
+    if msg.startswith('unknown format'):
+      # wave reads only WAVE_FORMAT_PCM; float (3), A-law, mu-law, ... land here.
+      raise DataFileError(f'{path}: not integer PCM ({msg}).') from e
+    if 'RIFF' in msg or 'WAVE' in msg:
+      raise DataFileError(f'{path}: not a RIFF/WAVE file ({msg}).') from e
+    raise DataFileError(f'{path}: malformed wav ({msg}).') from e
+  if count == 0:
+    raise DataFileError(f'{path}: holds no samples.')
+  if len(data) < 2 * count:
+    raise DataFileError(
+      f'{path}: truncated: header says {count} samples, file holds {len(data) // 2}.'
+    )
+  x = np.frombuffer(data, '<i2').astype(np.float32) / np.float32(32768.0)
+  if rate != sample_rate:
+    if not resample:
+      raise DataFileError(
+        f'{path}: sample rate {rate} Hz; expected {sample_rate} Hz (resampling is off).'
+      )
+    x = resample_signal(x, rate, sample_rate)
+  return x
+
+
+def write_wav(path: str, samples: np.ndarray, sample_rate: int) -> None:
+  """Writes float samples in [-1, 1] as a 16-bit PCM mono wav (clipped, rounded)."""
+  pcm = np.clip(np.round(np.asarray(samples, np.float64) * 32768.0), -32768, 32767)
+  with wave.open(path, 'wb') as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(sample_rate)
+    f.writeframes(pcm.astype('<i2').tobytes())
+
+
+def resample_signal(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+  """Band-limited resampling by the FFT: spectrum truncated or zero-padded.
+
+  Treats the signal as periodic (as `scipy.signal.resample` does), so a few samples at
+  each end may ring; exact for a signal with a whole number of periods.
+
+  Args:
+    x: float[samples] at `rate_in` Hz.
+    rate_in, rate_out: sample rates in Hz.
+
+  Returns:
+    float32[round(samples * rate_out / rate_in)].
+  """
+  n = len(x)
+  n_out = int(round(n * rate_out / rate_in))
+  if n_out == n:
+    return np.asarray(x, np.float32)
+  spectrum = np.fft.rfft(np.asarray(x, np.float64))
+  keep = min(len(spectrum), n_out // 2 + 1)
+  y = np.fft.irfft(spectrum[:keep], n_out) * (n_out / n)
+  return y.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+  """Every setting of the feature pipeline; part of the cache key.
+
+  Attributes:
+    sample_rate: Hz; files at another rate are an error unless `resample`.
+    kind: 'logmel' (num_mels dims) or 'mfcc' (num_ceps dims).
+    window_ms, hop_ms: frame length and frame step.
+    window: 'hamming' or 'hann' (symmetric).
+    preemphasis: coefficient a of y[n] = x[n] - a x[n-1]; 0 turns it off.
+    n_fft: FFT length; None means the next power of two >= the window length.
+    num_mels: triangular filters.
+    fmin, fmax: Hz covered by the filters; fmax None means sample_rate / 2.
+    num_ceps: MFCC coefficients kept (c0 included).
+    log_floor: energies below it are raised to it before the log (silence stays finite).
+    delta_order: 0 static only, 1 adds deltas, 2 adds deltas and delta-deltas.
+    delta_window: N of the delta regression over +-N frames.
+    resample: resample files at another rate to `sample_rate` instead of raising.
+  """
+
+  sample_rate: int = 8000
+  kind: str = 'mfcc'
+  window_ms: float = 25.0
+  hop_ms: float = 10.0
+  window: str = 'hamming'
+  preemphasis: float = 0.97
+  n_fft: int | None = None
+  num_mels: int = 40
+  fmin: float = 20.0
+  fmax: float | None = None
+  num_ceps: int = 13
+  log_floor: float = 1e-10
+  delta_order: int = 0
+  delta_window: int = 2
+  resample: bool = False
+
+  def __post_init__(self):
+    if self.kind not in ('logmel', 'mfcc'):
+      raise ValueError(f"FeatureConfig.kind must be 'logmel' or 'mfcc'; got {self.kind!r}.")
+    if self.window not in ('hamming', 'hann'):
+      raise ValueError(f"FeatureConfig.window must be 'hamming' or 'hann'; got {self.window!r}.")
+    if self.win_length < 2 or self.hop_length < 1:
+      raise ValueError(
+        f'FeatureConfig: window {self.window_ms} ms and hop {self.hop_ms} ms give '
+        f'{self.win_length} and {self.hop_length} samples; need >= 2 and >= 1.'
+      )
+    if self.fft_length < self.win_length:
+      raise ValueError(f'FeatureConfig: n_fft {self.n_fft} < window {self.win_length} samples.')
+    if not 0 <= self.fmin < self.top_hz <= self.sample_rate / 2:
+      raise ValueError(
+        f'FeatureConfig: need 0 <= fmin < fmax <= sample_rate / 2; got fmin {self.fmin}, '
+        f'fmax {self.top_hz}, sample_rate {self.sample_rate}.'
+      )
+    if self.kind == 'mfcc' and not 1 <= self.num_ceps <= self.num_mels:
+      raise ValueError(f'FeatureConfig: num_ceps {self.num_ceps} not in [1, {self.num_mels}].')
+    if self.delta_order not in (0, 1, 2) or self.delta_window < 1:
+      raise ValueError(
+        f'FeatureConfig: delta_order must be 0, 1 or 2 and delta_window >= 1; got '
+        f'{self.delta_order} and {self.delta_window}.'
+      )
+
+  @property
+  def win_length(self) -> int:
+    return int(round(self.window_ms * self.sample_rate / 1000))
+
+  @property
+  def hop_length(self) -> int:
+    return int(round(self.hop_ms * self.sample_rate / 1000))
+
+  @property
+  def fft_length(self) -> int:
+    return self.n_fft or 1 << (self.win_length - 1).bit_length()
+
+  @property
+  def top_hz(self) -> float:
+    return self.fmax if self.fmax is not None else self.sample_rate / 2
+
+  @property
+  def dims(self) -> int:
+    static = self.num_mels if self.kind == 'logmel' else self.num_ceps
+    return static * (1 + self.delta_order)
+
+
+def num_frames(num_samples: int, win_length: int, hop_length: int) -> int:
+  """Frames of a signal: 1 + (samples - win) // hop, and 1 for a signal shorter than win."""
+  return 1 + max(0, num_samples - win_length) // hop_length
+
+
+def frame_signal(x: np.ndarray, win_length: int, hop_length: int) -> np.ndarray:
+  """float[samples] -> float[frames, win_length] (a strided view where no padding is needed)."""
+  if len(x) < win_length:
+    x = np.pad(x, (0, win_length - len(x)))
+  n = num_frames(len(x), win_length, hop_length)
+  return np.lib.stride_tricks.sliding_window_view(x, win_length)[
+    : (n - 1) * hop_length + 1 : hop_length
+  ]
+
+
+def window_fn(name: str, length: int) -> np.ndarray:
+  """float64[length]: the symmetric Hamming or Hann window."""
+  return np.hamming(length) if name == 'hamming' else np.hanning(length)
+
+
+def power_spectrum(frames: np.ndarray, n_fft: int) -> np.ndarray:
+  """float[frames, win] (windowed) -> float64[frames, n_fft // 2 + 1]: |rfft|^2."""
+  spectrum = np.fft.rfft(frames, n_fft, axis=-1)
+  return spectrum.real**2 + spectrum.imag**2
+
+
+def hz_to_mel(f):
+  """HTK mel scale: 2595 log10(1 + f / 700)."""
+  return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
+
+def mel_to_hz(m):
+  return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(
+  num_mels: int, n_fft: int, sample_rate: int, fmin: float, fmax: float
+) -> np.ndarray:
+  """Triangular filters on the HTK mel scale.
+
+  Filter m rises linearly (in Hz) from centre m - 1 to centre m and falls to centre m + 1;
+  the num_mels + 2 centres (edges included) are equally spaced in mel from fmin to fmax.
+
+  Returns:
+    float64[n_fft // 2 + 1, num_mels]: weight of each FFT bin in each filter.
+
+  Raises:
+    ValueError: if a filter holds no FFT bin (too many filters for this n_fft).
+  """
+  centres = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), num_mels + 2))
+  bins = np.arange(n_fft // 2 + 1) * sample_rate / n_fft  # [bins]
+  lo, mid, hi = centres[:-2], centres[1:-1], centres[2:]  # [mels] each
+  rise = (bins[:, None] - lo) / (mid - lo)
+  fall = (hi - bins[:, None]) / (hi - mid)
+  weights = np.maximum(0.0, np.minimum(rise, fall))
+  empty = np.flatnonzero(weights.max(axis=0) == 0)
+  if empty.size:
+    raise ValueError(
+      f'mel filter {int(empty[0])} of {num_mels} holds no FFT bin: use fewer mels or a '
+      f'larger n_fft than {n_fft}.'
+    )
+  return weights
+
+
+def dct_matrix(num_inputs: int, num_outputs: int) -> np.ndarray:
+  """float64[num_inputs, num_outputs]: the orthonormal DCT-II, `x @ D` transforms rows.
+
+  D[m, k] = s_k cos(pi k (m + 1/2) / M), s_0 = sqrt(1 / M), s_k = sqrt(2 / M) otherwise.
+  """
+  m = np.arange(num_inputs)[:, None]
+  k = np.arange(num_outputs)[None, :]
+  d = np.cos(np.pi * k * (m + 0.5) / num_inputs) * np.sqrt(2.0 / num_inputs)
+  d[:, 0] = np.sqrt(1.0 / num_inputs)
+  return d
+
+
+def deltas(features: np.ndarray, window: int = 2) -> np.ndarray:
+  """Regression deltas over +-window frames, edge frames repeated.
+
+  d[t] = sum_{n=1..N} n (c[t + n] - c[t - n]) / (2 sum_{n=1..N} n^2).
+
+  Args:
+    features: float[frames, dims].
+    window: N.
+
+  Returns:
+    float[frames, dims], the dtype of `features`.
+  """
+  t = len(features)
+  padded = np.pad(features, ((window, window), (0, 0)), mode='edge')
+  out = np.zeros_like(features, dtype=np.float64)
+  for n in range(1, window + 1):
+    out += n * (padded[window + n : window + n + t] - padded[window - n : window - n + t])
+  return (out / (2 * sum(n * n for n in range(1, window + 1)))).astype(features.dtype)
+
+
+def compute_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+  """Log-mel or MFCC features (with deltas if configured) of one waveform.
+
+  Args:
+    waveform: float[samples] at `config.sample_rate`.
+    config: the settings.
+
+  Returns:
+    float32[frames, config.dims], frames = `num_frames(samples, win, hop)`.
+  """
+  x = np.asarray(waveform, np.float64)
+  if config.preemphasis:
+    x = np.concatenate([x[:1], x[1:] - config.preemphasis * x[:-1]])
+  frames = frame_signal(x, config.win_length, config.hop_length)
+  power = power_spectrum(frames * window_fn(config.window, config.win_length), config.fft_length)
+  fbank = _filterbank(config)
+  feats = np.log(np.maximum(power @ fbank, config.log_floor))
+  if config.kind == 'mfcc':
+    feats = feats @ dct_matrix(config.num_mels, config.num_ceps)
+  parts = [feats]
+  for _ in range(config.delta_order):
+    parts.append(deltas(parts[-1], config.delta_window))
+  return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+_FILTERBANKS: dict[tuple, np.ndarray] = {}
+
+
+def _filterbank(config: FeatureConfig) -> np.ndarray:
+  # Built once per setting: files are many, settings few.
+  key = (config.num_mels, config.fft_length, config.sample_rate, config.fmin, config.top_hz)
+  if key not in _FILTERBANKS:
+    _FILTERBANKS[key] = mel_filterbank(*key)
+  return _FILTERBANKS[key]
+
+
+def cmvn(features: np.ndarray, variance: bool = True, eps: float = 1e-5) -> np.ndarray:
+  """Per-utterance mean (and variance) normalisation over frames.
+
+  Args:
+    features: float[frames, dims].
+    variance: also divide by the per-dimension standard deviation (floored at eps).
+
+  Returns:
+    float32[frames, dims].
+  """
+  x = np.asarray(features, np.float64)
+  x = x - x.mean(axis=0)
+  if variance:
+    x = x / np.maximum(x.std(axis=0), eps)
+  return x.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStats:
+  """Per-dimension mean and standard deviation fitted on a training split.
+
+  Example:
+    >>> stats = FeatureStats.fit(train_features)
+    >>> normed = stats.apply(dev_features[0])
+    >>> FeatureStats.from_json(stats.to_json()) == stats
+    True
+  """
+
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+  @classmethod
+  def fit(cls, features: Sequence[np.ndarray], eps: float = 1e-5) -> FeatureStats:
+    """Statistics over every frame of every array (float[frames, dims] each)."""
+    if not features:
+      raise ValueError('FeatureStats.fit needs at least one feature array.')
+    dims = {f.shape[1] for f in features}
+    if len(dims) != 1:
+      raise ValueError(f'FeatureStats.fit: arrays of different dims {sorted(dims)}.')
+    # Sums in float64: a few hundred thousand frames lose digits in a float32 sum.
+    total = sum(len(f) for f in features)
+    mean = sum(np.asarray(f, np.float64).sum(axis=0) for f in features) / total
+    var = sum(((np.asarray(f, np.float64) - mean) ** 2).sum(axis=0) for f in features) / total
+    std = np.maximum(np.sqrt(var), eps)
+    return cls(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+  def apply(self, features: np.ndarray) -> np.ndarray:
+    """float[frames, dims] -> float32[frames, dims], (x - mean) / std."""
+    if features.shape[-1] != len(self.mean):
+      raise ValueError(
+        f'FeatureStats were fitted on {len(self.mean)} dims; features have {features.shape[-1]}.'
+      )
+    mean = np.asarray(self.mean, np.float32)
+    std = np.asarray(self.std, np.float32)
+    return ((np.asarray(features, np.float32) - mean) / std).astype(np.float32)
+
+  def to_json(self) -> str:
+    return json.dumps({'mean': list(self.mean), 'std': list(self.std)})
+
+  @classmethod
+  def from_json(cls, text: str) -> FeatureStats:
+    """The inverse of `to_json`; ValueError if `text` is not such a document."""
+    try:
+      d = json.loads(text)
+      mean, std = [float(v) for v in d['mean']], [float(v) for v in d['std']]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+      raise ValueError(f'Not a FeatureStats JSON document: {e}') from e
+    if len(mean) != len(std) or min(std, default=1.0) <= 0:
+      raise ValueError('FeatureStats JSON: mean and std differ in length or std <= 0.')
+    return cls(tuple(mean), tuple(std))
+
+
+def cache_key(paths: Sequence[str], config: FeatureConfig) -> str:
+  """Hex sha256 of every file's absolute path, size and mtime, and every feature setting."""
+  files = []
+  for p in paths:
+    try:
+      st = os.stat(p)
+    except OSError as e:
+      raise DataFileError(f'{p}: cannot stat ({e.strerror}).') from e
+    files.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+  payload = {'version': _CACHE_VERSION, 'config': dataclasses.asdict(config), 'files': files}
+  return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def cache_file(paths: Sequence[str], config: FeatureConfig, cache_dir: str, name: str) -> str:
+  """The cache file `load_features` reads or writes for these files and settings."""
+  return os.path.join(cache_dir, f'{name}-{cache_key(paths, config)[:24]}.npz')
+
+
+def load_features(
+  paths: Sequence[str],
+  config: FeatureConfig,
+  cache_dir: str | None = None,
+  name: str = 'features',
+) -> list[np.ndarray]:
+  """Features of each file, from the cache when the files and settings are unchanged.
+
+  The cache holds one .npz per (dataset name, key): 'features' float32[total_frames, dims]
+  (every file's frames, concatenated) and 'offsets' int64[files + 1]. It is written to a
+  temporary file in `cache_dir` and renamed into place, so a crash or a concurrent reader
+  never sees half a file. Entries for old settings stay until `cache_dir` is deleted.
+
+  Args:
+    paths: wav files.
+    config: feature settings; any change gives a new cache file.
+    cache_dir: where cache files live (created if missing); None computes without caching.
+    name: a label for the cache file name (e.g. 'fsdd-train').
+
+  Returns:
+    float32[frames_i, config.dims] for each path, in order.
+  """
+  if cache_dir is None:
+    return _compute_all(paths, config)
+  target = cache_file(paths, config, cache_dir, name)
+  cached = _read_cache(target, len(paths))
+  if cached is not None:
+    return cached
+  feats = _compute_all(paths, config)
+  os.makedirs(cache_dir, exist_ok=True)
+  offsets = np.cumsum([0] + [len(f) for f in feats]).astype(np.int64)
+  fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f'.{name}-', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, features=np.concatenate(feats), offsets=offsets)
+    os.replace(tmp, target)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return feats
+
+
+def _compute_all(paths: Sequence[str], config: FeatureConfig) -> list[np.ndarray]:
+  return [compute_features(read_wav(p, config.sample_rate, config.resample), config) for p in paths]
+
+
+def _read_cache(path: str, count: int) -> list[np.ndarray] | None:
+  # An unreadable or inconsistent cache file is a miss (it is rewritten), not an error:
+  # it holds nothing that cannot be computed again.
+  if not os.path.isfile(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      feats, offsets = f['features'], f['offsets']
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    return None
+  if len(offsets) != count + 1 or offsets[-1] != len(feats):
+    return None
+  return [feats[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
