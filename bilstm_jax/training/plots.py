@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import os
+import warnings
 
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')  # files only; never opens a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+try:
+  import matplotlib
+except ImportError:  # the [plots] extra is not installed: every plot is skipped
+  matplotlib = plt = None
+else:
+  matplotlib.use('Agg')  # files only; never opens a window
+  import matplotlib.pyplot as plt
 
 DEFAULT_LOSSES = {'train_loss': 'train loss (mean since the last point)', 'dev_loss': 'dev loss'}
+
+
+_skipped = []  # the notice is given once per process
+
+
+def available() -> bool:
+  """Whether plots can be drawn (matplotlib is installed); the first False gives one notice."""
+  if plt is None and not _skipped:
+    _skipped.append(True)
+    warnings.warn(
+      "bilstm_jax: matplotlib is not installed, so the run's plots are skipped "
+      "(pip install 'bilstm_jax[plots]')",
+      stacklevel=3,
+    )
+  return plt is not None
 
 
 def loss_curves(history: list[dict], path: str, labels: dict | None = None) -> None:
@@ -22,6 +41,8 @@ def loss_curves(history: list[dict], path: str, labels: dict | None = None) -> N
     path: the PNG to write.
     labels: {key: legend label} of the curves; default train and dev loss.
   """
+  if not available():
+    return
   labels = labels or DEFAULT_LOSSES
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -53,6 +74,8 @@ def predictions(
     num_seqs: how many sequences (the first ones) to draw.
     output: which output unit to draw.
   """
+  if not available():
+    return
   os.makedirs(os.path.dirname(path), exist_ok=True)
   num_seqs = min(num_seqs, len(preds))
   fig, axes = plt.subplots(num_seqs, 1, figsize=(7, 1.8 * num_seqs + 0.6), dpi=120, sharex=True)
