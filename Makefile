@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine (Python >= 3.11 with venv):
 #   make train   runs train.py on the default synthetic config (workdir: runs/default)
 #   make test    runs the test suite
-# Both create .venv on first use; `make test` adds the test extra (torch==2.13.0 CPU, pytest).
+# Both create .venv on first use with the training app's extras (`.[train,plots]`);
+# `make test` adds the test extra (torch==2.13.0 CPU, pytest). The installs are editable:
+# the CPU kernel compiles on first use (a wheel carries it prebuilt; .ci/wheel_check.sh).
 
 PY ?= python3
 VENV ?= .venv
@@ -10,10 +12,10 @@ WORKDIR ?= runs/default
 
 .PHONY: train test test-fast test-oldest lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[train,plots]'
 	touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed
