@@ -1,7 +1,80 @@
-"""bilstm_jax: a fast, PyTorch-compatible bidirectional LSTM for JAX/Flax."""
+"""bilstm_jax: a fast, PyTorch-compatible bidirectional LSTM for JAX/Flax, and the tasks,
+training and inference around it.
 
-from bilstm_jax.models import BiLSTMRegressor
-from bilstm_jax.nn.lstm import BiLSTM
+The names below are the public API; submodules load when first used, so importing the
+package (and `train.py --help`) stays quick.
 
-__all__ = ['BiLSTM', 'BiLSTMRegressor']
-__version__ = '0.1.0'
+  layer        BiLSTM (`bilstm_jax.nn`)
+  models       BiLSTMRegressor, BiLSTMTagger, BiLSTMClassifier
+  heads        CRF (a linear-chain CRF for any per-step logits)
+  training     TrainState, create_train_state, train_step, train_steps, eval_step
+  ensembles    member_keys, create_members, make_train_steps, get_member, shard_members
+  trained runs load (-> Trained: predict, evaluate)
+  interop      lstm_from_torch, lstm_to_torch, dense_from_torch, dense_to_torch,
+               regressor_from_torch, regressor_to_torch
+  runtime      tune_cpu
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bilstm_jax._version import __version__
+
+_EXPORTS = {
+  'BiLSTM': 'bilstm_jax.nn.lstm',
+  'BiLSTMRegressor': 'bilstm_jax.models',
+  'BiLSTMTagger': 'bilstm_jax.models',
+  'BiLSTMClassifier': 'bilstm_jax.models',
+  'CRF': 'bilstm_jax.heads.crf',
+  'TrainState': 'bilstm_jax.training.steps',
+  'create_train_state': 'bilstm_jax.training.steps',
+  'train_step': 'bilstm_jax.training.steps',
+  'train_steps': 'bilstm_jax.training.steps',
+  'eval_step': 'bilstm_jax.training.steps',
+  'member_keys': 'bilstm_jax.ensembles.ensemble',
+  'create_members': 'bilstm_jax.ensembles.ensemble',
+  'make_train_steps': 'bilstm_jax.ensembles.ensemble',
+  'get_member': 'bilstm_jax.ensembles.ensemble',
+  'shard_members': 'bilstm_jax.ensembles.ensemble',
+  'load': 'bilstm_jax.training.inference',
+  'Trained': 'bilstm_jax.training.inference',
+  'lstm_from_torch': 'bilstm_jax.interop.pytorch',
+  'lstm_to_torch': 'bilstm_jax.interop.pytorch',
+  'dense_from_torch': 'bilstm_jax.interop.pytorch',
+  'dense_to_torch': 'bilstm_jax.interop.pytorch',
+  'regressor_from_torch': 'bilstm_jax.interop.pytorch',
+  'regressor_to_torch': 'bilstm_jax.interop.pytorch',
+  'tune_cpu': 'bilstm_jax.runtime',
+}
+_SUBMODULES = (
+  'app',
+  'cli',
+  'data',
+  'ensembles',
+  'errors',
+  'heads',
+  'interop',
+  'models',
+  'nn',
+  'parallel',
+  'runtime',
+  'tasks',
+  'training',
+)
+
+__all__ = sorted(_EXPORTS) + ['__version__']
+
+
+def __getattr__(name: str):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+  if name in _SUBMODULES:
+    return importlib.import_module(f'bilstm_jax.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__() -> list[str]:
+  return sorted(set(__all__) | set(_SUBMODULES))

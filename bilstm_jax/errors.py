@@ -9,6 +9,10 @@ class RunError(Exception):
   """A bad data file, an incompatible workdir or checkpoint, or a diverged run."""
 
 
+class ConfigError(RunError):
+  """A config value or command-line use that cannot work; the message names the key."""
+
+
 class DataFileError(RunError):
   """A data file is missing, unreadable or malformed; the message names it (and the line)."""
 

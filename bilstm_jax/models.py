@@ -1,51 +1,54 @@
-"""Task models: a `BiLSTM` body plus a head. Modules read attributes, never a ConfigDict."""
+"""Task models: an optional embedding, a `BiLSTM` body and a head.
+
+Modules read attributes, never a ConfigDict. Inputs are float features
+`float[batch, time, features]`, or token ids `int[batch, time]` when `vocab_size` is set
+(then an embedding comes first). Parameter names: 'embed' (ids only), 'lstm', the head's.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from bilstm_jax.heads import dense, pooling
 from bilstm_jax.nn.lstm import BiLSTM
 
 
-def torch_linear_init(fan_in: int):
-  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what `torch.nn.Linear` uses for weight and bias."""
-  bound = 1.0 / np.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-class BiLSTMRegressor(nn.Module):
-  """The tutorial's model: a (Bi)LSTM and a per-step linear head.
+class _Encoder(nn.Module):
+  """The shared body: [embedding ->] BiLSTM. Subclasses add a head.
 
   Attributes:
-    hidden_size, num_layers, dropout, bidirectional, dtype, impl: passed to `BiLSTM`.
-    output_size: outputs per time step.
+    hidden_size, num_layers, dropout, bidirectional, dtype, impl: passed to `BiLSTM`
+      (impl None: the library default).
+    vocab_size: number of token ids when the inputs are ids; None for float features.
+    embed_size: embedding size (ids only).
+    embed_dropout: dropout on the embeddings (ids only).
   """
 
   hidden_size: int
-  output_size: int = 1
   num_layers: int = 1
   dropout: float = 0.0
   bidirectional: bool = True
   dtype: Any = jnp.float32
   impl: str | None = None
+  vocab_size: int | None = None
+  embed_size: int = 64
+  embed_dropout: float = 0.0
 
-  @nn.compact
-  def __call__(
-    self, inputs: jax.Array, lengths: jax.Array | None = None, deterministic: bool = True
-  ) -> jax.Array:
-    """inputs: float[batch, time, features] -> predictions float32[batch, time, output_size].
-
-    Predictions at padded steps are the head's bias; losses mask them out.
-    """
+  def encode(self, inputs: jax.Array, lengths: jax.Array | None, deterministic: bool):
+    """float[batch, time, dirs * hidden_size]: zero at padded steps."""
+    if self.vocab_size is not None:
+      chex.assert_rank(inputs, 2)
+      chex.assert_type(inputs, int)
+      x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(inputs)
+      x = nn.Dropout(self.embed_dropout)(x, deterministic=deterministic)
+    else:
+      chex.assert_rank(inputs, 3)
+      x = inputs
     kwargs = {} if self.impl is None else {'impl': self.impl}
     features, _ = BiLSTM(
       self.hidden_size,
@@ -55,12 +58,69 @@ class BiLSTMRegressor(nn.Module):
       dtype=self.dtype,
       name='lstm',
       **kwargs,
-    )(inputs, lengths, deterministic=deterministic)
-    fan_in = features.shape[-1]
-    return nn.Dense(
-      self.output_size,
-      kernel_init=torch_linear_init(fan_in),
-      bias_init=torch_linear_init(fan_in),
-      dtype=jnp.float32,
-      name='head',
-    )(features.astype(jnp.float32))
+    )(x, lengths, deterministic=deterministic)
+    return features.astype(jnp.float32)
+
+
+class BiLSTMRegressor(_Encoder):
+  """The tutorial's model: a (Bi)LSTM and a per-step linear head.
+
+  Attributes:
+    output_size: outputs per time step (other attributes: see `_Encoder`).
+  """
+
+  output_size: int = 1
+
+  @nn.compact
+  def __call__(
+    self, inputs: jax.Array, lengths: jax.Array | None = None, deterministic: bool = True
+  ) -> jax.Array:
+    """inputs -> predictions float32[batch, time, output_size].
+
+    Predictions at padded steps are the head's bias; losses mask them out.
+    """
+    features = self.encode(inputs, lengths, deterministic)
+    return dense.linear(self.output_size, features.shape[-1], 'head')(features)
+
+
+class BiLSTMTagger(_Encoder):
+  """Per-step class logits: a label for every step (POS tags, framewise labels).
+
+  Attributes:
+    num_classes: number of labels (other attributes: see `_Encoder`).
+  """
+
+  num_classes: int = 2
+
+  @nn.compact
+  def __call__(
+    self, inputs: jax.Array, lengths: jax.Array | None = None, deterministic: bool = True
+  ) -> jax.Array:
+    """inputs -> logits float32[batch, time, num_classes]."""
+    features = self.encode(inputs, lengths, deterministic)
+    features = nn.Dropout(self.dropout)(features, deterministic=deterministic)
+    return dense.linear(self.num_classes, features.shape[-1], 'head')(features)
+
+
+class BiLSTMClassifier(_Encoder):
+  """One label per sequence: features pooled over valid steps only, then a linear head.
+
+  Attributes:
+    num_classes: number of labels.
+    pooling: 'mean', 'max' or 'attention' (see `bilstm_jax.heads.pooling`).
+  """
+
+  num_classes: int = 2
+  pooling: str = 'mean'
+
+  @nn.compact
+  def __call__(
+    self, inputs: jax.Array, lengths: jax.Array | None = None, deterministic: bool = True
+  ) -> jax.Array:
+    """inputs -> logits float32[batch, num_classes]."""
+    features = self.encode(inputs, lengths, deterministic)
+    if lengths is None:
+      lengths = jnp.full((features.shape[0],), features.shape[1], jnp.int32)
+    pooled = pooling.pool(features, lengths, self.pooling)
+    pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
+    return dense.linear(self.num_classes, pooled.shape[-1], 'head')(pooled)

@@ -24,10 +24,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.bidirectional = True
   config.model.dtype = 'float32'  # or 'bfloat16' for the matmuls (params stay float32)
   config.model.impl = ''  # recurrence implementation; '' = the library default
+  config.model.embed_size = 64  # token-id inputs only: the embedding size
+  config.model.embed_dropout = 0.0  # token-id inputs only: dropout on the embeddings
+  config.model.pooling = 'mean'  # classification: 'mean', 'max' or 'attention' (valid steps)
 
   config.data = ml_collections.ConfigDict()
-  # 'bidir_window' (learnable, needs both directions) or 'seed_noise' (tutorial's data).
+  # 'bidir_window' (learnable, needs both directions) or 'seed_noise' (tutorial's data):
+  # synthetic regression. On your own files: 'regression', 'tagging' or 'classification'
+  # with data.train and data.dev (.npz or .jsonl, see bilstm_jax/data/files.py); the
+  # feature, vocabulary and class counts then come from the training file, and the sizes
+  # below describe the synthetic tasks only.
   config.data.task = 'bidir_window'
+  config.data.train = ''  # a training file ('' with a synthetic task: generated)
+  config.data.dev = ''  # a dev file ('' with a synthetic task: generated)
   config.data.input_size = 5
   config.data.output_size = 1
   config.data.seq_len = 10
@@ -36,9 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_dev = 256
   config.data.min_length = ml_collections.config_dict.placeholder(int)  # None: all full length
   config.data.seed = 0  # the data is a pure function of this seed
-  # --mode=evaluate/predict: a split ('train', 'dev') or a file (.npz or .jsonl, see
-  # bilstm_jax/datafiles.py).
+  # --mode=evaluate/predict: a split ('train', 'dev') or a file (.npz or .jsonl).
   config.data.test = 'dev'
+  # > 0: pad each batch to one of this many length buckets (quantiles of the training
+  # lengths) instead of the longest sequence; bounds the compiled shapes.
+  config.data.buckets = 0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'adam'  # 'adam' or 'adamw' (decoupled weight decay)

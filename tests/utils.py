@@ -27,3 +27,34 @@ def tiny_config(config_module=default, **overrides):
     block, name = key.split('.')
     cfg[block][name] = value
   return cfg
+
+
+def task_and_data(cfg=None, split='train'):
+  """A config's task fitted to its training data, and one split of that data."""
+  from bilstm_jax import tasks
+
+  cfg = cfg or default.get_config()
+  task = tasks.from_config(cfg)
+  train = task.read('train')
+  task = task.fit(train)
+  return task, (train if split == 'train' else task.read(split))
+
+
+def synthetic(cfg, split):
+  """A split of a config's synthetic task (a dataset dict)."""
+  return task_and_data(cfg, split)[1]
+
+
+def regression_task(output_size=1, input_size=5):
+  """A fitted regression task for float features: what the default config trains."""
+  from bilstm_jax.tasks import RegressionTask
+
+  return RegressionTask(sizes={'input_size': input_size, 'output_size': output_size})
+
+
+def load_state(cfg, workdir, which='best'):
+  """(state, checkpoint path) of a trained workdir, loaded with `cfg`."""
+  from bilstm_jax.training import inference
+
+  trained = inference.load(str(workdir), which, cfg)
+  return trained.state, trained.checkpoint

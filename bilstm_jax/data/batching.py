@@ -1,119 +1,29 @@
-"""Synthetic sequence data and batching. Plain numpy: knows nothing about JAX or Flax.
+"""Batching of dataset dicts, with optional length buckets. Plain numpy: no JAX, no Flax.
 
-A dataset is a dict of numpy arrays with a leading example axis:
-  inputs:  float32[n, time, features]
-  lengths: int32[n]                      real steps per sequence (the rest is padding)
-  targets: float32[n, time, outputs]     (regression tasks)
+A dataset is a dict of numpy arrays with a leading example axis and `lengths: int32[n]`
+(real steps per example). Which other keys it holds is the task's business: `inputs`
+float32[n, time, features] or int32[n, time], `targets`, `labels`, characters, frames...
+Keys with a time axis (axis 1) are the task's `time_keys`; length buckets trim those.
 
-Tasks:
-  seed_noise:   the PyTorch tutorial's data exactly: X ~ N(0, 1) of shape [16, 10, 5] and
-                y ~ N(0, 1) of shape [16, 10, 1]. Nothing to learn; a memorisation task.
-  bidir_window: y[t] = 0.6 * x[t - 1, 0] + 0.8 * x[t + 1, 1] (x is zero outside the
-                sequence). The target depends on the step before and the step after t, so
-                a forward-only LSTM can explain at most the first term (it must guess the
-                0.8 * x[t + 1, 1] part: MSE >= 0.64 of the variance), while a bidirectional
-                one can learn it exactly.
+An epoch is planned first (`epoch_plan`): which examples go in each batch, padded to
+which length, and which consecutive batches share one compiled call. The plan is a pure
+function of (seed, epoch), so a resumed run rebuilds exactly the batches it would have
+seen. Padding rows (index -1) are length-0 examples that weigh nothing in any loss.
+
+Length buckets (`Buckets`) bound the number of compiled shapes: every batch is padded to
+one of a few bucket lengths instead of the longest sequence in the data. Each example
+belongs to the bucket of its length; in an epoch, each bucket's examples (in the epoch's
+shuffled order) fill batches, and a bucket's last partial batch carries over into the
+next longer bucket. So every bucket holds the same number of batches in every epoch, and
+so does every compiled call: the shapes a run compiles are fixed by the data alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 
 import numpy as np
-
-TASK_DEFAULT_SIZES = {'seed_noise': 16, 'bidir_window': 256}
-
-
-def seed_noise(num: int, seq_len: int, input_size: int, output_size: int, rng) -> dict:
-  """The tutorial's generator: random inputs and random targets of the same length."""
-  return {
-    'inputs': rng.standard_normal((num, seq_len, input_size), dtype=np.float32),
-    'lengths': np.full((num,), seq_len, np.int32),
-    'targets': rng.standard_normal((num, seq_len, output_size), dtype=np.float32),
-  }
-
-
-def bidir_window(
-  num: int, seq_len: int, input_size: int, output_size: int, rng, min_length: int | None = None
-) -> dict:
-  """y[t] = 0.6 x[t-1, 0] + 0.8 x[t+1, 1], a target that needs both directions.
-
-  With `min_length`, lengths are drawn uniformly from [min_length, seq_len]; steps past a
-  sequence's length are padding (inputs and targets zero there) and x is taken as zero
-  past the end, so the task is well defined for every length.
-  """
-  if input_size < 2:
-    raise ValueError(f'bidir_window needs input_size >= 2; got {input_size}.')
-  x = rng.standard_normal((num, seq_len, input_size), dtype=np.float32)
-  if min_length is None:
-    lengths = np.full((num,), seq_len, np.int32)
-  else:
-    lengths = rng.integers(min_length, seq_len + 1, size=num).astype(np.int32)
-  valid = np.arange(seq_len)[None, :] < lengths[:, None]
-  x *= valid[..., None]
-  prev = np.pad(x[:, :-1, 0], ((0, 0), (1, 0)))
-  nxt = np.pad(x[:, 1:, 1], ((0, 0), (0, 1)))
-  y = (0.6 * prev + 0.8 * nxt) * valid
-  targets = np.repeat(y[..., None], output_size, axis=-1).astype(np.float32)
-  return {'inputs': x, 'lengths': lengths, 'targets': targets}
-
-
-_GENERATORS = {'seed_noise': seed_noise, 'bidir_window': bidir_window}
-
-
-def synthetic(config, split: str) -> dict:
-  """Builds the synthetic `split` ('train' or 'dev') described by a data config.
-
-  The dev split uses a different seed from the train split, so it is fresh data.
-  """
-  if config.task not in _GENERATORS:
-    raise ValueError(f'Unknown synthetic task {config.task!r}; known: {sorted(_GENERATORS)}.')
-  if split not in ('train', 'dev'):
-    raise ValueError(f"Unknown split {split!r}; expected 'train' or 'dev'.")
-  num = config.num_train if split == 'train' else config.num_dev
-  if num is None:
-    num = TASK_DEFAULT_SIZES[config.task]
-  rng = np.random.default_rng([config.seed, 0 if split == 'train' else 1])
-  kwargs = {}
-  if config.task == 'bidir_window':
-    kwargs['min_length'] = config.get('min_length')
-  return _GENERATORS[config.task](
-    num, config.seq_len, config.input_size, config.output_size, rng, **kwargs
-  )
-
-
-def check_batch(batch: dict, input_size: int | None = None) -> None:
-  """Host-side validation of a batch before it reaches a jitted step.
-
-  Raises:
-    ValueError / TypeError naming the problem: rank, dtype, feature size, lengths outside
-    [0, time], mismatched batch sizes, NaN or inf in inputs or targets.
-  """
-  x = np.asarray(batch['inputs'])
-  if x.ndim != 3:
-    raise ValueError(f'inputs must be [batch, time, features]; got shape {x.shape}.')
-  if not np.issubdtype(x.dtype, np.floating):
-    raise TypeError(f'inputs must be floating point; got {x.dtype}.')
-  if input_size is not None and x.shape[-1] != input_size:
-    raise ValueError(f'inputs have {x.shape[-1]} features; the model expects {input_size}.')
-  n, t = x.shape[:2]
-  lengths = np.asarray(batch['lengths'])
-  if not np.issubdtype(lengths.dtype, np.integer):
-    raise TypeError(f'lengths must be integers; got {lengths.dtype}.')
-  if lengths.shape != (n,):
-    raise ValueError(f'lengths must have shape ({n},); got {lengths.shape}.')
-  if n and (lengths.min() < 0 or lengths.max() > t):
-    i = int(np.argmax((lengths < 0) | (lengths > t)))
-    raise ValueError(f'lengths must lie in [0, {t}] (the time axis); example {i} has {lengths[i]}.')
-  for key in ('inputs', 'targets'):
-    if key in batch and np.issubdtype(np.asarray(batch[key]).dtype, np.floating):
-      bad = ~np.isfinite(batch[key])
-      if bad.any():
-        raise ValueError(
-          f'{key} contain NaN or inf (first at index {np.argwhere(bad)[0].tolist()}).'
-        )
-  if 'targets' in batch and len(batch['targets']) != n:
-    raise ValueError(f'targets have {len(batch["targets"])} examples; inputs have {n}.')
 
 
 def num_batches(size: int, batch_size: int, drop_remainder: bool) -> int:
@@ -127,6 +37,183 @@ def epoch_order(size: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
   return np.random.default_rng([seed, 2, epoch]).permutation(size)
 
 
+def default_time_keys(dataset: dict) -> tuple[str, ...]:
+  """Keys whose axis 1 is the time axis: the arrays of rank >= 2 as long as `inputs`."""
+  if 'inputs' not in dataset or np.ndim(dataset['inputs']) < 2:
+    return ()
+  time = dataset['inputs'].shape[1]
+  return tuple(
+    k for k, v in dataset.items() if k != 'lengths' and v.ndim >= 2 and v.shape[1] == time
+  )
+
+
+def gather(
+  dataset: dict, idx: np.ndarray, time: int | None = None, time_keys: Sequence[str] = ()
+) -> dict:
+  """The examples `idx` of a dataset as a batch; index -1 is a zero (length-0) row.
+
+  Args:
+    dataset: the dataset dict.
+    idx: int[batch] example indices, -1 for padding rows.
+    time: if given, the `time_keys` arrays are cut (or zero-padded) to this many steps.
+    time_keys: the keys with a time axis (axis 1).
+  """
+  idx = np.asarray(idx)
+  real = idx >= 0
+  safe = np.where(real, idx, 0)
+  out = {}
+  for k, v in dataset.items():
+    x = v[safe]
+    if time is not None and k in time_keys:
+      if x.shape[1] >= time:
+        x = x[:, :time]
+      else:
+        x = np.pad(x, [(0, 0), (0, time - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+    if not real.all():
+      x = np.where(real.reshape((-1,) + (1,) * (x.ndim - 1)), x, np.zeros((), x.dtype))
+    out[k] = x
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+  """Bucket lengths: a batch of bucket k is padded to `boundaries[k]` steps.
+
+  Attributes:
+    boundaries: increasing lengths; the last covers the longest example.
+  """
+
+  boundaries: tuple[int, ...]
+
+  @classmethod
+  def from_lengths(cls, lengths: np.ndarray, num_buckets: int) -> Buckets:
+    """Boundaries at evenly spaced quantiles of the (training) lengths.
+
+    Fewer buckets result when quantiles coincide. Boundaries are at least 1 step.
+    """
+    if num_buckets < 1:
+      raise ValueError(f'num_buckets must be >= 1; got {num_buckets}.')
+    lengths = np.asarray(lengths)
+    qs = np.arange(1, num_buckets + 1) / num_buckets
+    cuts = np.quantile(lengths, qs, method='higher') if lengths.size else np.ones(1)
+    bounds = sorted({max(1, int(c)) for c in cuts} | {max(1, int(lengths.max(initial=1)))})
+    return cls(tuple(bounds))
+
+  def of(self, lengths: np.ndarray) -> np.ndarray:
+    """int[n]: each length's bucket (lengths beyond the last boundary go in the last)."""
+    b = np.searchsorted(np.asarray(self.boundaries), np.asarray(lengths), side='left')
+    return np.minimum(b, len(self.boundaries) - 1)
+
+  def fit(self, max_length: int) -> int:
+    """The smallest boundary that holds `max_length` steps (the last if none does)."""
+    return self.boundaries[int(self.of(np.array([max_length]))[0])]
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+  """The batches of one epoch and how they group into compiled calls.
+
+  Attributes:
+    indices: int[batches, batch_size] example indices (-1: padding row).
+    times: each batch's padded length, or None for the data's full length.
+    chunks: (lo, hi) batch ranges of consecutive calls; batches in one chunk share a shape.
+  """
+
+  indices: np.ndarray
+  times: tuple[int | None, ...]
+  chunks: tuple[tuple[int, int], ...]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+
+def _chunks(sizes: Sequence[int], steps_per_call: int) -> list[tuple[int, int]]:
+  """Ranges of at most `steps_per_call` (0: all) batches inside each group of `sizes`."""
+  out, lo = [], 0
+  for size in sizes:
+    step = size if steps_per_call <= 0 else steps_per_call
+    out += [(s, min(s + step, lo + size)) for s in range(lo, lo + size, max(step, 1))]
+    lo += size
+  return out
+
+
+def epoch_plan(
+  lengths: np.ndarray,
+  batch_size: int,
+  *,
+  seed: int = 0,
+  epoch: int = 0,
+  shuffle: bool = True,
+  drop_remainder: bool = True,
+  steps_per_call: int = 0,
+  buckets: Buckets | None = None,
+) -> EpochPlan:
+  """Plans one epoch: a pure function of its arguments.
+
+  Without buckets: batches in the epoch's order, every one at the data's full length, the
+  calls `steps_per_call` batches each (0: the whole epoch in one). A short last batch
+  (drop_remainder=False) is padded with -1 rows.
+
+  With buckets: see the module docstring. Calls group up to `steps_per_call` batches of
+  one bucket; with `shuffle` the calls run in an order drawn from (seed, epoch).
+  """
+  lengths = np.asarray(lengths)
+  size = len(lengths)
+  order = epoch_order(size, seed, epoch, shuffle)
+  if buckets is None:
+    n = num_batches(size, batch_size, drop_remainder)
+    idx = np.full((n * batch_size,), -1, np.int64)
+    take = order[: n * batch_size]
+    idx[: len(take)] = take
+    return EpochPlan(
+      idx.reshape(n, batch_size), (None,) * n, tuple(_chunks([n] if n else [], steps_per_call))
+    )
+  which = buckets.of(lengths[order])
+  groups, carry = [], np.zeros((0,), np.int64)
+  for k, bound in enumerate(buckets.boundaries):
+    pool = np.concatenate([carry, order[which == k]])
+    full = len(pool) // batch_size * batch_size
+    carry = pool[full:]
+    if len(buckets.boundaries) - 1 == k and len(carry) and not drop_remainder:
+      pad = np.full((batch_size - len(carry),), -1, np.int64)
+      pool, full, carry = np.concatenate([pool, pad]), len(pool) + len(pad), carry[:0]
+    batches = pool[:full].reshape(-1, batch_size)
+    step = len(batches) if steps_per_call <= 0 else steps_per_call
+    groups += [(batches[s : s + step], bound) for s in range(0, len(batches), max(step, 1))]
+  if shuffle:
+    perm = np.random.default_rng([seed, 5, epoch]).permutation(len(groups))
+    groups = [groups[i] for i in perm]
+  if not groups:
+    return EpochPlan(np.zeros((0, batch_size), np.int64), (), ())
+  indices = np.concatenate([g for g, _ in groups])
+  times = tuple(t for g, t in groups for _ in range(len(g)))
+  return EpochPlan(indices, times, tuple(_chunks([len(g) for g, _ in groups], 0)))
+
+
+def eval_plan(lengths: np.ndarray, batch_size: int, buckets: Buckets | None = None) -> EpochPlan:
+  """Every example once, for evaluation; the last batch padded with -1 rows.
+
+  With buckets the examples go in order of length, so each batch is padded to the
+  smallest bucket that holds it (the sums a task computes do not depend on the order).
+  """
+  lengths = np.asarray(lengths)
+  if buckets is None:
+    return epoch_plan(lengths, batch_size, shuffle=False, drop_remainder=False)
+  order = np.argsort(lengths, kind='stable')
+  n = num_batches(len(order), batch_size, False)
+  idx = np.full((n * batch_size,), -1, np.int64)
+  idx[: len(order)] = order
+  idx = idx.reshape(n, batch_size)
+  times = tuple(buckets.fit(int(lengths[row[row >= 0]].max(initial=0))) for row in idx)
+  return EpochPlan(idx, times, tuple((i, i + 1) for i in range(n)))
+
+
+def plan_batches(dataset: dict, plan: EpochPlan, time_keys: Sequence[str] | None = None) -> list:
+  """The batches of a plan (whole batches; see `parallel.sharding` for per-process rows)."""
+  keys = default_time_keys(dataset) if time_keys is None else time_keys
+  return [gather(dataset, i, t, keys) for i, t in zip(plan.indices, plan.times, strict=True)]
+
+
 def batches(
   dataset: dict,
   batch_size: int,
@@ -137,24 +224,46 @@ def batches(
   drop_remainder: bool = True,
   start: int = 0,
 ) -> Iterator[dict]:
-  """Yields the batches of one epoch, starting at batch index `start`.
+  """Yields the batches of one epoch at full length, starting at batch index `start`.
 
   A short last batch (drop_remainder=False) is padded to `batch_size` with length-0
   examples, so every batch has one shape and padded examples weigh nothing in the loss.
   """
-  size = len(dataset['lengths'])
-  order = epoch_order(size, seed, epoch, shuffle)
-  for b in range(start, num_batches(size, batch_size, drop_remainder)):
-    idx = order[b * batch_size : (b + 1) * batch_size]
-    batch = {k: v[idx] for k, v in dataset.items()}
-    pad = batch_size - len(idx)
-    if pad:
-      batch = {
-        k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()
-      }
-    yield batch
+  plan = epoch_plan(
+    dataset['lengths'],
+    batch_size,
+    seed=seed,
+    epoch=epoch,
+    shuffle=shuffle,
+    drop_remainder=drop_remainder,
+  )
+  for idx in plan.indices[start:]:
+    yield gather(dataset, idx)
 
 
 def stack(batch_list: list[dict]) -> dict:
   """Stacks batches on a new leading axis (for several steps in one compiled call)."""
   return {k: np.stack([b[k] for b in batch_list]) for k in batch_list[0]}
+
+
+def padding_stats(plan: EpochPlan, lengths: np.ndarray, full_time: int) -> dict:
+  """Steps computed and real steps of a plan's batches: what bucketing saves.
+
+  Returns:
+    {'real_steps', 'padded_steps', 'full_length_steps', 'padding_fraction'}: real steps,
+    steps computed with the plan's padding, steps computed at the data's full length, and
+    the fraction of computed steps that are padding.
+  """
+  lengths = np.asarray(lengths)
+  real = padded = full = 0
+  for idx, t in zip(plan.indices, plan.times, strict=True):
+    rows = idx[idx >= 0]
+    real += int(lengths[rows].sum())
+    padded += len(idx) * (full_time if t is None else t)
+    full += len(idx) * full_time
+  return {
+    'real_steps': real,
+    'padded_steps': padded,
+    'full_length_steps': full,
+    'padding_fraction': 1.0 - real / padded if padded else 0.0,
+  }

@@ -1,14 +1,23 @@
-"""Sequence data files for evaluation and prediction, and the predictions format.
+"""Sequence data files (.npz, .jsonl) for every generic task, and writing predictions.
 
-Two input formats, chosen by extension:
-  .npz:   arrays 'inputs' float[n, time, features], 'lengths' int[n] and, for evaluation,
-          'targets' float[n, time, outputs] (the dataset dicts of `bilstm_jax.data.batching`).
-  .jsonl: one sequence per line, `{"inputs": [[f, ...], ...], "targets": [[o, ...], ...]}`
-          (targets only for evaluation); its length is the number of input rows.
+Two formats, chosen by extension. Every key is optional except `inputs`; which keys a
+task needs, and their values' ranges, the task checks (`bilstm_jax.tasks`).
 
-Predictions are written as .jsonl (one line per sequence, in input order:
-`{"index": i, "length": L, "predictions": [[o, ...] x L]}`) or, if the output path ends
-in .npz, as arrays 'predictions' float[n, time, outputs] and 'lengths' int[n].
+  .npz:   arrays
+            inputs   float[n, time, features] (features) or int[n, time] (token ids)
+            lengths  int[n]                   real steps per example (default: all of time)
+            targets  float[n, time, outputs]  regression
+            labels   int[n] (classification) or int[n, time] (tagging)
+  .jsonl: one example per line, e.g.
+            {"inputs": [[0.1, 0.2], [0.3, 0.4]], "targets": [[1.0], [2.0]]}
+            {"inputs": [4, 17, 9], "labels": [0, 2, 1]}
+            {"inputs": [[0.5], [0.1]], "labels": 3}
+          The length of an example is the number of its input steps; `targets` and
+          per-step `labels` have one entry per step.
+
+Predictions are written as .jsonl (one line per example, in input order, with "index",
+"length" and each predicted array cut to the example's length) or, if the output path
+ends in .npz, as the arrays themselves plus "lengths".
 """
 
 from __future__ import annotations
@@ -19,18 +28,20 @@ import zipfile
 
 import numpy as np
 
-from bilstm_jax.data import batching as data_lib
 from bilstm_jax.errors import DataFileError
 
 FORMATS = ('.npz', '.jsonl')
+KEYS = ('inputs', 'lengths', 'targets', 'labels')
 
 
-def read(path: str, input_size: int, need_targets: bool) -> dict:
-  """Reads and validates a data file into a dataset dict (numpy arrays).
+def read(path: str) -> dict:
+  """Reads a data file into a dataset dict of numpy arrays, checking its structure.
+
+  Inputs are float32 (features) or int32 (ids); targets float32; labels and lengths int32.
 
   Raises:
-    DataFileError: naming the file (and the line for .jsonl) when it is missing,
-      unreadable, of an unknown format, or holds malformed or invalid sequences.
+    DataFileError: naming the file (and the line, for .jsonl) when it is missing,
+      unreadable, of an unknown format, or holds malformed or inconsistent examples.
   """
   ext = os.path.splitext(path)[1]
   if ext not in FORMATS:
@@ -38,16 +49,76 @@ def read(path: str, input_size: int, need_targets: bool) -> dict:
   if not os.path.isfile(path):
     raise DataFileError(f'Data file {path} does not exist.')
   dataset = _read_npz(path) if ext == '.npz' else _read_jsonl(path)
-  keys = ('inputs', 'lengths', 'targets') if need_targets else ('inputs', 'lengths')
-  missing = [k for k in keys if k not in dataset]
-  if missing:
-    raise DataFileError(f'Data file {path} lacks {missing}; it has {sorted(dataset)}.')
-  dataset = {k: dataset[k] for k in keys}
-  try:
-    data_lib.check_batch(dataset, input_size)
-  except (ValueError, TypeError) as e:
-    raise DataFileError(f'Data file {path}: {e}') from e
-  return dataset
+  return from_arrays(path, dataset)
+
+
+def from_arrays(path: str, dataset: dict) -> dict:
+  """Checks arrays' ranks and dtypes against each other; casts them to the standard.
+
+  `path` names where they come from in messages (a file, or 'the arrays passed in').
+  """
+  unknown = sorted(set(dataset) - set(KEYS))
+  if unknown:
+    raise DataFileError(f'Data file {path}: unknown keys {unknown}; known: {list(KEYS)}.')
+  if 'inputs' not in dataset:
+    raise DataFileError(f'Data file {path} lacks "inputs"; it has {sorted(dataset)}.')
+  x = np.asarray(dataset['inputs'])
+  if np.issubdtype(x.dtype, np.floating):
+    if x.ndim != 3:
+      raise DataFileError(
+        f'Data file {path}: float inputs must be [n, time, features]; got shape {x.shape}.'
+      )
+    x = x.astype(np.float32)
+  elif np.issubdtype(x.dtype, np.integer):
+    if x.ndim != 2:
+      raise DataFileError(
+        f'Data file {path}: integer inputs (token ids) must be [n, time]; got shape {x.shape}.'
+      )
+    x = x.astype(np.int32)
+  else:
+    raise DataFileError(f'Data file {path}: inputs must be float or integer; got {x.dtype}.')
+  n, time = x.shape[:2]
+  out = {'inputs': x}
+  lengths = dataset.get('lengths')
+  if lengths is None:
+    lengths = np.full((n,), time, np.int32)
+  lengths = np.asarray(lengths)
+  if not np.issubdtype(lengths.dtype, np.integer) or lengths.shape != (n,):
+    raise DataFileError(
+      f'Data file {path}: lengths must be int[{n}]; got {lengths.dtype}{list(lengths.shape)}.'
+    )
+  if n and (lengths.min() < 0 or lengths.max() > time):
+    i = int(np.argmax((lengths < 0) | (lengths > time)))
+    raise DataFileError(
+      f'Data file {path}: lengths must lie in [0, {time}] (the time axis); example {i} has '
+      f'{lengths[i]}.'
+    )
+  out['lengths'] = lengths.astype(np.int32)
+  if 'targets' in dataset:
+    t = np.asarray(dataset['targets'])
+    if not np.issubdtype(t.dtype, np.floating) or t.ndim != 3 or t.shape[:2] != (n, time):
+      raise DataFileError(
+        f'Data file {path}: targets must be float[{n}, {time}, outputs]; got '
+        f'{t.dtype}{list(t.shape)}.'
+      )
+    out['targets'] = t.astype(np.float32)
+  if 'labels' in dataset:
+    y = np.asarray(dataset['labels'])
+    if not np.issubdtype(y.dtype, np.integer) or y.shape not in ((n,), (n, time)):
+      raise DataFileError(
+        f'Data file {path}: labels must be int[{n}] (one per sequence) or int[{n}, {time}] '
+        f'(one per step); got {y.dtype}{list(y.shape)}.'
+      )
+    out['labels'] = y.astype(np.int32)
+  for key in ('inputs', 'targets'):
+    if key in out and np.issubdtype(out[key].dtype, np.floating):
+      bad = ~np.isfinite(out[key])
+      if bad.any():
+        raise DataFileError(
+          f'Data file {path}: {key} contain NaN or inf (first at index '
+          f'{np.argwhere(bad)[0].tolist()}).'
+        )
+  return out
 
 
 def _read_npz(path: str) -> dict:
@@ -61,7 +132,7 @@ def _read_npz(path: str) -> dict:
 def _read_jsonl(path: str) -> dict:
   rows = []
   try:
-    with open(path) as f:
+    with open(path, encoding='utf-8') as f:
       for lineno, line in enumerate(f, 1):
         if line.strip():
           rows.append((lineno, _parse_line(path, lineno, line)))
@@ -69,31 +140,59 @@ def _read_jsonl(path: str) -> dict:
     raise DataFileError(f'Data file {path} cannot be read: {e}') from e
   if not rows:
     raise DataFileError(f'Data file {path} holds no sequences.')
+  first_line, first = rows[0]
+  integer = first['inputs'].dtype.kind == 'i'
   time = max(len(r['inputs']) for _, r in rows)
-  num_features = 0
+  width = {}
   for lineno, r in rows:
-    if len(r['inputs']) and num_features and r['inputs'].shape[1] != num_features:
+    if (r['inputs'].dtype.kind == 'i') != integer:
       raise DataFileError(
-        f'{path}:{lineno}: inputs have {r["inputs"].shape[1]} features; earlier lines '
-        f'have {num_features}.'
+        f'{path}:{lineno}: "inputs" are {"floats" if integer else "integers"}; line '
+        f'{first_line} has {"integers" if integer else "floats"} (mixed dtypes).'
       )
-    num_features = num_features or (r['inputs'].shape[1] if len(r['inputs']) else 0)
-  out = {
-    'inputs': np.zeros((len(rows), time, num_features), np.float32),
-    'lengths': np.array([len(r['inputs']) for _, r in rows], np.int32),
-  }
-  if all('targets' in r for _, r in rows):
-    outputs = rows[0][1]['targets'].shape[1]
-    out['targets'] = np.zeros((len(rows), time, outputs), np.float32)
-  for i, (lineno, r) in enumerate(rows):
-    out['inputs'][i, : len(r['inputs'])] = r['inputs']
-    if 'targets' in out:
-      if r['targets'].shape != (len(r['inputs']), outputs):
+    for key in ('inputs', 'targets'):
+      if key in r and r[key].ndim == 2 and len(r[key]):
+        want = width.setdefault(key, (r[key].shape[1], lineno))
+        if r[key].shape[1] != want[0]:
+          raise DataFileError(
+            f'{path}:{lineno}: "{key}" rows have {r[key].shape[1]} values; line {want[1]} '
+            f'has {want[0]}.'
+          )
+    steps = len(r['inputs'])
+    for key in ('targets', 'labels'):
+      if key in r and r[key].ndim >= 1 and len(r[key]) != steps:
         raise DataFileError(
-          f'{path}:{lineno}: targets have shape {r["targets"].shape}; expected '
-          f'({len(r["inputs"])}, {outputs}) (one row per input step).'
+          f'{path}:{lineno}: "{key}" has {len(r[key])} steps; "inputs" has {steps} (one '
+          'per input step).'
         )
-      out['targets'][i, : len(r['inputs'])] = r['targets']
+  for key in ('targets', 'labels'):
+    have = [lineno for lineno, r in rows if key in r]
+    if have and len(have) != len(rows):
+      missing = next(lineno for lineno, r in rows if key not in r)
+      raise DataFileError(f'{path}:{missing}: no "{key}"; line {have[0]} has them.')
+  n = len(rows)
+  if integer:
+    out = {'inputs': np.zeros((n, time), np.int64)}
+  else:
+    out = {'inputs': np.zeros((n, time, width.get('inputs', (0,))[0]), np.float32)}
+  out['lengths'] = np.array([len(r['inputs']) for _, r in rows], np.int32)
+  if 'targets' in first:
+    out['targets'] = np.zeros((n, time, width.get('targets', (0,))[0]), np.float32)
+  if 'labels' in first:
+    per_step = [r['labels'].ndim == 1 for _, r in rows]
+    if any(per_step) != all(per_step):
+      lineno = rows[per_step.index(not per_step[0])][0]
+      raise DataFileError(
+        f'{path}:{lineno}: "labels" mixes one label per sequence and one per step.'
+      )
+    out['labels'] = np.zeros((n, time) if per_step[0] else (n,), np.int64)
+  for i, (_, r) in enumerate(rows):
+    steps = len(r['inputs'])
+    for key, value in r.items():
+      if key == 'labels' and value.ndim == 0:
+        out[key][i] = value
+      elif steps:
+        out[key][i, :steps] = value
   return out
 
 
@@ -104,39 +203,66 @@ def _parse_line(path: str, lineno: int, line: str) -> dict:
     raise DataFileError(f'{path}:{lineno}: not valid JSON ({e.msg}).') from e
   if not isinstance(obj, dict) or 'inputs' not in obj:
     raise DataFileError(f'{path}:{lineno}: expected an object with "inputs".')
+  unknown = sorted(set(obj) - set(KEYS) - {'lengths'})
+  if unknown:
+    raise DataFileError(f'{path}:{lineno}: unknown keys {unknown}; known: {list(KEYS)}.')
   out = {}
-  for key in ('inputs', 'targets'):
-    if key in obj:
-      try:
-        arr = np.asarray(obj[key], np.float32)
-      except (TypeError, ValueError) as e:
-        raise DataFileError(f'{path}:{lineno}: "{key}" is not a numeric matrix ({e}).') from e
-      if arr.ndim != 2 and arr.size:
+  for key in ('inputs', 'targets', 'labels'):
+    if key not in obj:
+      continue
+    try:
+      arr = np.asarray(obj[key])
+    except (TypeError, ValueError) as e:
+      raise DataFileError(f'{path}:{lineno}: "{key}" is not a numeric array ({e}).') from e
+    if arr.size == 0:
+      arr = np.zeros((0,), np.int64 if key != 'targets' else np.float32)
+    if arr.dtype == bool or not (
+      np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+      raise DataFileError(f'{path}:{lineno}: "{key}" must hold numbers; got {arr.dtype}.')
+    if key == 'labels':
+      if not np.issubdtype(arr.dtype, np.integer) or arr.ndim > 1:
         raise DataFileError(
-          f'{path}:{lineno}: "{key}" must be a list of rows (time x size); got shape {arr.shape}.'
+          f'{path}:{lineno}: "labels" must be an integer or a list of integers; got '
+          f'{str(obj[key])[:60]}.'
         )
-      out[key] = arr.reshape(len(arr), -1) if arr.size else np.zeros((0, 0), np.float32)
+    elif key == 'inputs' and np.issubdtype(arr.dtype, np.integer) and arr.ndim == 1:
+      pass  # token ids
+    elif arr.ndim != 2 and arr.size:
+      raise DataFileError(
+        f'{path}:{lineno}: "{key}" must be a list of rows (time x size); got shape {arr.shape}.'
+      )
+    elif key == 'targets' or arr.ndim == 2:
+      arr = arr.astype(np.float32)
+    out[key] = arr
+  if out['inputs'].ndim == 1 and out['inputs'].size == 0:
+    out['inputs'] = out['inputs'].astype(np.int64)
   return out
 
 
 def write_predictions(
-  path: str, predictions: np.ndarray, lengths: np.ndarray, std: np.ndarray | None = None
+  path: str, arrays: dict, lengths: np.ndarray, time_keys: tuple[str, ...] = ()
 ) -> None:
-  """Writes predictions float[n, time, outputs] (valid up to `lengths`) to `path`.
+  """Writes a task's predictions for n examples to `path` (.jsonl or .npz), atomically.
 
-  `std` (same shape; an ensemble's spread over members) is written beside them if given.
+  Args:
+    path: the output file.
+    arrays: {name: array[n, ...]}.
+    lengths: int[n] real steps per example.
+    time_keys: the arrays whose axis 1 is time: .jsonl cuts them to each example's length.
   """
-  predictions, lengths = np.asarray(predictions), np.asarray(lengths)
-  extra = {} if std is None else {'std': np.asarray(std)}
+  lengths = np.asarray(lengths)
+  arrays = {k: np.asarray(v) for k, v in arrays.items()}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp'
   if path.endswith('.npz'):
     with open(tmp, 'wb') as f:
-      np.savez(f, predictions=predictions, lengths=lengths, **extra)
+      np.savez(f, lengths=lengths, **arrays)
   else:
     with open(tmp, 'w') as f:
-      for i, (p, n) in enumerate(zip(predictions, lengths, strict=True)):
-        row = {'index': i, 'length': int(n), 'predictions': p[: int(n)].tolist()}
-        row.update({k: v[i, : int(n)].tolist() for k, v in extra.items()})
+      for i, n in enumerate(lengths):
+        row = {'index': i, 'length': int(n)}
+        for k, v in arrays.items():
+          row[k] = (v[i, : int(n)] if k in time_keys else v[i]).tolist()
         f.write(json.dumps(row) + '\n')
   os.replace(tmp, path)

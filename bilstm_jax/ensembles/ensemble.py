@@ -1,8 +1,10 @@
 """Ensembles and populations: N models in one compiled program, with a leading member axis.
 
-Every function here is a transform over the single-model ones in `train_lib`: the members'
-`TrainState`s are stacked on a new leading axis (`jax.vmap` of `create_train_state`), and
-one training call is `jax.vmap` of `train_lib.train_steps` (a `lax.scan` of `train_step`).
+Every function here is a transform over the single-model ones in `training.steps`: the
+members' `TrainState`s are stacked on a new leading axis (`jax.vmap` of
+`init_train_state`), and one training call is `jax.vmap` of `steps.train_steps` (a
+`lax.scan` of `train_step`). The task (`bilstm_jax.tasks`) says what is minimised and
+measured, and how members' outputs combine (`Task.combine`).
 There is no second implementation of the step, so member i of an ensemble follows exactly
 the trajectory of a single-model run with the same key, hyperparameters and batches.
 
@@ -13,12 +15,13 @@ Per-member hyperparameters, all traced values (so any mix of them shares one pro
     `flax.linen.intercept_methods` (`dropout_apply_fn`); the model is built with a nonzero
     static rate only so that its dropout layers exist.
 Structural hyperparameters (hidden size, layers) change shapes and cannot share a program:
-`bilstm_jax.ensembles.sweep` compiles one population per shape. Training a population from a config
-(`train.py` with an `ensemble` block) goes through `train_lib`'s loop, like a single model;
-`bilstm_jax.ensembles.population` supplies the loop's parts from the functions here.
+`bilstm_jax.ensembles.sweep` compiles one population per shape. Training a population
+from a config (`train.py` with an `ensemble` block) goes through the training loop, like a
+single model; `bilstm_jax.ensembles.population` builds its `Program` from the functions
+here.
 
 Member keys: member i uses `jax.random.key(seed + i)`, split into (init key, step key) the
-way `train_lib.train_and_evaluate` splits its key, so its initialisation and dropout are
+way a single model's run splits its key, so its initialisation and dropout are
 those of a single run with `config.seed = seed + i`.
 
 Data modes (`member_data`):
@@ -37,10 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import losses
 from bilstm_jax.data import batching as data_lib
 from bilstm_jax.parallel import sharding
-from bilstm_jax.training import loop as train_lib
+from bilstm_jax.training import steps
 
 DATA_MODES = ('shared', 'bootstrap', 'subsets')
 
@@ -54,9 +56,9 @@ def member_keys(
   """(init keys, step keys), each key[num_members]: member i splits `key(seed + i)`.
 
   One jitted program for all members (eagerly, each member's split and each index was
-  one); `compiler_options` as for `train_lib.create_train_state`.
+  one); `compiler_options` as for `steps.create_train_state`.
   """
-  seeds = np.array([train_lib.key_seed(seed + i) for i in range(num_members)])
+  seeds = np.array([steps.key_seed(seed + i) for i in range(num_members)])
 
   def split(seeds):
     keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(seeds)
@@ -65,7 +67,7 @@ def member_keys(
   return jax.jit(split, compiler_options=compiler_options)(seeds)
 
 
-def set_hparams(state: train_lib.TrainState, **values) -> train_lib.TrainState:
+def set_hparams(state: steps.TrainState, **values) -> steps.TrainState:
   """Writes optimiser hyperparameters (e.g. learning_rate=float32[N]) into `opt_state`.
 
   Works for one state (scalars) and for stacked members (arrays with a leading member axis).
@@ -78,7 +80,7 @@ def set_hparams(state: train_lib.TrainState, **values) -> train_lib.TrainState:
   return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
 
 
-def scale_params(state: train_lib.TrainState, scale) -> train_lib.TrainState:
+def scale_params(state: steps.TrainState, scale) -> steps.TrainState:
   """Multiplies every parameter by `scale` (a scalar, or float32[N] for stacked members)."""
   scale = jnp.asarray(scale, jnp.float32)
 
@@ -92,43 +94,43 @@ def create_members(
   init_keys: jax.Array,
   model: nn.Module,
   tx,
-  sample_batch: dict,
+  inputs: tuple,
   hparams: dict | None = None,
   compiler_options: dict | None = None,
-) -> train_lib.TrainState:
+) -> steps.TrainState:
   """N members as one `TrainState` whose leaves have a leading member axis.
 
   Args:
     init_keys: key[N], one initialisation key per member.
-    model, tx, sample_batch: as for `train_lib.create_train_state`.
+    model, tx, inputs: as for `steps.create_train_state` (the model's example inputs).
     hparams: optional {'learning_rate', 'weight_decay', 'init_scale': float32[N]}; the
       first two go into `opt_state.hyperparams`, `init_scale` multiplies the initial
       parameters. ('dropout' is not part of the state; pass it to the step.)
-    compiler_options: as for `train_lib.create_train_state`.
+    compiler_options: as for `steps.create_train_state`.
 
   Returns:
     The stacked TrainState (apply_fn and tx are shared).
   """
   hparams = {k: v for k, v in (hparams or {}).items() if k != 'dropout'}
 
-  def create(keys, inputs, lengths, hparams):
-    state = jax.vmap(lambda k: train_lib.init_train_state(k, model, tx, inputs, lengths))(keys)
+  def create(keys, inputs, hparams):
+    state = jax.vmap(lambda k: steps.init_train_state(k, model, tx, inputs))(keys)
     if 'init_scale' in hparams:
       state = scale_params(state, hparams.pop('init_scale'))
     return set_hparams(state, **hparams)
 
-  # One program (see train_lib.create_train_state); eagerly, scaling and writing the
+  # One program (see steps.create_train_state); eagerly, scaling and writing the
   # hyperparameters compiled one program per parameter and per value.
   create = jax.jit(create, compiler_options=compiler_options)
-  return create(init_keys, sample_batch['inputs'], sample_batch['lengths'], hparams)
+  return create(init_keys, tuple(inputs), hparams)
 
 
-def get_member(state: train_lib.TrainState, i: int) -> train_lib.TrainState:
+def get_member(state: steps.TrainState, i: int) -> steps.TrainState:
   """Member i as an ordinary single-model TrainState (no member axis)."""
   return jax.tree.map(lambda x: x[i], state)
 
 
-def export_params(state: train_lib.TrainState, i: int) -> dict:
+def export_params(state: steps.TrainState, i: int) -> dict:
   """Member i's parameters as a host numpy tree: usable with `model.apply` like any params.
 
   With members split over several processes every process must call it (`host_copy`)."""
@@ -199,23 +201,29 @@ def dropout_apply_fn(apply_fn: Callable, rate: jax.Array) -> Callable:
 # -------------------------------------------------------------------------------- steps
 
 
-def _member_train_steps(state, batches, rng, dropout, loss_fn):
-  """One member's `train_lib.train_steps`, with its dropout rate swapped in if given."""
+def _member_train_steps(state, batches, rng, dropout, task):
+  """One member's `steps.train_steps`, with its dropout rate swapped in if given."""
   if dropout is None:
-    return train_lib.train_steps(state, batches, rng, loss_fn)
+    return steps.train_steps(state, batches, rng, task)
   apply_fn = state.apply_fn
   state = state.replace(apply_fn=dropout_apply_fn(apply_fn, dropout))
-  state, sums = train_lib.train_steps(state, batches, rng, loss_fn)
+  state, sums = steps.train_steps(state, batches, rng, task)
   return state.replace(apply_fn=apply_fn), sums  # no tracer may leave in static fields
 
 
 def make_train_steps(
-  loss_fn: Callable = losses.masked_mse,
+  task,
   shared_data: bool = True,
   per_member_dropout: bool = False,
   donate: bool = True,
 ) -> Callable:
-  """The jitted ensemble step: `jax.vmap` of `train_lib.train_steps` over members.
+  """The jitted ensemble step: `jax.vmap` of `steps.train_steps` over members.
+
+  Args:
+    task: what the members learn (`loss`, `model_inputs`).
+    shared_data: every member trains on the same batches.
+    per_member_dropout: substitute each member's dropout rate (see `dropout_apply_fn`).
+    donate: donate the state's buffers to the call.
 
   Returns:
     fn(state, batches, step_keys, dropout) -> (state, {'loss_sum', 'weight': float32[N]}),
@@ -227,9 +235,9 @@ def make_train_steps(
 
   def fn(state, batches, step_keys, dropout):
     if not per_member_dropout:
-      member = functools.partial(_member_train_steps, dropout=None, loss_fn=loss_fn)
+      member = functools.partial(_member_train_steps, dropout=None, task=task)
       return jax.vmap(member, in_axes=(0, batch_axis, 0))(state, batches, step_keys)
-    member = functools.partial(_member_train_steps, loss_fn=loss_fn)
+    member = functools.partial(_member_train_steps, task=task)
     return jax.vmap(member, in_axes=(0, batch_axis, 0, 0))(state, batches, step_keys, dropout)
 
   return jax.jit(fn, donate_argnums=0 if donate else ())
@@ -238,9 +246,14 @@ def make_train_steps(
 # ---------------------------------------------------------------------------- inference
 
 
-def predict(state: train_lib.TrainState, inputs: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Every member's deterministic predictions: float32[N, batch, time, outputs]."""
-  return jax.vmap(lambda p: state.apply_fn({'params': p}, inputs, lengths))(state.params)
+def predict(state: steps.TrainState, batch: dict, task) -> jax.Array:
+  """Every member's deterministic model outputs on a batch: array[N, batch, ...]."""
+
+  def member(params, model_state):
+    variables = {'params': params, **model_state}
+    return state.apply_fn(variables, *task.model_inputs(batch))
+
+  return jax.vmap(member)(state.params, state.model_state)
 
 
 def regression_summary(preds: jax.Array) -> dict:
@@ -261,33 +274,47 @@ def classification_summary(logits: jax.Array) -> dict:
   return {'member_probs': probs, 'mean_probs': mean, 'std_probs': probs.std(0), 'entropy': entropy}
 
 
-def _eval_sums(state, batch, loss_fn):
-  preds = predict(state, batch['inputs'], batch['lengths'])
-  member_sum, weight = jax.vmap(lambda p: loss_fn(p, batch))(preds)
-  ens_sum, ens_weight = loss_fn(preds.mean(0), batch)
-  return {'member': member_sum, 'weight': weight[0], 'ensemble': ens_sum}
+def _eval_sums(state, batch, task):
+  outputs = predict(state, batch, task)
+  member = jax.vmap(lambda o: task.eval_sums(o, batch))(outputs)
+  return {'member': member, 'ensemble': task.eval_sums(task.combine(outputs), batch)}
 
 
-def make_eval_fn(loss_fn: Callable = losses.masked_mse) -> Callable:
-  """Jitted (state, batch) -> {'member': float32[N], 'ensemble': float32, 'weight'} sums."""
-  return jax.jit(functools.partial(_eval_sums, loss_fn=loss_fn))
+def make_eval_fn(task) -> Callable:
+  """Jitted (state, batch) -> {'member': {metric: (sum[N], count[N])}, 'ensemble': {metric:
+  (sum, count)}}: each member's metric sums and those of the combined output."""
+  return jax.jit(functools.partial(_eval_sums, task=task))
 
 
-def evaluate(eval_fn: Callable, state, dataset: dict, batch_size: int) -> dict:
-  """Each member's mean loss over a dataset and the loss of the members' mean prediction.
+def member_predictions(state, batch: dict, task) -> tuple[dict, dict]:
+  """The task's predictions from the combined output, and each member's.
 
   Returns:
-    {'member_loss': np.float64[N], 'ensemble_loss': float}. A short last batch is padded
-    with length-0 examples that weigh nothing.
+    (predictions {name: [batch, ...]}, member predictions {name: [N, batch, ...]}).
   """
-  sums = [
-    eval_fn(state, b)
-    for b in data_lib.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
-  ]
+  outputs = predict(state, batch, task)
+  members = jax.vmap(lambda o: task.predictions(o, batch))(outputs)
+  return task.predictions(task.combine(outputs), batch), members
+
+
+def evaluate(eval_fn: Callable, state, dataset: dict, batch_size: int, task, buckets=None) -> dict:
+  """Each member's metrics over a dataset and those of the members' combined output.
+
+  Returns:
+    {'member': {metric: np.float64[N]}, 'ensemble': {metric: float}}. A short last batch
+    is padded with length-0 examples that weigh nothing.
+  """
+  plan = data_lib.eval_plan(dataset['lengths'], batch_size, buckets)
+  sums = [eval_fn(state, b) for b in data_lib.plan_batches(dataset, plan, task.time_keys)]
   sums = sharding.host_copy(sums)  # the member axis may span processes
-  weight = max(sum(float(s['weight']) for s in sums), 1.0)
-  member = sum(np.asarray(s['member'], np.float64) for s in sums) / weight
-  return {'member_loss': member, 'ensemble_loss': sum(float(s['ensemble']) for s in sums) / weight}
+  member, ens = {}, {}
+  for name in sums[0]['ensemble']:
+    count = sum(np.asarray(s['member'][name][1], np.float64) for s in sums)
+    total = sum(np.asarray(s['member'][name][0], np.float64) for s in sums)
+    member[name] = total / np.maximum(count, 1.0)
+    e_total = sum(float(s['ensemble'][name][0]) for s in sums)
+    ens[name] = e_total / max(sum(float(s['ensemble'][name][1]) for s in sums), 1.0)
+  return {'member': member, 'ensemble': ens}
 
 
 # --------------------------------------------------------------------------------- data

@@ -1,66 +1,71 @@
-"""Training a population from a config: the ensemble's parts of `train_lib`'s one loop.
+"""A population through the training loop: the `Program` of a config's `ensemble` block.
 
-A config with an `ensemble` block (`configs/ensemble.py`) trains through the same loop as
-a single model (`train_lib.train_and_evaluate`): checkpoints and exact resume after a
-kill, early stopping, `train.num_steps`, schedules, TensorBoard, plots. `Population`
-supplies the loop's `train_lib.Parts` built from `bilstm_jax.ensembles.ensemble`'s transforms: the
-stacked members (`ensemble.create_members`), the vmapped multi-step, per-member batches,
-per-member and ensemble dev losses, and the per-member table at the end.
+`population(...)` returns the same kind of `Program` as a single model
+(`training.program.single_model`), built from `bilstm_jax.ensembles.ensemble`'s
+transforms: the stacked members (`ensemble.create_members`), the vmapped multi-step,
+per-member batches, per-member and ensemble dev metrics, and the per-member table at the
+end. The loop knows neither builder, so a population gets checkpoints and exact resume
+after a kill, early stopping, `train.num_steps`, schedules, TensorBoard and plots.
 
 The rng the loop saves and folds is the members' step keys (key[N]). What the loop logs
-and early-stops on (`metrics`):
-  train_loss:        the median member's train loss (mean since the last evaluation);
-  dev_loss:          the best member's dev loss (the default `train.metric`: a sweep's
-                     result is its best member, so the run stops when none improves);
-  median_dev_loss:   the median member's dev loss;
-  ensemble_dev_loss: the dev loss of the members' mean prediction.
+and early-stops on, for each metric m of the task (`metrics`):
+  train_loss:     the median member's train loss (mean since the last evaluation);
+  dev_m:          the best member's dev m (by the metric's direction; `dev_loss` is the
+                  default `train.metric`: a sweep's result is its best member, so the run
+                  stops when none improves);
+  median_dev_m:   the median member's dev m;
+  ensemble_dev_m: dev m of the members' combined output (`Task.combine`).
 Diverged members (NaN or inf) are left out of the median and the best; the run stops
 with `NonFiniteLossError` only when every member has diverged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from bilstm_jax.data import batching as data_lib
+from bilstm_jax.data import batching
 from bilstm_jax.ensembles import ensemble
 from bilstm_jax.parallel import sharding
-from bilstm_jax.training import loop as train_lib
-from bilstm_jax.training import monitor, optim
+from bilstm_jax.training import optim, steps
+from bilstm_jax.training.program import Program, make_buckets
 
 HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
 
 
-# ------------------------------------------------------------------------- hyperparams
+def sample_hparams(
+  num_members: int, ranges: dict, sampling: str, seed: int
+) -> dict[str, np.ndarray]:
+  """float32[N] per hyperparameter from (low, high) ranges.
 
-
-def sample_hparams(ens_config, seed: int) -> dict[str, np.ndarray]:
-  """float32[N] per hyperparameter from the (low, high) ranges of an `ensemble` block.
+  Args:
+    num_members: N.
+    ranges: {name: (low, high)} for every name in `HPARAMS`.
+    sampling: 'random' (each drawn independently, then sorted: member 0 smallest) or
+      'grid' (evenly spaced, in log space where log-uniform).
+    seed: the draw's seed.
 
   low == high gives a constant. Otherwise learning rate, weight decay and init scale are
-  log-uniform when low > 0 (uniform if low == 0) and dropout is uniform. With
-  `sampling='random'` each is drawn independently (then sorted, member 0 smallest);
-  `sampling='grid'` spaces them evenly (in log space where log-uniform).
+  log-uniform when low > 0 (uniform if low == 0) and dropout is uniform.
   """
-  n = ens_config.num_members
+  n = num_members
   out = {}
   for k, name in enumerate(HPARAMS):
-    low, high = (float(v) for v in ens_config[name])
+    low, high = (float(v) for v in ranges[name])
     if high < low:
       raise ValueError(f'ensemble.{name}: low {low} > high {high}.')
     log = name != 'dropout' and low > 0
     a, b = (np.log(low), np.log(high)) if log else (low, high)
-    if ens_config.sampling == 'grid':
+    if sampling == 'grid':
       u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-    elif ens_config.sampling == 'random':
+    elif sampling == 'random':
       u = np.sort(np.random.default_rng([seed, 3, k]).uniform(size=n))
     else:
-      raise ValueError(f"ensemble.sampling must be 'random' or 'grid'; got {ens_config.sampling!r}")
+      raise ValueError(f"ensemble.sampling must be 'random' or 'grid'; got {sampling!r}.")
     v = a + (b - a) * u
     out[name] = (np.exp(v) if log else v).astype(np.float32)
   if not (out['dropout'].min() >= 0.0 and out['dropout'].max() < 1.0):
@@ -71,25 +76,31 @@ def sample_hparams(ens_config, seed: int) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ results
 
 
-def member_table(hparams: dict, train_loss, dev_loss) -> list[dict]:
-  """One row per member: its index, hyperparameters and final losses."""
+def member_table(hparams: dict, train: dict, dev: dict) -> list[dict]:
+  """One row per member: its index, hyperparameters and final metrics.
+
+  Args:
+    hparams: {name: float[N]}.
+    train, dev: {metric: float[N]}: each member's metrics on the train and dev sets.
+  """
+  n = len(next(iter(train.values())))
   return [
     {
       'member': i,
       **{k: float(v[i]) for k, v in hparams.items()},
-      'train_loss': float(train_loss[i]),
-      'dev_loss': float(dev_loss[i]),
+      **{f'train_{k}': float(v[i]) for k, v in train.items()},
+      **{f'dev_{k}': float(v[i]) for k, v in dev.items()},
     }
-    for i in range(len(train_loss))
+    for i in range(n)
   ]
 
 
-def best_member(rows: list[dict], key: str = 'dev_loss') -> dict:
-  """The row with the lowest finite `key` (diverged members, NaN or inf, never win)."""
+def best_member(rows: list[dict], key: str = 'dev_loss', mode: str = 'min') -> dict:
+  """The row with the best finite `key` (diverged members, NaN or inf, never win)."""
   finite = [r for r in rows if np.isfinite(r[key])]
   if not finite:
     raise ValueError(f'No member has a finite {key}.')
-  return min(finite, key=lambda r: r[key])
+  return (min if mode == 'min' else max)(finite, key=lambda r: r[key])
 
 
 def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> str:
@@ -110,30 +121,26 @@ def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> st
   return '\n'.join(lines)
 
 
-def final_table(run: train_lib.Run, state, hparams: dict) -> dict:
-  """Per-member table on the full train and dev sets, the best member, the ensemble's loss."""
-  bs = run.config.train.batch_size
-  train = ensemble.evaluate(run.eval_fn, state, run.train_set, bs)
-  dev = ensemble.evaluate(run.eval_fn, state, run.dev_set, bs)
-  rows = member_table(hparams, train['member_loss'], dev['member_loss'])
-  return {
-    'members': rows,
-    'best_member': best_member(rows),
-    'ensemble_train_loss': train['ensemble_loss'],
-    'ensemble_dev_loss': dev['ensemble_loss'],
-  }
-
-
-def _varying_columns(hparams: dict) -> tuple[str, ...]:
+def _varying_columns(hparams: dict, metrics: tuple[str, ...]) -> tuple[str, ...]:
   varying = [k for k in HPARAMS if k == 'learning_rate' or np.ptp(hparams[k]) > 0]
-  return ('member', *varying, 'train_loss', 'dev_loss')
+  return ('member', *varying, 'train_loss', *(f'dev_{m}' for m in metrics))
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
+  values = np.asarray(values)
   return values[np.isfinite(values)]
 
 
-# -------------------------------------------------------------------------------- parts
+def _best(values: np.ndarray, mode: str) -> float:
+  finite = _finite(values)
+  if not finite.size:
+    return float('nan')
+  return float(finite.min() if mode == 'min' else finite.max())
+
+
+def _median(values: np.ndarray) -> float:
+  finite = _finite(values)
+  return float(np.median(finite)) if finite.size else float('nan')
 
 
 class _TrainClock:
@@ -163,161 +170,208 @@ class _TrainClock:
     return self.steps / self.seconds if self.steps and self.seconds > 0 else None
 
 
-class Population:
-  """The `train_lib.Parts` of a run that trains the members of `config.ensemble`.
+# ------------------------------------------------------------------------------ program
 
-  `ensemble.dropout` replaces `model.dropout`: when any member's rate is nonzero, the model
-  is built with a nonzero static rate (so its dropout layers exist) and every member's own
-  rate is substituted at call time.
 
-  Attributes:
-    hparams: the members' hyperparameters, host float32[N] each (see `sample_hparams`).
-    member_sets: per-member training sets, or None when the members share batches.
+def population(
+  *,
+  task,
+  train_set: dict,
+  dev_set: dict,
+  mesh,
+  optim_config,
+  seed: int,
+  batch_size: int,
+  epochs: int,
+  num_steps: int,
+  shuffle: bool,
+  steps_per_call: int,
+  num_members: int,
+  hparams: dict,
+  data_mode: str = 'shared',
+  num_buckets: int = 0,
+) -> Program:
+  """The `Program` of N members of `task` trained at once (see the module docstring).
+
+  Args:
+    task: the fitted task; its model is built with a nonzero static dropout rate when any
+      member's is nonzero (so its dropout layers exist), and each member's own rate is
+      substituted at call time.
+    hparams: the members' hyperparameters (`sample_hparams`).
+    data_mode: 'shared', 'bootstrap' or 'subsets' (`ensemble.member_indices`).
+    num_buckets: length buckets; only with shared data (members of other data modes see
+      different lengths, which cannot share one padded shape).
+    Other arguments: as for `training.program.single_model`.
   """
+  n = len(train_set['lengths'])
+  indices = ensemble.member_indices(n, num_members, data_mode, seed)
+  member_sets = ensemble.member_data(train_set, indices)
+  shared = member_sets is None
+  if num_buckets and not shared:
+    raise ValueError(
+      f'data.buckets={num_buckets} needs ensemble.data_mode=shared (members of data mode '
+      f'{data_mode!r} see different lengths); set data.buckets=0.'
+    )
+  buckets = make_buckets(train_set, num_buckets)
+  per_member = len((member_sets or [train_set])[0]['lengths'])
+  if batch_size > per_member:
+    raise ValueError(f'train.batch_size={batch_size} > examples per member ({per_member}).')
+  sharding.check_batch_size(batch_size, mesh)
+  per_member_dropout = bool(hparams['dropout'].max() > 0)
+  weight_decay = bool(hparams['weight_decay'].max() > 0)
+  model_kwargs = dict(task.model, dropout=float(hparams['dropout'].max()))
+  model = dataclasses.replace(task, model=model_kwargs).make_model()
+  clock = _TrainClock()
+  rows = sharding.local_rows(mesh, batch_size)
 
-  metrics = ('dev_loss', 'median_dev_loss', 'ensemble_dev_loss', 'train_loss')
-  loss_labels = {
-    'train_loss': 'train loss (median member, mean since the last point)',
-    'dev_loss': 'dev loss (best member)',
-    'median_dev_loss': 'dev loss (median member)',
-    'ensemble_dev_loss': 'dev loss (mean prediction)',
-  }
-
-  def __init__(self, config, train_set: dict):
-    ens = config.ensemble
-    self.num_members = ens.num_members
-    self.data_mode = ens.data_mode
-    self.hparams = sample_hparams(ens, config.seed)
-    n = len(train_set['lengths'])
-    indices = ensemble.member_indices(n, self.num_members, ens.data_mode, config.seed)
-    self.member_sets = ensemble.member_data(train_set, indices)
-    self.per_member_dropout = bool(self.hparams['dropout'].max() > 0)
-    self.weight_decay = bool(self.hparams['weight_decay'].max() > 0)
-    self.clock = _TrainClock()
-
-  @property
-  def shared_data(self) -> bool:
-    return self.member_sets is None
-
-  def examples_per_epoch(self, config, train_set: dict) -> int:
-    sets = self.member_sets or [train_set]
-    per_member = len(sets[0]['lengths'])
-    if config.train.batch_size > per_member:
-      raise ValueError(
-        f'train.batch_size={config.train.batch_size} > examples per member ({per_member}).'
-      )
-    return per_member
-
-  def compile(self, config, task, mesh, batch_size: int):
-    model_config = ml_collections.ConfigDict(config.model.to_dict())
-    model_config.dropout = float(self.hparams['dropout'].max())
-    steps = ensemble.make_train_steps(task.loss_fn, self.shared_data, self.per_member_dropout)
-    dropout = jnp.asarray(self.hparams['dropout']) if self.per_member_dropout else None
-    step_axis = 0 if self.shared_data else 1
-
-    def multi_step(state, batches, step_keys):
-      start = time.perf_counter()
-      state, sums = steps(state, batches, step_keys, dropout)
-      self.clock.called(state, batches['lengths'].shape[step_axis], start)
-      return state, sums
-
-    eval_fn = ensemble.make_eval_fn(task.loss_fn)
-    return (
-      task.make_model(model_config, config.data),
-      sharding.data_parallel(multi_step, mesh, batch_size, batch_axis=step_axis + 1),
-      sharding.data_parallel(eval_fn, mesh, batch_size, global_rows=True),
+  def plan(epoch, lengths=train_set['lengths'], member_seed=seed):
+    return batching.epoch_plan(
+      lengths,
+      batch_size,
+      seed=member_seed,
+      epoch=epoch,
+      shuffle=shuffle,
+      steps_per_call=steps_per_call,
+      buckets=buckets,
     )
 
-  def init(self, run: train_lib.Run):
+  steps_per_epoch = len(plan(1, (member_sets or [train_set])[0]['lengths']))
+  total_steps = num_steps if num_steps > 0 else epochs * steps_per_epoch
+  tx = optim.make_optimizer(optim_config, total_steps, inject_weight_decay=weight_decay)
+  run_steps = ensemble.make_train_steps(task, shared, per_member_dropout)
+  dropout = jnp.asarray(hparams['dropout']) if per_member_dropout else None
+  step_axis = 0 if shared else 1
+
+  def multi_step(state, batches, step_keys):
+    start = time.perf_counter()
+    state, sums = run_steps(state, batches, step_keys, dropout)
+    clock.called(state, batches['lengths'].shape[step_axis], start)
+    return state, sums
+
+  multi_step = sharding.data_parallel(multi_step, mesh, batch_size, batch_axis=step_axis + 1)
+  eval_fn = sharding.data_parallel(ensemble.make_eval_fn(task), mesh, batch_size, global_rows=True)
+
+  def init():
     """The stacked members and their step keys, split over the mesh's `member` axis."""
-    cfg = run.config
-    tx = optim.make_optimizer(cfg.optim, run.total_steps, inject_weight_decay=self.weight_decay)
-    hp = {k: self.hparams[k] for k in ('learning_rate', 'init_scale')}
-    if self.weight_decay:
-      hp['weight_decay'] = self.hparams['weight_decay']
-    sample_set = run.train_set if self.shared_data else self.member_sets[0]
-    sample = next(data_lib.batches(sample_set, cfg.train.batch_size, shuffle=False))
-    once = train_lib.RUN_ONCE  # top-level programs that run once
-    init_keys, step_keys = ensemble.member_keys(cfg.seed, self.num_members, once)
-    state = ensemble.create_members(init_keys, run.model, tx, sample, hp, once)
-    placement = sharding.member_sharding((state, step_keys), run.mesh)
+    hp = {k: hparams[k] for k in ('learning_rate', 'init_scale')}
+    if weight_decay:
+      hp['weight_decay'] = hparams['weight_decay']
+    inputs = task.model_inputs(task.example_batch(batch_size, 1))
+    init_keys, step_keys = ensemble.member_keys(seed, num_members, steps.RUN_ONCE)
+    state = ensemble.create_members(init_keys, model, tx, inputs, hp, steps.RUN_ONCE)
+    placement = sharding.member_sharding((state, step_keys), mesh)
     return sharding.put((state, step_keys), placement)
 
-  def epoch_batches(self, run: train_lib.Run, epoch: int) -> list[dict]:
-    cfg = run.config
-    batches = ensemble.epoch_batches(
-      run.train_set,
-      self.member_sets,
-      cfg.train.batch_size,
-      seed=cfg.seed,
-      epoch=epoch,
-      shuffle=cfg.train.shuffle,
-    )
-    rows = sharding.local_rows(run.mesh, cfg.train.batch_size)
-    if len(rows) == cfg.train.batch_size:
-      return batches
-    axis = 0 if self.shared_data else 1  # per-member batches: [members, batch, ...]
-    return [sharding.take_rows(b, rows, axis) for b in batches]
+  def epoch(e):
+    """Member i's order is member set i's plan with seed + i (a single run on that set
+    with that seed sees the same batches); shared data: one plan for all."""
+    if shared:
+      p = plan(e)
+      return sharding.process_batches(train_set, p, rows, task.time_keys), p.chunks
+    per = []
+    for i, m in enumerate(member_sets):
+      p = plan(e, m['lengths'], seed + i)
+      per.append(batching.plan_batches(m, p, task.time_keys))
+    stacked = [batching.stack(list(b)) for b in zip(*per, strict=True)]
+    if len(rows) != batch_size:
+      stacked = [sharding.take_rows(b, rows, 1) for b in stacked]
+    return stacked, p.chunks
 
-  def stack(self, batches: list[dict]) -> dict:
-    return ensemble.stack_steps(batches, self.shared_data)
+  def train_chunk(state, batches, step_keys):
+    return multi_step(state, ensemble.stack_steps(batches, shared), step_keys)
 
-  def train_metrics(self, window: dict) -> dict:
+  def evaluate(state, dataset):
+    return ensemble.evaluate(eval_fn, state, dataset, batch_size, task, buckets)
+
+  def dev_metrics(state):
+    dev = evaluate(state, dev_set)
+    out = {}
+    for m, mode in task.metric_modes.items():
+      values = dev['member'][m]
+      out[f'dev_{m}'] = _best(values, mode)
+      out[f'median_dev_{m}'] = _median(values)
+      out[f'ensemble_dev_{m}'] = dev['ensemble'][m]
+      out[f'member_dev_{m}'] = np.asarray(values).tolist()
+    return out
+
+  def train_metrics(window):
     weight = np.maximum(np.asarray(window['weight']), 1.0)
     member = np.asarray(window['loss_sum']) / weight
-    self.clock.pause()  # the fetch above waited for every call dispatched so far
-    finite = _finite(member)
-    median = float(np.median(finite)) if finite.size else float('nan')
-    return {'train_loss': median, 'member_train_loss': member.tolist()}
+    clock.pause()  # the fetch above waited for every call dispatched so far
+    return {'train_loss': _median(member), 'member_train_loss': member.tolist()}
 
-  def evaluate(self, run: train_lib.Run, state) -> dict:
-    dev = ensemble.evaluate(run.eval_fn, state, run.dev_set, run.config.train.batch_size)
-    finite = _finite(dev['member_loss'])
-    return {
-      'dev_loss': float(finite.min()) if finite.size else float('nan'),
-      'median_dev_loss': float(np.median(finite)) if finite.size else float('nan'),
-      'ensemble_dev_loss': dev['ensemble_loss'],
-      'member_dev_loss': dev['member_loss'].tolist(),
-    }
+  def start_info(state):
+    per = sum(x.size // x.shape[0] for x in jax.tree.leaves(state.params))
+    return {'num_params': int(per), 'num_members': num_members}
 
-  def start_info(self, state) -> dict:
-    per_member = sum(x.size // x.shape[0] for x in jax.tree.leaves(state.params))
-    return {'num_params': int(per_member), 'num_members': self.num_members}
+  def log_line(m):
+    parts = [f'train loss median {m["train_loss"]:.6f}']
+    for k in task.metrics:
+      parts.append(
+        f'dev {k} best {m[f"dev_{k}"]:.6f} median {m[f"median_dev_{k}"]:.6f} '
+        f'ensemble {m[f"ensemble_dev_{k}"]:.6f}'
+      )
+    return '  '.join(parts)
 
-  def log_line(self, metrics: dict) -> str:
-    return (
-      f'train loss median {metrics["train_loss"]:.6f}  dev loss best {metrics["dev_loss"]:.6f} '
-      f'median {metrics["median_dev_loss"]:.6f}  ensemble {metrics["ensemble_dev_loss"]:.6f}'
-    )
-
-  def finish(self, run: train_lib.Run, state, mon: monitor.Monitor, wall: float, ckpts) -> dict:
-    """The per-member table on the full train and dev sets: summary.json and printed."""
-    cfg = run.config
-    table = final_table(run, state, self.hparams)
-    steps = int(sharding.host_copy(state.step).max())
-    per_member = self.clock.steps_per_s()
-    rate = None if per_member is None else per_member * self.num_members
+  def finish(state, wall):
+    train = evaluate(state, train_set)
+    dev = evaluate(state, dev_set)
+    rows_ = member_table(hparams, train['member'], dev['member'])
+    n_steps = int(sharding.host_copy(state.step).max())
+    rate = clock.steps_per_s()
+    rate = None if rate is None else rate * num_members
+    best = best_member(rows_)
     summary = {
-      'task': cfg.data.task,
-      'num_members': self.num_members,
-      'data_mode': self.data_mode,
-      **table,
-      'dev_target_variance': train_lib.target_variance(run.dev_set),
-      'steps': steps,
-      'epochs': cfg.train.epochs,
+      'task': task.name,
+      'num_members': num_members,
+      'data_mode': data_mode,
+      'members': rows_,
+      'best_member': best,
+      **{f'ensemble_train_{k}': v for k, v in train['ensemble'].items()},
+      **{f'ensemble_dev_{k}': v for k, v in dev['ensemble'].items()},
+      'steps': n_steps,
+      'epochs': epochs,
       'train_wall_s': wall,
       'model_steps_per_s': rate,  # after the first (compiling) call, without evaluations
-      'num_params_per_member': self.start_info(state)['num_params'],
-      **train_lib.run_info(run, mon, ckpts),
+      'num_params_per_member': start_info(state)['num_params'],
     }
-    train_lib.write_summary(run, mon, summary, skip=('history', 'members'))
     speed = f'{rate:.0f} model-steps/s after compiling' if rate else 'one call: speed not measured'
-    mon.print(f'Members after {steps} steps ({speed}):')
-    mon.print(format_table(table['members'], _varying_columns(self.hparams)))
-    best = table['best_member']
-    mon.print(
+    lines = [f'Members after {n_steps} steps ({speed}):']
+    lines.append(format_table(rows_, _varying_columns(hparams, task.metrics)))
+    ens = '  '.join(f'dev {k} {v:.6f}' for k, v in dev['ensemble'].items())
+    lines.append(
       f'Best member: {best["member"]} (learning_rate {best["learning_rate"]:.4g}, '
-      f'dev loss {best["dev_loss"]:.6f}); ensemble mean prediction: dev loss '
-      f'{table["ensemble_dev_loss"]:.6f}'
+      f'dev loss {best["dev_loss"]:.6f}); ensemble (combined output): {ens}'
     )
-    return summary
+    return summary, lines
+
+  metric_modes = {'train_loss': 'min'}
+  for m, mode in task.metric_modes.items():
+    metric_modes.update({f'dev_{m}': mode, f'median_dev_{m}': mode, f'ensemble_dev_{m}': mode})
+  return Program(
+    metrics=tuple(metric_modes),
+    metric_modes=metric_modes,
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+    batch_size=batch_size,
+    init=init,
+    epoch=epoch,
+    train_chunk=train_chunk,
+    train_metrics=train_metrics,
+    evaluate=dev_metrics,
+    learning_rate=lambda state, step: optim.learning_rate_at(
+      optim_config,
+      total_steps,
+      sharding.host_copy(state.opt_state.hyperparams['learning_rate']),
+      step,
+    ),
+    start_info=start_info,
+    log_line=log_line,
+    finish=finish,
+    loss_labels={
+      'train_loss': 'train loss (median member, mean since the last point)',
+      'dev_loss': 'dev loss (best member)',
+      'median_dev_loss': 'dev loss (median member)',
+      'ensemble_dev_loss': 'dev loss (combined output)',
+    },
+  )

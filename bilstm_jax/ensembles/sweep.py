@@ -3,11 +3,11 @@
 Hidden size or layer count change the parameters' shapes, so members that differ in them
 cannot share one vmapped program. A sweep config is an ensemble config
 (`configs/ensemble.py`) plus a `sweep` block listing values of `model` fields; every
-combination is trained as its own population (`train_lib.train_and_evaluate`, in
-`workdir/<shape>/`), and one table with a row per member of every shape is written to
-`workdir/results.json` after each shape. A rerun with the same workdir skips the shapes
-already in the table, so an interrupted sweep resumes at the first unfinished shape
-(from that shape's newest checkpoint).
+combination is trained as its own population (`train_fn`: the app's
+`train_and_evaluate`, in `workdir/<shape>/`), and one table with a row per member of
+every shape is written to `workdir/results.json` after each shape. A rerun with the
+same workdir skips the shapes already in the table, so an interrupted sweep resumes at
+the first unfinished shape (from that shape's newest checkpoint).
 
 `train.py` runs a config with a `sweep` block through `run`, with the process settings
 it gives every run:
@@ -20,13 +20,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Callable
 
 import ml_collections
 
 from bilstm_jax import errors
 from bilstm_jax.ensembles import population
 from bilstm_jax.parallel import distributed
-from bilstm_jax.training import loop as train_lib
+from bilstm_jax.training import workdir as workdir_lib
 
 
 def shapes(sweep_config, model_config) -> list[dict]:
@@ -58,7 +59,7 @@ def _read(path: str) -> dict | None:
     return json.load(f)
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, train_fn: Callable[..., dict]) -> dict:
   """Trains every shape not yet in `workdir/results.json`; returns the whole results dict.
 
   Returns:
@@ -88,12 +89,12 @@ def run(config, workdir: str) -> dict:
       say(f'[sweep] {name}: done before, skipped')
       continue
     say(f'[sweep] {name}: training {config.ensemble.num_members} members')
-    summary = train_lib.train_and_evaluate(shape_config(config, shape), os.path.join(workdir, name))
+    summary = train_fn(shape_config(config, shape), os.path.join(workdir, name))
     results['rows'] += [{'shape': name, **shape, **row} for row in summary['members']]
     results['shapes'][name] = {k: v for k, v in summary.items() if k not in ('members', 'history')}
     results['best'] = population.best_member(results['rows'])
     if distributed.is_writer():
-      train_lib.write_json(path, results)  # after every shape: the resume point
+      workdir_lib.write_json(path, results)  # after every shape: the resume point
   columns = ('shape', 'member', 'learning_rate', 'train_loss', 'dev_loss')
   say(f'[sweep] {len(results["rows"])} members over {len(results["shapes"])} shapes:')
   say(population.format_table(results['rows'], columns))

@@ -20,7 +20,6 @@ turns them into one global array (`put_batch`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -196,34 +195,17 @@ def local_rows(mesh: Mesh, global_batch_size: int) -> np.ndarray:
 
 
 def process_batches(
-  dataset: dict,
-  batch_size: int,
-  rows: np.ndarray,
-  *,
-  seed: int = 0,
-  epoch: int = 0,
-  shuffle: bool = True,
-  drop_remainder: bool = True,
-) -> Iterator[dict]:
-  """The `rows` of each global batch of `data.batches`, reading only those examples.
+  dataset: dict, plan: data_lib.EpochPlan, rows: np.ndarray, time_keys: tuple[str, ...]
+) -> list[dict]:
+  """The `rows` of each of a plan's global batches, reading only those examples.
 
-  Yields numpy dicts with `len(rows)` examples; concatenated over processes in row order
-  they are exactly `data.batches(dataset, batch_size, ...)` (the same epoch order and the
-  same length-0 padding of a short last batch).
+  Concatenated over processes in row order they are exactly `data.plan_batches(dataset,
+  plan)` (the same order, the same padding rows).
   """
-  size = len(dataset['lengths'])
-  order = data_lib.epoch_order(size, seed, epoch, shuffle)
-  for b in range(data_lib.num_batches(size, batch_size, drop_remainder)):
-    idx = order[b * batch_size : (b + 1) * batch_size]
-    idx = np.concatenate([idx, np.full(batch_size - len(idx), -1, idx.dtype)])[rows]
-    real = idx[idx >= 0]  # padding sits at the end of a batch, so after the real rows
-    pad = len(idx) - len(real)
-    batch = {k: v[real] for k, v in dataset.items()}
-    if pad:
-      batch = {
-        k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()
-      }
-    yield batch
+  return [
+    data_lib.gather(dataset, idx[rows], t, time_keys)
+    for idx, t in zip(plan.indices, plan.times, strict=True)
+  ]
 
 
 def put_batch(

@@ -7,7 +7,7 @@ with only jax installed:
 
   from jax import export
   fn = export.deserialize(open('DIR/export/predict.jaxexport', 'rb').read())
-  predictions = fn.call(inputs, lengths)   # float32[b, t, features], int32[b]
+  predictions = fn.call(inputs, lengths)   # the model's inputs, e.g. float32[b, t, f], int32[b]
 """
 
 from __future__ import annotations
@@ -24,41 +24,53 @@ from bilstm_jax.nn import native
 FILENAME = 'predict.jaxexport'
 
 
-def export_predict(model, params, input_size: int, directory: str) -> jax_export.Exported:
-  """Exports `model.apply(params, inputs, lengths)` (deterministic) to `directory`.
+def export_predict(model, variables, example_inputs: tuple, directory: str) -> jax_export.Exported:
+  """Exports `model.apply(variables, *inputs)` (deterministic) to `directory`.
 
   Args:
-    model: the Flax module (called as `model(inputs, lengths)`).
-    params: its trained parameters, baked into the exported function.
-    input_size: features per step.
+    model: the Flax module.
+    variables: its trained variables ({'params': ..., other collections}), baked into the
+      exported function.
+    example_inputs: the model's positional inputs for one example batch (the task's
+      `model_inputs(example_batch())`); their first axis (batch) and, for arrays of rank
+      >= 2, second axis (time) become symbolic, so any batch size and length work.
     directory: where `predict.jaxexport` and `signature.json` go.
 
   Returns:
     The `jax.export.Exported`.
   """
 
-  def predict(inputs, lengths):
-    return model.apply({'params': params}, inputs, lengths)
+  def predict(*inputs):
+    return model.apply(variables, *inputs)
 
   b, t = jax_export.symbolic_shape('b, t')
+
+  def symbolic(x):
+    x = jnp.asarray(x)
+    shape = (b,) + ((t,) + x.shape[2:] if x.ndim >= 2 else x.shape[1:])
+    return jax.ShapeDtypeStruct(shape, x.dtype)
+
+  specs = [symbolic(x) for x in example_inputs]
   with native.disabled():  # the portable scan: the CPU kernel is a machine-local custom call
-    exported = jax_export.export(jax.jit(predict))(
-      jax.ShapeDtypeStruct((b, t, input_size), jnp.float32),
-      jax.ShapeDtypeStruct((b,), jnp.int32),
-    )
+    exported = jax_export.export(jax.jit(predict))(*specs)
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, FILENAME)
   with open(path + '.tmp', 'wb') as f:
     f.write(exported.serialize())
   os.replace(path + '.tmp', path)
+  names = ('inputs', 'lengths')
   signature = {
     'file': FILENAME,
-    'inputs': {'inputs': f'float32[b, t, {input_size}]', 'lengths': 'int32[b]'},
+    'inputs': {
+      names[i] if i < len(names) else f'arg{i}': str(a) for i, a in enumerate(exported.in_avals)
+    },
     'outputs': [str(a) for a in exported.out_avals],
     'platforms': list(exported.platforms),
   }
-  with open(os.path.join(directory, 'signature.json'), 'w') as f:
+  tmp = os.path.join(directory, 'signature.json.tmp')
+  with open(tmp, 'w') as f:
     json.dump(signature, f, indent=2)
+  os.replace(tmp, os.path.join(directory, 'signature.json'))
   return exported
 
 

@@ -1,140 +1,187 @@
-"""`train.py --mode=evaluate` and `--mode=predict`: a trained checkpoint on a split or file."""
+"""A trained run, loaded for use: `bilstm_jax.load(workdir).predict(...)` and `.evaluate(...)`.
+
+`load` reads the workdir's `config.json` and `task.json`, rebuilds the task and its
+model, and restores the best (by `train.metric`) or the latest checkpoint's parameters.
+A run with an `ensemble` block loads all members; their outputs are combined as the task
+says (`Task.combine`). `train.py --mode=evaluate` and `--mode=predict` go through here.
+
+  model = bilstm_jax.load('runs/default')
+  model.predict({'inputs': x, 'lengths': n})   # {'predictions': float32[b, t, 1]}
+  model.evaluate('dev')                         # {'loss': ..., 'mae': ...}
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import os
+import warnings
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from bilstm_jax import tasks
-from bilstm_jax.data import batching as data_lib
-from bilstm_jax.data import files as datafiles
+from bilstm_jax.data import files
 from bilstm_jax.ensembles import ensemble
-from bilstm_jax.errors import CheckpointError
-from bilstm_jax.training import loop as train_lib
+from bilstm_jax.errors import CheckpointError, DataFileError
+from bilstm_jax.training import program, steps
+from bilstm_jax.training import workdir as workdir_lib
 
-SPLITS = ('train', 'dev')
 
+@dataclasses.dataclass
+class Trained:
+  """A task, its model's trained parameters (stacked for an ensemble) and where from.
 
-def load_state(config, workdir: str, which: str = 'best') -> tuple[train_lib.TrainState, str]:
-  """The params of the best (by `train.metric`) or latest checkpoint of `workdir`.
-
-  The model is built from `config`; a checkpoint of another model shape is an error. For
-  a config with an `ensemble` block the params are the stacked members' (leading axis N).
-
-  Returns:
-    (a TrainState holding the params, the checkpoint's path).
+  Attributes:
+    task: the fitted task (sizes from the run's task.json).
+    config: the run's config (with any overrides the caller gave).
+    state: a TrainState holding the parameters (and model state); for an ensemble every
+      leaf has a leading member axis.
+    checkpoint: the checkpoint's path.
+    num_members: the ensemble's size, or None for a single model.
   """
-  if which not in ('best', 'latest'):
-    raise ValueError(f"--checkpoint must be 'best' or 'latest'; got {which!r}.")
-  task = tasks.get_task(config.data.task)
-  model = task.make_model(config.model, config.data)
-  sample = jnp.zeros((1, config.data.seq_len, config.data.input_size), jnp.float32)
-  lengths = jnp.ones((1,), jnp.int32)
 
-  def init(key):
-    return model.init(key, sample, lengths)['params']
+  task: tasks.Task
+  config: ml_collections.ConfigDict
+  state: steps.TrainState
+  checkpoint: str
+  num_members: int | None = None
 
-  if train_lib.is_ensemble(config):
-    keys = jax.random.split(jax.random.key(0), config.ensemble.num_members)
-    params_like = jax.eval_shape(jax.vmap(init), keys)
-  else:
-    params_like = jax.eval_shape(init, jax.random.key(0))
+  @property
+  def batch_size(self) -> int:
+    return self.config.train.batch_size
+
+  def dataset(self, data, labelled: bool) -> dict:
+    """`data` as a checked dataset: a split name, a file path, or a dict of arrays."""
+    if isinstance(data, str):
+      return self.task.read(data, labelled=labelled)
+    arrays = {k: np.asarray(v) for k, v in dict(data).items()}
+    dataset = files.from_arrays('the arrays passed in', arrays)
+    if labelled and self.task.label_key not in dataset:
+      raise DataFileError(f'The arrays passed in have no "{self.task.label_key}" to score.')
+    self.task.check(dataset, 'the arrays passed in')
+    return dataset
+
+  def predict(self, data) -> dict:
+    """The task's predictions for every example of `data`, in order.
+
+    Args:
+      data: a split ('train', 'dev', 'test'), a .npz/.jsonl path, or a dict of arrays
+        ({'inputs', 'lengths'}; lengths default to full length).
+
+    Returns:
+      {name: array[n, ...]}: e.g. 'predictions' (regression), 'labels' and 'confidence'
+      (tagging), 'label' and 'probability' (classification). An ensemble adds '<name>_std'
+      for float predictions: the spread over members.
+    """
+    dataset = self.dataset(data, labelled=False)
+    return self._predict(dataset)
+
+  def _predict(self, dataset: dict) -> dict:
+    if self.num_members is None:
+      fn = jax.jit(functools.partial(steps.predict_step, task=self.task))
+      return program.predict_dataset(fn, self.state, dataset, self.batch_size, self.task)
+
+    def both(state, batch):
+      combined, members = ensemble.member_predictions(state, batch, self.task)
+      spread = {
+        f'{k}_std': v.std(0) for k, v in members.items() if np.issubdtype(v.dtype, np.floating)
+      }
+      return {**combined, **spread}
+
+    return program.predict_dataset(jax.jit(both), self.state, dataset, self.batch_size, self.task)
+
+  def evaluate(self, data) -> dict:
+    """The task's metrics on `data` (as for `predict`, with targets or labels).
+
+    Returns:
+      {metric: value}; an ensemble's are those of the combined output, plus
+      'member_<metric>' lists.
+    """
+    dataset = self.dataset(data, labelled=True)
+    if self.num_members is None:
+      fn = jax.jit(functools.partial(steps.eval_step, task=self.task))
+      return program.evaluate_dataset(fn, self.state, dataset, self.batch_size, self.task)
+    fn = ensemble.make_eval_fn(self.task)
+    result = ensemble.evaluate(fn, self.state, dataset, self.batch_size, self.task)
+    out = dict(result['ensemble'])
+    out.update({f'member_{k}': np.asarray(v).tolist() for k, v in result['member'].items()})
+    return out
+
+  def write_predictions(self, data, path: str) -> dict:
+    """Predicts `data` and writes the predictions to `path` (.jsonl or .npz)."""
+    dataset = self.dataset(data, labelled=False)
+    preds = self._predict(dataset)
+    keys = self.task.prediction_time_keys
+    files.write_predictions(path, preds, dataset['lengths'], keys + tuple(f'{k}_std' for k in keys))
+    return preds
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (its config.json)."""
+  saved = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG))
+  if saved is None:
+    raise CheckpointError(f'{workdir} holds no run ({workdir_lib.CONFIG} is missing).')
+  return ml_collections.ConfigDict(saved)
+
+
+def load(
+  workdir: str, checkpoint: str = 'best', config: ml_collections.ConfigDict | None = None
+) -> Trained:
+  """Loads a trained run for prediction and evaluation.
+
+  Args:
+    workdir: the run's directory.
+    checkpoint: 'best' (by the run's `train.metric`) or 'latest'.
+    config: the config to use; default the run's own config.json. Its model must match
+      the checkpoint's.
+
+  Raises:
+    CheckpointError: no run, no checkpoint, or a checkpoint of another model shape.
+  """
+  if checkpoint not in ('best', 'latest'):
+    raise ValueError(f"checkpoint must be 'best' or 'latest'; got {checkpoint!r}.")
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
     raise CheckpointError(f'No checkpoints in {directory}; train first (--mode=train).')
-  ckpts = train_lib.open_checkpoints(config, workdir, read_only=True)
-  try:
-    step = ckpts.best_step() if which == 'best' else ckpts.latest_step()
-    if step is None:
-      raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
-    params = ckpts.restore_params(step, params_like)
-    path = ckpts.path(step)
-  finally:
-    ckpts.close()
-  state = train_lib.TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())
-  return state, path
+  config = read_config(workdir) if config is None else config
+  spec = workdir_lib.read_json(os.path.join(workdir, workdir_lib.TASK))
+  if spec is None:
+    raise CheckpointError(f'{workdir} has no {workdir_lib.TASK}; train first (--mode=train).')
+  task = tasks.from_config(config).with_spec(spec)
+  members = config.ensemble.num_members if config.get('ensemble') is not None else None
+  if members is not None:
+    hp = config.ensemble.dropout
+    task = dataclasses.replace(task, model=dict(task.model, dropout=float(max(hp))))
+  model = task.make_model()
+  inputs = task.model_inputs(task.example_batch())
 
+  def init(key):
+    return steps.init_train_state(key, model, optax.identity(), inputs)
 
-def load_data(config, name: str, need_targets: bool) -> dict:
-  """A split of the config's task ('train', 'dev') or a data file (see `datafiles`)."""
-  if name in SPLITS:
-    return tasks.get_task(config.data.task).load(config.data, name)
-  return datafiles.read(name, config.data.input_size, need_targets)
-
-
-def evaluate(config, workdir: str, which: str = 'best') -> dict:
-  """Loss of a checkpoint on `config.data.test`; prints one JSON line, writes evaluate.json."""
-  state, path = load_state(config, workdir, which)
-  dataset = load_data(config, config.data.test, need_targets=True)
-  loss_fn = tasks.get_task(config.data.task).loss_fn
-  extra = {}
-  if train_lib.is_ensemble(config):
-    # The ensemble's loss is that of the members' mean prediction; each member's is listed.
-    losses = ensemble.evaluate(
-      jax.jit(ensemble.make_eval_fn(loss_fn)), state, dataset, config.train.batch_size
+  if members is not None:
+    keys = jax.random.split(jax.random.key(0), members)
+    like = jax.eval_shape(jax.vmap(init), keys)
+  else:
+    like = jax.eval_shape(init, jax.random.key(0))
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # orbax's notes on read-only managers
+    ckpts = workdir_lib.open_checkpoints(
+      workdir,
+      config.train.metric,
+      config.train.metric_mode,
+      config.checkpoint.keep_best,
+      read_only=True,
     )
-    loss = losses['ensemble_loss']
-    member = losses['member_loss']
-    extra = {'member_loss': member.tolist(), 'best_member': int(np.nanargmin(member))}
-  else:
-    eval_fn = jax.jit(functools.partial(train_lib.eval_step, loss_fn=loss_fn))
-    loss = train_lib.evaluate(eval_fn, state, dataset, config.train.batch_size)
-  variance = train_lib.target_variance(dataset)
-  result = {
-    'data': config.data.test,
-    'checkpoint': path,
-    'step': int(os.path.basename(path)),
-    'num_examples': len(dataset['lengths']),
-    'loss': loss,
-    'target_variance': variance,
-    'loss_over_variance': loss / variance if variance > 0 else None,
-    **extra,
-  }
-  print(json.dumps(result))
-  train_lib.write_json(os.path.join(workdir, 'evaluate.json'), result)
-  return result
-
-
-def predict_dataset(state, dataset: dict, batch_size: int, members: bool = False) -> np.ndarray:
-  """Model outputs float32[n, time, outputs] for every example, in order.
-
-  With `members=True` (stacked ensemble params), every member's: float32[N, n, time, out].
-  """
-  if members:
-    apply = jax.jit(lambda state, x, n: ensemble.predict(state, x, n))
-    axis = 1
-  else:
-    apply = jax.jit(lambda state, x, n: state.apply_fn({'params': state.params}, x, n))
-    axis = 0
-  outs = [
-    np.asarray(apply(state, b['inputs'], b['lengths']))
-    for b in data_lib.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
-  ]
-  return np.take(np.concatenate(outs, axis), np.arange(len(dataset['lengths'])), axis)
-
-
-def predict(config, workdir: str, input_path: str, output_path: str, which: str = 'best') -> str:
-  """Writes predictions for `input_path` (a file or split) to `output_path`; returns it."""
-  if not output_path:
-    raise ValueError('--mode=predict needs --output (a .jsonl or .npz path).')
-  state, path = load_state(config, workdir, which)
-  dataset = load_data(config, input_path, need_targets=False)
-  if train_lib.is_ensemble(config):
-    # The members' mean prediction, and their spread as an uncertainty estimate.
-    members = predict_dataset(state, dataset, config.train.batch_size, members=True)
-    preds, std = members.mean(0), members.std(0)
-  else:
-    preds, std = predict_dataset(state, dataset, config.train.batch_size), None
-  datafiles.write_predictions(output_path, preds, dataset['lengths'], std=std)
-  print(
-    json.dumps(
-      {'input': input_path, 'output': output_path, 'checkpoint': path, 'num_examples': len(preds)}
-    )
-  )
-  return output_path
+    try:
+      step = ckpts.best_step() if checkpoint == 'best' else ckpts.latest_step()
+      if step is None:
+        raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
+      params = ckpts.restore_params(step, like.params)
+      path = ckpts.path(step)
+    finally:
+      ckpts.close()
+  state = steps.TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())
+  return Trained(task=task, config=config, state=state, checkpoint=path, num_members=members)

@@ -1,5 +1,6 @@
 """Ensembles: the vmapped population against independent single-model runs."""
 
+import functools
 import json
 import os
 import signal
@@ -13,13 +14,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bilstm_jax import errors, losses, models
-from bilstm_jax.data import batching as data
+from bilstm_jax import app, errors, models
 from bilstm_jax.ensembles import ensemble, population
-from bilstm_jax.training import loop as train_lib
-from bilstm_jax.training import optim
+from bilstm_jax.tasks import losses
+from bilstm_jax.training import optim, program
+from bilstm_jax.training import steps as train_lib
 from configs import default
-from tests.utils import TINY, tiny_config
+from tests.utils import TINY, regression_task, synthetic, tiny_config
+
+TASK = regression_task()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HIDDEN, LAYERS, BATCH = 4, 2, 3
@@ -28,7 +31,7 @@ HIDDEN, LAYERS, BATCH = 4, 2, 3
 def _dataset(num=9, seq_len=6):
   cfg = default.get_config()
   cfg.data.num_train, cfg.data.seq_len, cfg.data.min_length = num, seq_len, 1
-  return data.synthetic(cfg.data, 'train')
+  return synthetic(cfg, 'train')
 
 
 def _optim(lr=0.01):
@@ -61,19 +64,20 @@ def test_vmapped_ensemble_equals_independent_single_runs(mode):
   shared = members is None
   calls = _stacked_calls(dataset, members, shared)
   sample = {k: v[0] if shared else v[0, 0] for k, v in calls[0].items()}
+  sample = TASK.model_inputs(sample)
   tx = optim.make_optimizer(_optim(), inject_weight_decay=True)
   init_keys, step_keys = ensemble.member_keys(5, n)
 
   per_member_dropout = bool(hp['dropout'].max() > 0)
   pop_model = models.BiLSTMRegressor(HIDDEN, num_layers=layers, dropout=float(hp['dropout'].max()))
   state = ensemble.create_members(init_keys, pop_model, tx, sample, hp)
-  fn = ensemble.make_train_steps(losses.masked_mse, shared, per_member_dropout)
+  fn = ensemble.make_train_steps(TASK, shared, per_member_dropout)
   pop_sums = []
   for stacked in calls:
     state, sums = fn(state, stacked, step_keys, jnp.asarray(hp['dropout']))
     pop_sums.append(np.asarray(sums['loss_sum']))
 
-  single_fn = jax.jit(train_lib.train_steps)
+  single_fn = jax.jit(functools.partial(train_lib.train_steps, task=TASK))
   for i in range(n):
     model = models.BiLSTMRegressor(HIDDEN, num_layers=layers, dropout=float(hp['dropout'][i]))
     one = train_lib.create_train_state(init_keys[i], model, tx, sample)
@@ -106,7 +110,7 @@ def test_member_keys_are_each_members_own_split(seed):
 def test_members_and_keys_can_be_built_inside_a_callers_jit():
   model = models.BiLSTMRegressor(HIDDEN)
   tx = optim.make_optimizer(_optim(), inject_weight_decay=True)
-  sample = {'inputs': np.zeros((4, 6, 5), np.float32), 'lengths': np.full(4, 6, np.int32)}
+  sample = (np.zeros((4, 6, 5), np.float32), np.full(4, 6, np.int32))
 
   def build():
     init_keys, _ = ensemble.member_keys(3, 2)
@@ -121,7 +125,7 @@ def test_members_and_keys_can_be_built_inside_a_callers_jit():
 def test_learning_rates_make_members_diverge():
   dataset = _dataset()
   calls = _stacked_calls(dataset, None, True, epochs=3)
-  sample = {k: v[0] for k, v in calls[0].items()}
+  sample = TASK.model_inputs({k: v[0] for k, v in calls[0].items()})
   model = models.BiLSTMRegressor(HIDDEN)
   key = jax.random.key(0)
   keys = jnp.stack([key, key, key])  # same init for all: only the learning rate differs
@@ -130,7 +134,7 @@ def test_learning_rates_make_members_diverge():
     keys, model, optim.make_optimizer(_optim()), sample, {'learning_rate': lrs}
   )
   np.testing.assert_array_equal(state.opt_state.hyperparams['learning_rate'], lrs)
-  fn = ensemble.make_train_steps(donate=False)
+  fn = ensemble.make_train_steps(TASK, donate=False)
   start = state
   for stacked in calls:
     state, _ = fn(state, stacked, jnp.stack([key] * 3), None)
@@ -170,10 +174,10 @@ def test_inference_members_mean_std_export_and_metrics():
   model = models.BiLSTMRegressor(HIDDEN)
   init_keys, _ = ensemble.member_keys(0, 3)
   state = ensemble.create_members(
-    init_keys, model, optim.make_optimizer(_optim()), {k: v[:2] for k, v in dataset.items()}
+    init_keys, model, optim.make_optimizer(_optim()), TASK.model_inputs(dataset)
   )
   x, lengths = jnp.asarray(dataset['inputs']), jnp.asarray(dataset['lengths'])
-  preds = ensemble.predict(state, x, lengths)
+  preds = ensemble.predict(state, dataset, TASK)
   assert preds.shape == (3, 5, 6, 1)
   for i in range(3):
     alone = model.apply({'params': ensemble.export_params(state, i)}, x, lengths)
@@ -182,15 +186,15 @@ def test_inference_members_mean_std_export_and_metrics():
   np.testing.assert_allclose(summary['mean'], np.mean(preds, 0), rtol=1e-6)
   np.testing.assert_allclose(summary['std'], np.std(preds, 0), rtol=1e-5, atol=1e-7)
 
-  result = ensemble.evaluate(ensemble.make_eval_fn(), state, dataset, batch_size=2)
-  single = jax.jit(train_lib.eval_step)
+  result = ensemble.evaluate(ensemble.make_eval_fn(TASK), state, dataset, 2, TASK)
+  single = jax.jit(functools.partial(train_lib.eval_step, task=TASK))
   for i in range(3):
-    alone = train_lib.evaluate(single, ensemble.get_member(state, i), dataset, 2)
-    np.testing.assert_allclose(result['member_loss'][i], alone, rtol=1e-5)
-  total, weight = losses.masked_mse(summary['mean'], dataset)
-  np.testing.assert_allclose(result['ensemble_loss'], float(total / weight), rtol=1e-5)
+    alone = program.evaluate_dataset(single, ensemble.get_member(state, i), dataset, 2, TASK)
+    np.testing.assert_allclose(result['member']['loss'][i], alone['loss'], rtol=1e-5)
+  total, weight = losses.masked_mse(summary['mean'], dataset['targets'], dataset['lengths'])
+  np.testing.assert_allclose(result['ensemble']['loss'], float(total / weight), rtol=1e-5)
   # Averaging predictions never does worse than the average member (convexity of MSE).
-  assert result['ensemble_loss'] <= result['member_loss'].mean() + 1e-7
+  assert result['ensemble']['loss'] <= result['member']['loss'].mean() + 1e-7
 
 
 def test_classification_summary_averages_probabilities():
@@ -214,17 +218,22 @@ def test_sample_hparams_ranges():
       'sampling': 'grid',
     }
   )
-  hp = population.sample_hparams(ens, seed=0)
+
+  def sample(ens, seed):
+    ranges = {k: ens[k] for k in population.HPARAMS}
+    return population.sample_hparams(ens.num_members, ranges, ens.sampling, seed)
+
+  hp = sample(ens, seed=0)
   np.testing.assert_allclose(hp['learning_rate'][[0, -1]], [1e-4, 1e-1], rtol=1e-6)
   np.testing.assert_allclose(np.diff(np.log(hp['learning_rate'])), np.log(1000) / 4, rtol=1e-5)
   np.testing.assert_allclose(hp['dropout'], [0, 0.125, 0.25, 0.375, 0.5], rtol=1e-6)
   assert (hp['weight_decay'] == 0).all() and (hp['init_scale'] == 1).all()
   ens.sampling = 'random'
-  lr = population.sample_hparams(ens, seed=1)['learning_rate']
+  lr = sample(ens, seed=1)['learning_rate']
   assert lr.min() >= 1e-4 and lr.max() <= 1e-1 and (np.diff(lr) > 0).all()
   ens.dropout = (0.2, 0.1)
   with pytest.raises(ValueError, match='low'):
-    population.sample_hparams(ens, seed=0)
+    sample(ens, seed=0)
 
 
 def test_best_member_skips_diverged_and_table_formats():
@@ -245,15 +254,16 @@ import jax, jax.numpy as jnp, numpy as np
 from bilstm_jax import models
 from bilstm_jax.ensembles import ensemble
 from bilstm_jax.training import optim
-from bilstm_jax.training import loop as train_lib
+from bilstm_jax.tasks import RegressionTask
 import ml_collections
 assert jax.device_count() == 2
 b = {'inputs': np.ones((2, 3, 4, 5), np.float32), 'lengths': np.full((2, 3), 4, np.int32),
      'targets': np.zeros((2, 3, 4, 1), np.float32)}
 tx = optim.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 0.1}))
 ik, sk = ensemble.member_keys(0, 4)
-s = ensemble.create_members(ik, models.BiLSTMRegressor(4), tx, {k: v[0] for k, v in b.items()})
-fn = ensemble.make_train_steps(donate=False)
+task = RegressionTask(sizes={'input_size': 5, 'output_size': 1})
+s = ensemble.create_members(ik, models.BiLSTMRegressor(4), tx, (b['inputs'][0], b['lengths'][0]))
+fn = ensemble.make_train_steps(task, donate=False)
 ref, _ = fn(s, b, sk, None)
 sh, sk2 = ensemble.shard_members((s, sk))
 out, _ = fn(sh, b, sk2, None)
@@ -282,14 +292,12 @@ def _tiny_sweep_config(hidden_sizes):
 
 
 def test_sweep_writes_one_table_and_resumes(tmp_path):
-  from bilstm_jax.ensembles import sweep
-
-  first = sweep.run(_tiny_sweep_config((2,)), str(tmp_path))
+  first = app.train_and_evaluate(_tiny_sweep_config((2,)), str(tmp_path))
   assert [r['shape'] for r in first['rows']] == ['hidden_size=2,num_layers=1'] * 2
   done = tmp_path / 'hidden_size=2,num_layers=1' / 'summary.json'
   stamp = done.stat().st_mtime_ns
   # The "interrupted" sweep resumes: the finished shape is not trained again.
-  results = sweep.run(_tiny_sweep_config((2, 3)), str(tmp_path))
+  results = app.train_and_evaluate(_tiny_sweep_config((2, 3)), str(tmp_path))
   assert done.stat().st_mtime_ns == stamp
   assert [r['hidden_size'] for r in results['rows']] == [2, 2, 3, 3]
   assert set(results['shapes']) == {'hidden_size=2,num_layers=1', 'hidden_size=3,num_layers=1'}
@@ -297,7 +305,7 @@ def test_sweep_writes_one_table_and_resumes(tmp_path):
   other = _tiny_sweep_config((2,))
   other.train.epochs = 2
   with pytest.raises(errors.CheckpointError, match='another base config'):
-    sweep.run(other, str(tmp_path))
+    app.train_and_evaluate(other, str(tmp_path))
 
 
 def test_train_py_runs_a_sweep_config_and_refuses_to_evaluate_it(tmp_path):
@@ -343,7 +351,7 @@ def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   from bilstm_jax.training import checkpoint
 
   reference = str(tmp_path / 'reference')
-  expected = train_lib.train_and_evaluate(_tiny_ensemble_config(), reference)
+  expected = app.train_and_evaluate(_tiny_ensemble_config(), reference)
 
   workdir = str(tmp_path / 'killed')
   ckpt_dir = os.path.join(workdir, 'checkpoints')
@@ -377,8 +385,8 @@ def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   assert [e['step'] for e in events if e['event'] == 'resume'] == [at_kill[-1]]
 
   cfg = _tiny_ensemble_config()
-  step, state, rng, meta = train_lib.load_latest(cfg, workdir)
-  ref_step, ref_state, ref_rng, ref_meta = train_lib.load_latest(cfg, reference)
+  step, state, rng, meta = app.load_latest(cfg, workdir)
+  ref_step, ref_state, ref_rng, ref_meta = app.load_latest(cfg, reference)
   assert step == ref_step == 12 and meta['progress'] == ref_meta['progress']
   assert jax.tree.leaves(state.params)[0].shape[0] == 4
   same = np.testing.assert_array_equal
@@ -402,7 +410,7 @@ def test_ensemble_num_steps_and_early_stopping(tmp_path):
       'checkpoint.save_every_steps': 0,
     }
   )
-  summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
+  summary = app.train_and_evaluate(cfg, str(tmp_path))
   assert summary['steps'] == 8
   evals = summary['history']
   assert [e['step'] for e in evals] == [4, 8]
@@ -417,19 +425,19 @@ def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
   from bilstm_jax.training import inference
 
   cfg = _tiny_ensemble_config()
-  summary = train_lib.train_and_evaluate(cfg, str(tmp_path))
-  result = inference.evaluate(cfg, str(tmp_path), 'latest')
+  summary = app.train_and_evaluate(cfg, str(tmp_path))
+  result = app.evaluate(cfg, str(tmp_path), 'latest')
   np.testing.assert_allclose(
     result['member_loss'], [r['dev_loss'] for r in summary['members']], rtol=1e-6
   )
   np.testing.assert_allclose(result['loss'], summary['ensemble_dev_loss'], rtol=1e-6)
-  assert result['best_member'] == summary['best_member']['member']
 
   out = str(tmp_path / 'preds.npz')
-  inference.predict(cfg, str(tmp_path), 'dev', out, 'latest')
+  app.predict(cfg, str(tmp_path), 'dev', out, 'latest')
   written = np.load(out)
-  state, _ = inference.load_state(cfg, str(tmp_path), 'latest')
-  dev = inference.load_data(cfg, 'dev', need_targets=False)
+  trained = inference.load(str(tmp_path), 'latest', cfg)
+  state = trained.state
+  dev = trained.task.read('dev')
   # Each member on its own, as an ordinary single model; then mean and spread.
   singles = np.stack(
     [
@@ -440,8 +448,8 @@ def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
     ]
   )
   np.testing.assert_allclose(written['predictions'], singles.mean(0), atol=1e-6)
-  np.testing.assert_allclose(written['std'], singles.std(0), atol=1e-6)
-  assert written['std'].max() > 0  # members differ
+  np.testing.assert_allclose(written['predictions_std'], singles.std(0), atol=1e-6)
+  assert written['predictions_std'].max() > 0  # members differ
 
 
 def test_one_member_scan_ensemble_compiles_and_matches_a_single_run():
@@ -459,8 +467,8 @@ def test_one_member_scan_ensemble_compiles_and_matches_a_single_run():
   model = models.BiLSTMRegressor(h, impl='fused')
   tx = optim.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3}))
   init_keys, step_keys = ensemble.member_keys(0, 1)
-  state = ensemble.create_members(init_keys, model, tx, one)
-  new, _ = ensemble.make_train_steps(donate=False)(state, batches, step_keys, None)
-  single, _ = train_lib.train_steps(ensemble.get_member(state, 0), batches, step_keys[0])
+  state = ensemble.create_members(init_keys, model, tx, TASK.model_inputs(one))
+  new, _ = ensemble.make_train_steps(TASK, donate=False)(state, batches, step_keys, None)
+  single, _ = train_lib.train_steps(ensemble.get_member(state, 0), batches, step_keys[0], TASK)
   for a, s in zip(jax.tree.leaves(new.params), jax.tree.leaves(single.params), strict=True):
     np.testing.assert_allclose(a[0], s, rtol=1e-5, atol=1e-6)

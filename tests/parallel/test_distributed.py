@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
+from bilstm_jax import app as train_lib
 from bilstm_jax.parallel import distributed
-from bilstm_jax.training import loop as train_lib
 from configs import default
 from configs import ensemble as ensemble_config
 

@@ -17,6 +17,7 @@ import pytest
 from bilstm_jax.data import batching as data
 from bilstm_jax.parallel import sharding
 from configs import default
+from tests.utils import synthetic, task_and_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5
@@ -60,12 +61,13 @@ def test_process_rows_concatenate_to_the_global_batches(drop_remainder):
   cfg = default.get_config()
   cfg.data.num_train = 21
   cfg.data.min_length = 2
-  ds = data.synthetic(cfg.data, 'train')
+  ds = synthetic(cfg, 'train')
   kwargs = dict(seed=3, epoch=2, shuffle=True, drop_remainder=drop_remainder)
   full = list(data.batches(ds, 8, **kwargs))
+  plan = data.epoch_plan(ds['lengths'], 8, **kwargs)
+  keys = ('inputs', 'targets')
   halves = [
-    list(sharding.process_batches(ds, 8, rows, **kwargs))
-    for rows in (np.arange(0, 4), np.arange(4, 8))
+    sharding.process_batches(ds, plan, rows, keys) for rows in (np.arange(0, 4), np.arange(4, 8))
   ]
   assert len(full) == len(halves[0]) == (2 if drop_remainder else 3)
   for b, lo, hi in zip(full, *halves, strict=True):
@@ -77,20 +79,20 @@ def _worker() -> dict:
   """Runs in a subprocess with 8 CPU devices; returns max |difference| per check."""
   import jax
 
-  from bilstm_jax import tasks
   from bilstm_jax.ensembles import ensemble
-  from bilstm_jax.training import loop as train_lib
   from bilstm_jax.training import optim
+  from bilstm_jax.training import steps as train_lib
 
   assert jax.device_count() == 8, jax.devices()
   cfg = default.get_config()
   cfg.data.min_length = 3  # ragged lengths, so masking takes part
-  task = tasks.get_task(cfg.data.task)
+  task, train_set = task_and_data(cfg)
   batch_size = cfg.train.batch_size
-  batches = list(data.batches(data.synthetic(cfg.data, 'train'), batch_size, epoch=1))
+  batches = list(data.batches(train_set, batch_size, epoch=1))
   stacked = data.stack(batches[:3])
   tx = optim.make_optimizer(cfg.optim)
-  model = task.make_model(cfg.model, cfg.data)
+  model = task.make_model()
+  inputs = task.model_inputs(batches[0])
   rng = jax.random.key(1)
 
   def max_diff(a, b):
@@ -126,9 +128,9 @@ def _worker() -> dict:
       'mesh': dict(mesh.shape),
     }
 
-  state = train_lib.create_train_state(jax.random.key(0), model, tx, batches[0])
-  one_step = functools.partial(train_lib.train_step, loss_fn=task.loss_fn)
-  many_steps = functools.partial(train_lib.train_steps, loss_fn=task.loss_fn)
+  state = train_lib.create_train_state(jax.random.key(0), model, tx, inputs)
+  one_step = functools.partial(train_lib.train_step, task=task)
+  many_steps = functools.partial(train_lib.train_steps, task=task)
   report = {
     'data_train_step': compare(one_step, state, batches[0], rng, {'data': 8}, 0),
     'data_train_steps': compare(many_steps, state, stacked, rng, {'data': 8}, 1),
@@ -142,15 +144,16 @@ def _worker() -> dict:
   members = 2
   cfg.model.dropout = 0.25
   cfg.model.num_layers = 2
-  model = task.make_model(cfg.model, cfg.data)
+  task, _ = task_and_data(cfg)
+  model = task.make_model()
   init_keys, step_keys = ensemble.member_keys(0, members)
-  stacked_state = ensemble.create_members(init_keys, model, tx, batches[0])
+  stacked_state = ensemble.create_members(init_keys, model, tx, inputs)
   mesh = sharding.make_mesh({'member': members, 'data': 4})
   for name, shared, batch in [
     ('data_member_shared', True, stacked),
     ('data_member_per_member', False, data.stack([data.stack(batches[3:6]), stacked])),
   ]:
-    steps = ensemble.make_train_steps(task.loss_fn, shared_data=shared, donate=False)
+    steps = ensemble.make_train_steps(task, shared_data=shared, donate=False)
     ref_state, ref_metrics = steps(stacked_state, batch, step_keys, None)
     shardings = sharding.member_sharding(stacked_state, mesh)
     out_state, out_metrics = steps(

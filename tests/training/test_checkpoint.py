@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from bilstm_jax import app as train_lib
 from bilstm_jax import errors
-from bilstm_jax.training import checkpoint, inference
-from bilstm_jax.training import loop as train_lib
-from tests.utils import ROOT, TINY, tiny_config
+from bilstm_jax.training import checkpoint
+from tests.utils import ROOT, TINY, load_state, tiny_config
 
 
 def _start(workdir, delay_s=0.0):
@@ -42,7 +42,7 @@ def _wait_for(proc, predicate, timeout=120.0):
 
 
 def _final_params(workdir):
-  state, path = inference.load_state(tiny_config(), workdir, 'latest')
+  state, path = load_state(tiny_config(), workdir, 'latest')
   return state.params, path
 
 
@@ -109,9 +109,9 @@ def test_incompatible_workdir_and_checkpoint_fail_clearly(tmp_path, reference):
   with pytest.raises(errors.CheckpointError, match=r'model\.hidden_size: 4 in the workdir, 8 now'):
     train_lib.train_and_evaluate(tiny_config(**{'model.hidden_size': 8}), workdir)
   with pytest.raises(errors.CheckpointError, match=r'checkpoints/4 holds parameters of another'):
-    inference.load_state(tiny_config(**{'model.hidden_size': 8}), workdir)
+    load_state(tiny_config(**{'model.hidden_size': 8}), workdir)
   with pytest.raises(errors.CheckpointError, match='No checkpoints in'):
-    inference.load_state(tiny_config(), str(tmp_path / 'empty'))
+    load_state(tiny_config(), str(tmp_path / 'empty'))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -125,7 +125,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   )
   with pytest.raises(errors.NonFiniteLossError, match=r'train loss is (nan|inf).*checkpoints/4'):
     train_lib.train_and_evaluate(cfg, str(tmp_path))
-  state, path = inference.load_state(cfg, str(tmp_path), 'latest')
+  state, path = load_state(cfg, str(tmp_path), 'latest')
   assert path.endswith('/4')
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
   assert (tmp_path / 'plots' / 'loss.png').exists()

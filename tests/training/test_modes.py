@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bilstm_jax import app as train_lib
 from bilstm_jax import errors
-from bilstm_jax.data import files as datafiles
 from bilstm_jax.nn import native
-from bilstm_jax.training import export, inference, monitor, optim
-from bilstm_jax.training import loop as train_lib
-from tests.utils import ROOT, TINY, tiny_config
+from bilstm_jax.training import export, monitor, optim
+from tests.utils import ROOT, TINY, load_state, regression_task, tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -77,10 +76,10 @@ def test_predict_mode_jsonl_matches_the_model(trained, tmp_path):
   seqs = [rng.normal(size=(n, 5)).astype(np.float32) for n in (6, 3, 1)]
   _write_jsonl(tmp_path / 'in.jsonl', [{'inputs': s.tolist()} for s in seqs])
   out = str(tmp_path / 'out.jsonl')
-  inference.predict(cfg, workdir, str(tmp_path / 'in.jsonl'), out, 'latest')
+  train_lib.predict(cfg, workdir, str(tmp_path / 'in.jsonl'), out, 'latest')
   rows = [json.loads(x) for x in Path(out).read_text().splitlines()]
   assert [r['length'] for r in rows] == [6, 3, 1]
-  state, _ = inference.load_state(cfg, workdir, 'latest')
+  state, _ = load_state(cfg, workdir, 'latest')
   for seq, row in zip(seqs, rows, strict=True):
     alone = state.apply_fn({'params': state.params}, seq[None], np.array([len(seq)]))
     np.testing.assert_allclose(row['predictions'], np.asarray(alone)[0], rtol=1e-5, atol=1e-6)
@@ -105,7 +104,7 @@ def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
     check=True,
     timeout=120,
   )
-  state, _ = inference.load_state(tiny_config(), workdir, 'latest')
+  state, _ = load_state(tiny_config(), workdir, 'latest')
   got = np.load(tmp_path / 'y.npy')
   with native.disabled():  # what the export holds: the portable scan, bit for bit
     expect = state.apply_fn({'params': state.params}, x, lengths)
@@ -116,14 +115,15 @@ def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
 
 
 def test_bad_data_files_name_the_file_and_line(tmp_path):
+  task = regression_task()
   with pytest.raises(errors.DataFileError, match=r'missing\.npz does not exist'):
-    datafiles.read(str(tmp_path / 'missing.npz'), 5, True)
+    task.read(str(tmp_path / 'missing.npz'))
   (tmp_path / 'bad.jsonl').write_text('{"inputs": [[1, 2, 3, 4, 5]]}\n{"inputs": [[1, 2\n')
   with pytest.raises(errors.DataFileError, match=r'bad\.jsonl:2: not valid JSON'):
-    datafiles.read(str(tmp_path / 'bad.jsonl'), 5, False)
+    task.read(str(tmp_path / 'bad.jsonl'), labelled=False)
   (tmp_path / 'garbage.npz').write_bytes(b'not a zip')
   with pytest.raises(errors.DataFileError, match=r'garbage\.npz is not a readable'):
-    datafiles.read(str(tmp_path / 'garbage.npz'), 5, True)
+    task.read(str(tmp_path / 'garbage.npz'))
 
   def inputs_only(name, features):
     path = str(tmp_path / name)
@@ -132,10 +132,10 @@ def test_bad_data_files_name_the_file_and_line(tmp_path):
     )
     return path
 
-  with pytest.raises(errors.DataFileError, match=r"notargets\.npz lacks \['targets'\]"):
-    datafiles.read(inputs_only('notargets.npz', 5), 5, True)
+  with pytest.raises(errors.DataFileError, match=r'notargets\.npz has no "targets"'):
+    task.read(inputs_only('notargets.npz', 5))
   with pytest.raises(errors.DataFileError, match=r'wide\.npz: inputs have 7 features'):
-    datafiles.read(inputs_only('wide.npz', 7), 5, False)
+    task.read(inputs_only('wide.npz', 7), labelled=False)
 
 
 def test_schedules_clipping_and_injected_rate():

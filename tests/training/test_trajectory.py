@@ -1,15 +1,17 @@
 """The PyTorch tutorial trained side by side in PyTorch and in bilstm_jax."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bilstm_jax import interop, models
-from bilstm_jax.data import batching as data
-from bilstm_jax.training import loop as train_lib
 from bilstm_jax.training import optim
+from bilstm_jax.training import steps as train_lib
 from configs import default
+from tests.utils import regression_task, synthetic
 
 torch = pytest.importorskip('torch')
 
@@ -44,7 +46,7 @@ def _torch_losses(model, x, y, steps, lr):
 def test_fifty_adam_steps_match_pytorch(num_layers):
   cfg = default.get_config()
   cfg.data.task = 'seed_noise'
-  batch = data.synthetic(cfg.data, 'train')  # [16, 10, 5] and [16, 10, 1]
+  batch = synthetic(cfg, 'train')  # [16, 10, 5] and [16, 10, 1]
   torch.manual_seed(0)
   tmodel = TutorialModel(num_layers)
   # Carry the PyTorch checkpoint over before training it, so both start from it.
@@ -58,7 +60,7 @@ def test_fifty_adam_steps_match_pytorch(num_layers):
   state = train_lib.TrainState.create(
     apply_fn=model.apply, params=jax.tree.map(jnp.asarray, params), tx=tx
   )
-  step = jax.jit(train_lib.train_step)
+  step = jax.jit(functools.partial(train_lib.train_step, task=regression_task()))
   jax_losses = []
   for _ in range(50):
     state, metrics = step(state, batch, jax.random.key(0))

@@ -1,0 +1,250 @@
+"""The training app: a config in, a trained run out (what `train.py` calls).
+
+This is the one place that reads a whole ConfigDict: it validates the config, builds the
+task (`bilstm_jax.tasks`) and reads its data, builds the `Program` (one model, or a
+population for a config with an `ensemble` block), and runs it through the loop in a
+locked workdir. A config with a `sweep` block trains one population per shape.
+
+Nothing is created on disk until the config, the data and the program are known to be
+good, so a run that cannot start leaves no workdir behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from bilstm_jax import errors, tasks
+from bilstm_jax.ensembles import population as population_lib
+from bilstm_jax.ensembles import sweep
+from bilstm_jax.parallel import distributed, sharding
+from bilstm_jax.training import inference, loop, monitor, plots, program
+from bilstm_jax.training import workdir as workdir_lib
+from bilstm_jax.training.optim import OPTIMIZERS, SCHEDULES
+
+
+def _check(ok: bool, key: str, value, need: str) -> None:
+  if not ok:
+    raise errors.ConfigError(f'config.{key}={value!r}: {need}.')
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first config value that cannot work."""
+  m, d, t, o = config.model, config.data, config.train, config.optim
+  _check(d.task in tasks.TASKS, 'data.task', d.task, f'must be one of {sorted(tasks.TASKS)}')
+  _check(m.hidden_size >= 1, 'model.hidden_size', m.hidden_size, 'must be >= 1')
+  _check(m.num_layers >= 1, 'model.num_layers', m.num_layers, 'must be >= 1')
+  _check(0.0 <= m.dropout < 1.0, 'model.dropout', m.dropout, 'must lie in [0, 1)')
+  _check(m.dtype in ('float32', 'bfloat16'), 'model.dtype', m.dtype, "'float32' or 'bfloat16'")
+  _check(o.name in OPTIMIZERS, 'optim.name', o.name, f'must be one of {list(OPTIMIZERS)}')
+  _check(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {list(SCHEDULES)}')
+  _check(o.learning_rate >= 0, 'optim.learning_rate', o.learning_rate, 'must be >= 0')
+  _check(t.batch_size >= 1, 'train.batch_size', t.batch_size, 'must be >= 1')
+  _check(t.epochs >= 0, 'train.epochs', t.epochs, 'must be >= 0')
+  _check(t.num_steps >= 0, 'train.num_steps', t.num_steps, 'must be >= 0')
+  _check(t.epochs > 0 or t.num_steps > 0, 'train.epochs', t.epochs, 'or train.num_steps > 0')
+  _check(t.log_every_epochs >= 1, 'train.log_every_epochs', t.log_every_epochs, 'must be >= 1')
+  _check(t.steps_per_call >= 0, 'train.steps_per_call', t.steps_per_call, 'must be >= 0')
+  _check(t.metric_mode in ('min', 'max'), 'train.metric_mode', t.metric_mode, "'min' or 'max'")
+  buckets = d.get('buckets', 0)
+  _check(buckets >= 0, 'data.buckets', buckets, 'must be >= 0 (0: no length buckets)')
+  if config.get('ensemble') is not None:
+    e = config.ensemble
+    _check(e.num_members >= 1, 'ensemble.num_members', e.num_members, 'must be >= 1')
+
+
+def load_task_data(config) -> tuple[tasks.Task, dict, dict]:
+  """The config's task, fitted to its training data, and the train and dev sets."""
+  task = tasks.from_config(config)
+  train_set = task.read('train')
+  task = task.fit(train_set)
+  task.check(train_set, task.resolve('train') if task.sources.get('train') else 'train')
+  dev_set = task.read('dev')
+  return task, train_set, dev_set
+
+
+def build_program(config, task, train_set: dict, dev_set: dict, mesh, workdir: str):
+  """The config's `Program`: a population for an `ensemble` block, else one model."""
+  t = config.train
+  common = dict(
+    task=task,
+    train_set=train_set,
+    dev_set=dev_set,
+    mesh=mesh,
+    optim_config=config.optim,
+    seed=config.seed,
+    batch_size=t.batch_size,
+    epochs=t.epochs,
+    num_steps=t.num_steps,
+    shuffle=t.shuffle,
+    steps_per_call=t.steps_per_call,
+    num_buckets=config.data.get('buckets', 0),
+  )
+  if config.get('ensemble') is None:
+    return program.single_model(workdir=workdir, **common)
+  e = config.ensemble
+  ranges = {k: e[k] for k in population_lib.HPARAMS}
+  hparams = population_lib.sample_hparams(e.num_members, ranges, e.sampling, config.seed)
+  return population_lib.population(
+    num_members=e.num_members, hparams=hparams, data_mode=e.data_mode, **common
+  )
+
+
+def prepare(config, workdir: str):
+  """Everything a run needs before it touches the disk: (task, program, mesh, settings).
+
+  Raises:
+    errors.RunError: a bad config value or data file (ValueErrors become ConfigErrors).
+  """
+  validate(config)
+  try:
+    task, train_set, dev_set = load_task_data(config)
+    mesh = sharding.make_mesh(config.get('mesh'))
+    prog = build_program(config, task, train_set, dev_set, mesh, workdir)
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
+  metric = config.train.metric
+  if metric not in prog.metrics:
+    raise errors.ConfigError(
+      f'config.train.metric={metric!r}: must be one of {list(prog.metrics)} for this task.'
+    )
+  settings = loop.Settings(
+    log_every_epochs=config.train.log_every_epochs,
+    save_every_steps=config.checkpoint.save_every_steps,
+    metric=metric,
+    metric_mode=config.train.metric_mode,
+    early_stopping_patience=config.train.early_stopping_patience,
+  )
+  return task, prog, mesh, settings
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) the run a config describes in `workdir`; returns the summary.
+
+  Raises:
+    errors.RunError: a bad config or data (before anything is written), a workdir in use
+      or holding an incompatible run, or a NaN/inf loss (the last good checkpoint stays).
+  """
+  if config.get('sweep') is not None:
+    return sweep.run(config, workdir, train_and_evaluate)
+  distributed.initialize(config.get('distributed'))  # before any other JAX computation
+  task, prog, mesh, settings = prepare(config, workdir)
+  config_dict = config.to_dict()
+  writer = distributed.is_writer()
+  os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lib.Lock(workdir).acquire() if writer else None
+  try:
+    workdir_lib.check_config(workdir, config_dict)
+    workdir_lib.check_task(workdir, task.spec())
+    return _run(config_dict, workdir, task, prog, mesh, settings, writer, config)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run(config_dict, workdir, task, prog, mesh, settings, writer, config) -> dict:
+  ckpts = workdir_lib.open_checkpoints(
+    workdir, settings.metric, settings.metric_mode, config.checkpoint.keep_best
+  )
+  state, rng = prog.init()
+  state, rng, progress = loop.restore_or_start(prog, ckpts, state, rng, config_dict)
+  # Every process runs the loop; only process 0 writes the shared files (checkpoints are
+  # written by all processes together, orbax coordinates them).
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if writer:
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG), config_dict)
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.TASK), task.spec())
+    mon = monitor.Monitor(workdir, prog.total_steps, start_step=progress.step)
+  else:
+    mon = distributed.Muted(path=path)
+  if progress.step:
+    mon.event('resume', step=progress.step, epoch=progress.epoch, batch=progress.batch)
+  else:
+    mon.hparams(config_dict)
+    mon.event('start', step=0, **prog.start_info(state), steps_per_epoch=prog.steps_per_epoch)
+  start = time.perf_counter()
+  try:
+    if not progress.stopped_early:
+      state = loop.train(prog, settings, ckpts, mon, state, rng, progress, config_dict)
+    wall = time.perf_counter() - start
+    summary, lines = prog.finish(state, wall)
+    best = ckpts.best_step()
+    summary.update(
+      best_checkpoint=ckpts.path(best) if best is not None else None,
+      **sharding.describe(mesh),  # num_devices, num_processes, mesh
+      history=loop.eval_history(mon),
+    )
+    if writer:
+      workdir_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
+    skip = ('history', 'members')
+    mon.event('end', **{k: v for k, v in summary.items() if k not in skip})
+    for line in lines:
+      mon.print(line)
+    return summary
+  finally:
+    history = loop.eval_history(mon)
+    if history and writer:
+      plots.loss_curves(history, os.path.join(workdir, 'plots', 'loss.png'), prog.loss_labels)
+    mon.close()
+    ckpts.close()
+
+
+def load_latest(config, workdir: str):
+  """The newest complete checkpoint of the run in `workdir`, restored in this process.
+
+  Works for single models and ensembles alike (the state is built as training builds it).
+
+  Returns:
+    (step, state, rng, meta): meta holds 'progress', 'config' and 'metrics'.
+  """
+  _, prog, _, settings = prepare(config, workdir)
+  state, rng = prog.init()
+  ckpts = workdir_lib.open_checkpoints(
+    workdir, settings.metric, settings.metric_mode, config.checkpoint.keep_best, read_only=True
+  )
+  try:
+    step = ckpts.latest_step()
+    if step is None:
+      raise errors.CheckpointError(f'No complete checkpoint in {workdir}/checkpoints.')
+    state, rng, meta = ckpts.restore(step, state, rng)
+  finally:
+    ckpts.close()
+  return step, state, rng, meta
+
+
+def evaluate(config, workdir: str, which: str = 'best') -> dict:
+  """Scores a checkpoint on `config.data.test` (a split or a file); prints one JSON line,
+  writes WORKDIR/evaluate.json, returns the result."""
+  trained = inference.load(workdir, which, config)
+  metrics = trained.evaluate(config.data.test)
+  result = {
+    'data': config.data.test,
+    'checkpoint': trained.checkpoint,
+    'step': int(os.path.basename(trained.checkpoint)),
+    **metrics,
+  }
+  print(json.dumps(result))
+  if distributed.is_writer():
+    workdir_lib.write_json(os.path.join(workdir, 'evaluate.json'), result)
+  return result
+
+
+def predict(config, workdir: str, source: str, output: str, which: str = 'best') -> str:
+  """Writes predictions for `source` (a split or file) to `output`; returns its path."""
+  import json
+
+  if not output:
+    raise errors.ConfigError('--mode=predict needs --output (a .jsonl or .npz path).')
+  trained = inference.load(workdir, which, config)
+  preds = trained.write_predictions(source, output)
+  n = len(next(iter(preds.values())))
+  print(
+    json.dumps(
+      {'input': source, 'output': output, 'checkpoint': trained.checkpoint, 'num_examples': n}
+    )
+  )
+  return output
+
+
+__all__ = ['evaluate', 'load_latest', 'predict', 'prepare', 'train_and_evaluate', 'validate']

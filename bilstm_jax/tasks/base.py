@@ -1,0 +1,244 @@
+"""`Task`: the one place that knows what is being learned.
+
+The training loop, the ensemble code and inference know only "a batch dict in, outputs
+and metric sums out"; everything else comes from the task:
+
+  reading      `read(source)`: a split name ('train', 'dev', 'test') or a file path ->
+               a dataset dict of numpy arrays with `lengths`;
+  sizes        `fit(train_set)`: feature size, vocabulary, classes... from the training
+               data; `spec()` / `with_spec()` save and restore them (`task.json` in a
+               workdir), so evaluation and prediction rebuild the same model;
+  shapes       `example_batch()`: names, shapes and dtypes for init, export, inference;
+  the model    `make_model()` and `model_inputs(batch)`, the positional arguments the
+               model is called with (then `deterministic=`);
+  training     `loss(outputs, batch) -> (sum, weight)`;
+  evaluation   `eval_sums(outputs, batch) -> {metric: (sum, count)}`, every metric a
+               ratio of sums, so means over batches are exact; `metrics` names them and
+               `metric_modes` says which direction is better;
+  ensembles    `combine(member_outputs)`: the ensemble's output from its members';
+  prediction   `predictions(outputs, batch)` (traceable) and `prediction_time_keys`,
+               the predictions with a time axis;
+  reporting    `report(...)`: the task's own summary fields, printed lines and plots.
+
+Concrete tasks are frozen dataclasses whose fields are plain values (paths, model
+keyword arguments, sizes). `from_config(config)` on each task class is the adapter from
+the training app's ConfigDict; nothing else in a task reads a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax.data import files
+from bilstm_jax.errors import DataFileError
+
+SPLITS = ('train', 'dev', 'test')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def dtype_from_name(name: str):
+  if name not in DTYPES:
+    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}; got {name!r}.')
+  return DTYPES[name]
+
+
+def model_kwargs(model_config) -> dict:
+  """The `_Encoder` keyword arguments from a config's `model` block (the app's adapter)."""
+  kwargs = {
+    'hidden_size': model_config.hidden_size,
+    'num_layers': model_config.num_layers,
+    'dropout': model_config.dropout,
+    'bidirectional': model_config.bidirectional,
+    'dtype': model_config.dtype,
+    'impl': model_config.get('impl') or None,
+  }
+  for key in ('embed_size', 'embed_dropout'):
+    if key in model_config:
+      kwargs[key] = model_config[key]
+  return kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Base class of the generic tasks reading .npz/.jsonl files (`bilstm_jax.data.files`).
+
+  Attributes:
+    sources: {split: file path} for 'train', 'dev' and 'test' ('' or absent: none).
+    model: keyword arguments of the model (`model_kwargs`); dtype by name.
+    sizes: what `fit` found in the training data: 'input_size' (features) or
+      'vocab_size' (ids), and the task's output size; empty before `fit`.
+  """
+
+  name: ClassVar[str]
+  metrics: ClassVar[tuple[str, ...]]
+  metric_modes: ClassVar[dict[str, str]]
+  prediction_time_keys: ClassVar[tuple[str, ...]] = ()
+  per_step: ClassVar[bool] = True  # targets or labels per step (else one per sequence)
+  label_key: ClassVar[str] = 'labels'  # what a labelled dataset holds besides inputs
+
+  sources: dict = dataclasses.field(default_factory=dict)
+  model: dict = dataclasses.field(default_factory=dict)
+  sizes: dict = dataclasses.field(default_factory=dict)
+
+  # ------------------------------------------------------------------------- data
+
+  def resolve(self, source: str) -> str:
+    """A split's file path, or `source` itself if it is not a split name."""
+    if source in SPLITS:
+      path = self.sources.get(source) or ''
+      if not path:
+        raise DataFileError(f'No {source} data: set config.data.{source} to a .npz or .jsonl file.')
+      return path
+    return source
+
+  def read(self, source: str, labelled: bool = True) -> dict:
+    """A split or file as a dataset dict, checked against this task (and its sizes).
+
+    Args:
+      source: 'train', 'dev', 'test' (the configured files) or a file path.
+      labelled: the data must hold the task's `label_key` (for training and evaluation;
+        prediction reads inputs alone).
+    """
+    path = self.resolve(source)
+    dataset = files.read(path)
+    if labelled:
+      need(dataset, self.label_key, path, self.name)
+    self.check(dataset, path)
+    return dataset
+
+  def check(self, dataset: dict, where: str) -> None:
+    """Raises DataFileError naming `where` if `dataset` does not fit this task."""
+    x = dataset['inputs']
+    if 'vocab_size' in self.sizes:
+      if x.dtype.kind != 'i':
+        raise DataFileError(f'{where}: inputs are float features; the model takes token ids.')
+      bad = (x < 0) | (x >= self.sizes['vocab_size'])
+      if bad.any():
+        i = np.argwhere(bad)[0].tolist()
+        raise DataFileError(
+          f'{where}: token id {x[tuple(i)]} at {i} is outside [0, {self.sizes["vocab_size"]}) '
+          '(the vocabulary of the training file).'
+        )
+    elif 'input_size' in self.sizes:
+      if x.dtype.kind == 'i':
+        raise DataFileError(f'{where}: inputs are token ids; the model takes float features.')
+      if x.shape[-1] != self.sizes['input_size']:
+        raise DataFileError(
+          f'{where}: inputs have {x.shape[-1]} features; the model expects '
+          f'{self.sizes["input_size"]} (as in the training data).'
+        )
+
+  def input_sizes(self, train_set: dict) -> dict:
+    """'vocab_size' (ids: the largest id + 1) or 'input_size' (features) of a train set."""
+    x = train_set['inputs']
+    if x.dtype.kind == 'i':
+      return {'vocab_size': int(x.max(initial=0)) + 1}
+    return {'input_size': int(x.shape[-1])}
+
+  def fit(self, train_set: dict) -> Task:
+    """This task with the sizes the training data implies."""
+    raise NotImplementedError
+
+  def spec(self) -> dict:
+    """What `fit` found, as JSON: saved in the workdir beside the checkpoints."""
+    return {'task': self.name, 'sizes': dict(self.sizes)}
+
+  def with_spec(self, spec: dict) -> Task:
+    """This task with the sizes of a saved `spec()`."""
+    if spec.get('task') != self.name:
+      raise DataFileError(f'The saved task is {spec.get("task")!r}, not {self.name!r}.')
+    return dataclasses.replace(self, sizes=dict(spec['sizes']))
+
+  @property
+  def time_keys(self) -> tuple[str, ...]:
+    """Dataset keys with a time axis (axis 1), cut by length buckets."""
+    return ('inputs', 'targets', 'labels') if self.per_step else ('inputs',)
+
+  def example_batch(self, batch_size: int = 1, time: int = 1) -> dict:
+    """Zeros of the shapes and dtypes of a batch (without targets or labels)."""
+    if 'vocab_size' in self.sizes:
+      inputs = np.zeros((batch_size, time), np.int32)
+    else:
+      inputs = np.zeros((batch_size, time, self.sizes['input_size']), np.float32)
+    return {'inputs': inputs, 'lengths': np.full((batch_size,), time, np.int32)}
+
+  # ------------------------------------------------------------------------ model
+
+  def encoder_kwargs(self) -> dict:
+    kwargs = dict(self.model)
+    kwargs['dtype'] = dtype_from_name(kwargs.get('dtype', 'float32'))
+    if 'vocab_size' in self.sizes:
+      kwargs['vocab_size'] = self.sizes['vocab_size']
+    else:
+      kwargs.pop('embed_size', None)
+      kwargs.pop('embed_dropout', None)
+    return kwargs
+
+  def make_model(self) -> nn.Module:
+    raise NotImplementedError
+
+  def model_inputs(self, batch: dict) -> tuple:
+    return (batch['inputs'], batch['lengths'])
+
+  # ------------------------------------------------------------- loss and metrics
+
+  def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    raise NotImplementedError
+
+  def eval_sums(self, outputs: jax.Array, batch: dict) -> dict:
+    raise NotImplementedError
+
+  def combine(self, member_outputs: jax.Array) -> jax.Array:
+    """The ensemble's output from float[N, ...] member outputs: their mean by default."""
+    return member_outputs.mean(0)
+
+  # ------------------------------------------------------------------ prediction
+
+  def predictions(self, outputs: jax.Array, batch: dict) -> dict:
+    raise NotImplementedError
+
+  # ------------------------------------------------------------------- reporting
+
+  def report(
+    self, predict: Callable[[dict], dict], dev_set: dict, print_fn, plots_dir: str | None
+  ) -> dict:
+    """Extra summary fields, lines and plots at the end of a run (none by default).
+
+    Args:
+      predict: dataset -> the `predictions` dict of its first examples (numpy).
+      dev_set: the dev dataset.
+      print_fn: prints a line.
+      plots_dir: where to write PNGs, or None (another process writes them).
+    """
+    return {}
+
+  def final_line(self, train: dict, dev: dict, extra: dict) -> str:
+    """The last line a run prints: every metric on the train and dev sets."""
+    parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
+    return 'Final ' + ';  '.join(parts)
+
+
+def need(dataset: dict, key: str, where: str, what: str) -> Any:
+  if key not in dataset:
+    raise DataFileError(f'{where} has no "{key}": the {what} task needs them.')
+  return dataset[key]
+
+
+def check_labels(labels: np.ndarray, lengths: np.ndarray, num_classes: int, where: str):
+  """Raises DataFileError naming `where` for a label outside [0, num_classes)."""
+  steps = np.arange(labels.shape[-1])[None, :] < lengths[:, None]
+  real = steps if labels.ndim == 2 else lengths > 0
+  bad = real & ((labels < 0) | (labels >= num_classes))
+  if bad.any():
+    i = np.argwhere(bad)[0].tolist()
+    raise DataFileError(
+      f'{where}: label {labels[tuple(i)]} at {i} is outside [0, {num_classes}) (the classes '
+      'of the training data).'
+    )

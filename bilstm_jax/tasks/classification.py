@@ -1,0 +1,88 @@
+"""Classification: one integer label per sequence, pooled over valid steps only.
+
+Data: `inputs` (features or token ids) and `labels` int[n] (see `bilstm_jax.data.files`).
+The number of classes is the training data's largest label + 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax import models
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.tasks import base, losses
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask(base.Task):
+  """Sequence classification; metrics: loss (cross-entropy per sequence) and accuracy.
+
+  Attributes:
+    pooling: 'mean', 'max' or 'attention' over valid steps.
+  """
+
+  name: ClassVar[str] = 'classification'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'accuracy')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'accuracy': 'max'}
+  per_step: ClassVar[bool] = False
+
+  pooling: str = 'mean'
+
+  @classmethod
+  def from_config(cls, config):
+    sources = {s: config.data.get(s) or '' for s in base.SPLITS}
+    return cls(
+      sources=sources,
+      model=base.model_kwargs(config.model),
+      pooling=config.model.get('pooling', 'mean'),
+    )
+
+  def check(self, dataset: dict, where: str) -> None:
+    super().check(dataset, where)
+    if (dataset['lengths'] == 0).any():
+      i = int(np.argmax(dataset['lengths'] == 0))
+      raise DataFileError(f'{where}: example {i} is empty (length 0); it has nothing to classify.')
+    if 'labels' in dataset:
+      if dataset['labels'].ndim != 1:
+        raise DataFileError(
+          f'{where}: classification needs one label per sequence (labels int[n]); got shape '
+          f'{list(dataset["labels"].shape)} (one per step: use data.task=tagging).'
+        )
+      if 'num_classes' in self.sizes:
+        base.check_labels(dataset['labels'], dataset['lengths'], self.sizes['num_classes'], where)
+
+  def fit(self, train_set: dict):
+    classes = int(train_set['labels'].max(initial=0)) + 1
+    return dataclasses.replace(self, sizes={**self.input_sizes(train_set), 'num_classes': classes})
+
+  def make_model(self):
+    return models.BiLSTMClassifier(
+      num_classes=self.sizes['num_classes'], pooling=self.pooling, **self.encoder_kwargs()
+    )
+
+  def loss(self, outputs, batch):
+    return losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths'])
+
+  def eval_sums(self, outputs, batch):
+    return {
+      'loss': losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths']),
+      'accuracy': losses.sequence_accuracy(outputs, batch['labels'], batch['lengths']),
+    }
+
+  def combine(self, member_outputs):
+    """The log of the members' mean probabilities."""
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
+    return {
+      'label': jnp.argmax(probs, -1).astype(jnp.int32),
+      'probability': probs.max(-1),
+      'probabilities': probs,
+    }

@@ -1,0 +1,146 @@
+"""Regression: float targets at every step, masked MSE (the tutorial's task).
+
+Data: `inputs` and `targets` float[n, time, outputs] (see `bilstm_jax.data.files`), or a
+synthetic task (`bilstm_jax.data.synthetic`) generated from a seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+import numpy as np
+
+from bilstm_jax import models
+from bilstm_jax.data import synthetic
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.tasks import base, losses
+
+
+def target_variance(dataset: dict) -> float:
+  """Variance of the targets over real steps: the MSE of predicting their mean."""
+  mask = np.arange(dataset['targets'].shape[1])[None, :] < dataset['lengths'][:, None]
+  return float(dataset['targets'][mask].var())
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionTask(base.Task):
+  """Per-step regression.
+
+  Attributes:
+    synthetic: keyword arguments of `bilstm_jax.data.synthetic.generate` (without the
+      split) for a generated task; None to read `sources`.
+  """
+
+  name: ClassVar[str] = 'regression'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'mae')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'mae': 'min'}
+  prediction_time_keys: ClassVar[tuple[str, ...]] = ('predictions',)
+  label_key: ClassVar[str] = 'targets'
+
+  synthetic: dict | None = None
+
+  @classmethod
+  def from_config(cls, config) -> RegressionTask:
+    data = config.data
+    gen = None
+    if data.task in synthetic.GENERATORS:
+      gen = {
+        'name': data.task,
+        'num': {'train': data.num_train, 'dev': data.num_dev},
+        'seq_len': data.seq_len,
+        'input_size': data.input_size,
+        'output_size': data.output_size,
+        'seed': data.seed,
+        'min_length': data.get('min_length'),
+      }
+    sources = {s: data.get(s) or '' for s in base.SPLITS}
+    return cls(sources=sources, model=base.model_kwargs(config.model), synthetic=gen)
+
+  def read(self, source: str, labelled: bool = True) -> dict:
+    if self.synthetic is not None and source in ('train', 'dev') and not self.sources.get(source):
+      gen = dict(self.synthetic)
+      num = gen.pop('num')[source]
+      dataset = synthetic.generate(split=source, num=num, **gen)
+      self.check(dataset, f'the synthetic {source} split')
+      return dataset
+    return super().read(source, labelled)
+
+  def check(self, dataset: dict, where: str) -> None:
+    super().check(dataset, where)
+    outputs = self.sizes.get('output_size')
+    if 'targets' in dataset and outputs and dataset['targets'].shape[-1] != outputs:
+      raise DataFileError(
+        f'{where}: targets have {dataset["targets"].shape[-1]} outputs per step; the model '
+        f'has {outputs} (as in the training data).'
+      )
+
+  def fit(self, train_set: dict) -> RegressionTask:
+    sizes = {**self.input_sizes(train_set), 'output_size': int(train_set['targets'].shape[-1])}
+    return dataclasses.replace(self, sizes=sizes)
+
+  def make_model(self):
+    return models.BiLSTMRegressor(output_size=self.sizes['output_size'], **self.encoder_kwargs())
+
+  def loss(self, outputs, batch):
+    return losses.masked_mse(outputs, batch['targets'], batch['lengths'])
+
+  def eval_sums(self, outputs, batch):
+    return {
+      'loss': losses.masked_mse(outputs, batch['targets'], batch['lengths']),
+      'mae': losses.masked_abs_error(outputs, batch['targets'], batch['lengths']),
+    }
+
+  def predictions(self, outputs, batch):
+    return {'predictions': outputs}
+
+  def report(self, predict, dev_set, print_fn, plots_dir):
+    """The dev MSE against the targets' variance; predictions printed and plotted."""
+    variance = target_variance(dev_set)
+    preds = predict(dev_set)['predictions']
+    if plots_dir is not None:
+      plot_predictions(preds, dev_set, os.path.join(plots_dir, 'predictions.png'))
+    print_fn('Predictions vs targets (dev, first output unit):')
+    for s in range(min(2, len(preds))):
+      steps = min(5, int(dev_set['lengths'][s]))
+      pairs = '  '.join(
+        f'{preds[s, t, 0]:+.3f}/{dev_set["targets"][s, t, 0]:+.3f}' for t in range(steps)
+      )
+      print_fn(f'  seq {s}: {pairs}')
+    return {'dev_target_variance': variance}
+
+  def final_line(self, train: dict, dev: dict, extra: dict) -> str:
+    variance = extra.get('dev_target_variance') or float('nan')
+    return (
+      f'Final MSE: train {train["loss"]:.6f}  dev {dev["loss"]:.6f}  '
+      f'(dev target variance {variance:.4f}; ratio {dev["loss"] / variance:.4f})'
+    )
+
+
+def plot_predictions(
+  preds: np.ndarray, dataset: dict, path: str, num_seqs: int = 4, output: int = 0
+) -> None:
+  """One panel per sequence: prediction and target over the real steps (a PNG)."""
+  import matplotlib
+
+  matplotlib.use('Agg')  # files only; never opens a window
+  import matplotlib.pyplot as plt
+
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  num_seqs = min(num_seqs, len(preds))
+  fig, axes = plt.subplots(num_seqs, 1, figsize=(7, 1.8 * num_seqs + 0.6), dpi=120, sharex=True)
+  axes = np.atleast_1d(axes)
+  for i, ax in enumerate(axes):
+    n = int(dataset['lengths'][i])
+    t = np.arange(n)
+    ax.plot(t, dataset['targets'][i, :n, output], 'o-', color='black', label='target')
+    ax.plot(t, preds[i, :n, output], 'x--', color='tab:red', label='prediction')
+    ax.set_ylabel(f'seq {i}')
+    ax.grid(True, alpha=0.3)
+  axes[0].legend(loc='upper right', fontsize='small', ncol=2)
+  axes[0].set_title('Dev predictions against targets')
+  axes[-1].set_xlabel('time step')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)

@@ -1,0 +1,71 @@
+"""Tagging: an integer label at every step (POS tags, framewise labels), cross-entropy.
+
+Data: `inputs` (features or token ids) and `labels` int[n, time] (see
+`bilstm_jax.data.files`). The number of classes is the training data's largest label + 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax import models
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.tasks import base, losses
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggingTask(base.Task):
+  """Per-step classification; metrics: loss (cross-entropy per step) and accuracy."""
+
+  name: ClassVar[str] = 'tagging'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'accuracy')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'accuracy': 'max'}
+  prediction_time_keys: ClassVar[tuple[str, ...]] = ('labels', 'confidence')
+
+  @classmethod
+  def from_config(cls, config):
+    sources = {s: config.data.get(s) or '' for s in base.SPLITS}
+    return cls(sources=sources, model=base.model_kwargs(config.model))
+
+  def check(self, dataset: dict, where: str) -> None:
+    super().check(dataset, where)
+    if 'labels' in dataset:
+      if dataset['labels'].ndim != 2:
+        raise DataFileError(
+          f'{where}: tagging needs a label per step (labels int[n, time]); got shape '
+          f'{list(dataset["labels"].shape)} (one per sequence: use data.task=classification).'
+        )
+      if 'num_classes' in self.sizes:
+        base.check_labels(dataset['labels'], dataset['lengths'], self.sizes['num_classes'], where)
+
+  def fit(self, train_set: dict):
+    labels, lengths = train_set['labels'], train_set['lengths']
+    real = np.arange(labels.shape[1])[None, :] < lengths[:, None]
+    classes = int(labels[real].max(initial=0)) + 1
+    return dataclasses.replace(self, sizes={**self.input_sizes(train_set), 'num_classes': classes})
+
+  def make_model(self):
+    return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())
+
+  def loss(self, outputs, batch):
+    return losses.step_cross_entropy(outputs, batch['labels'], batch['lengths'])
+
+  def eval_sums(self, outputs, batch):
+    return {
+      'loss': losses.step_cross_entropy(outputs, batch['labels'], batch['lengths']),
+      'accuracy': losses.step_accuracy(outputs, batch['labels'], batch['lengths']),
+    }
+
+  def combine(self, member_outputs):
+    """The log of the members' mean probabilities (so argmax and cross-entropy use them)."""
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
+    return {'labels': jnp.argmax(probs, -1).astype(jnp.int32), 'confidence': probs.max(-1)}

@@ -1,0 +1,116 @@
+"""A run's directory: its files, its one-writer lock and its compatibility checks.
+
+WORKDIR/config.json      the config the run was trained with
+WORKDIR/task.json        what the task found in the training data (sizes, vocabulary)
+WORKDIR/checkpoints/     orbax checkpoints (`training.checkpoint`)
+WORKDIR/metrics.jsonl    events; WORKDIR/tensorboard/, plots/, export/, summary.json
+WORKDIR/.lock            held (an OS file lock) by the process training in it
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+
+from bilstm_jax import errors
+from bilstm_jax.training import checkpoint
+
+CONFIG = 'config.json'
+TASK = 'task.json'
+LOCK = '.lock'
+
+
+def write_json(path: str, obj) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+  """The JSON object in `path`, or None if there is no such file."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise errors.CheckpointError(f'{path} cannot be read: {e}') from e
+
+
+class Lock:
+  """An exclusive OS lock on WORKDIR/.lock: one training process per workdir.
+
+  The kernel drops the lock when the holder exits, however it exits (SIGKILL included),
+  so a killed run never leaves a stale lock. The file keeps the holder's pid and host so
+  that a second run can say who holds it.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK)
+    self.fd = None
+
+  def acquire(self) -> Lock:
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(fd, 200).decode(errors='replace').strip() or 'another process'
+      os.close(fd)
+      raise errors.RunError(
+        f'The workdir {os.path.dirname(self.path)} is in use by {holder}; wait for it to '
+        'finish, stop it, or use another --workdir.'
+      ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f'process {os.getpid()} on {socket.gethostname()}'.encode())
+    self.fd = fd
+    return self
+
+  def release(self) -> None:
+    if self.fd is not None:
+      fcntl.flock(self.fd, fcntl.LOCK_UN)
+      os.close(self.fd)
+      self.fd = None
+
+  def __enter__(self) -> Lock:
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def check_config(workdir: str, config_dict: dict) -> bool:
+  """Raises CheckpointError if `workdir` holds a run of an incompatible config.
+
+  Returns:
+    True if the workdir already holds a run (its config.json).
+  """
+  path = os.path.join(workdir, CONFIG)
+  saved = read_json(path)
+  if saved is None:
+    return False
+  checkpoint.check_compatible(saved, config_dict, path)
+  return True
+
+
+def check_task(workdir: str, spec: dict) -> None:
+  """Raises CheckpointError if the workdir's task.json differs from `spec` (the training
+  data of a resumed run changed its sizes or vocabulary)."""
+  path = os.path.join(workdir, TASK)
+  saved = read_json(path)
+  if saved is not None and json.loads(json.dumps(spec)) != saved:
+    raise errors.CheckpointError(
+      f'{path} differs from what the task finds in the training data now (sizes, classes or '
+      'vocabulary changed); the checkpoints cannot continue. Use another --workdir.'
+    )
+
+
+def open_checkpoints(
+  workdir: str, metric: str, mode: str, keep_best: int, read_only: bool = False
+) -> checkpoint.Checkpoints:
+  return checkpoint.Checkpoints(
+    workdir, metric=metric, mode=mode, keep_best=keep_best, read_only=read_only
+  )
