@@ -15,9 +15,13 @@ from bilstm_jax import errors
 from bilstm_jax.training import checkpoint
 from tests.utils import ROOT, TINY, load_state, tiny_config
 
+# The kill test runs with every batch at full length, and with length buckets (ragged
+# lengths, three bucket lengths, calls that group batches of one bucket).
+VARIANTS = {'full_length': {}, 'buckets': {'data.buckets': 3, 'data.min_length': 1}}
 
-def _start(workdir, delay_s=0.0):
-  flags = [f'--config.{k}={v}' for k, v in TINY.items()]
+
+def _start(workdir, delay_s=0.0, variant='full_length'):
+  flags = [f'--config.{k}={v}' for k, v in {**TINY, **VARIANTS[variant]}.items()]
   env = {**os.environ, checkpoint.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT}
   cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', workdir]
   return subprocess.Popen(
@@ -41,17 +45,17 @@ def _wait_for(proc, predicate, timeout=120.0):
   return False
 
 
-def _final_params(workdir):
-  state, path = load_state(tiny_config(), workdir, 'latest')
+def _final_params(workdir, variant='full_length'):
+  state, path = load_state(tiny_config(**VARIANTS[variant]), workdir, 'latest')
   return state.params, path
 
 
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory):
+@pytest.fixture(scope='module', params=sorted(VARIANTS))
+def reference(request, tmp_path_factory):
   """The uninterrupted run (in-process: same code, same compiled programs)."""
   workdir = str(tmp_path_factory.mktemp('reference'))
-  train_lib.train_and_evaluate(tiny_config(), workdir)
-  return _final_params(workdir)
+  train_lib.train_and_evaluate(tiny_config(**VARIANTS[request.param]), workdir)
+  return (*_final_params(workdir, request.param), request.param)
 
 
 def _assert_same(a, b):
@@ -62,9 +66,9 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
 
 
-def _kill_when(workdir, predicate, delay_s):
+def _kill_when(workdir, predicate, delay_s, variant):
   """Starts the run (or its resumption) and SIGKILLs it when `predicate(listing)` holds."""
-  proc = _start(workdir, delay_s)
+  proc = _start(workdir, delay_s, variant)
   hit = _wait_for(proc, lambda: predicate(_listing(workdir)))
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -72,11 +76,13 @@ def _kill_when(workdir, predicate, delay_s):
   return _listing(workdir)
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_training_then_mid_save_resumes_bit_identical(tmp_path, reference):
   workdir = str(tmp_path)
+  variant = reference[2]
   # 1. Saves are slow (0.3 s each), training between them fast: killing as soon as the
   #    second checkpoint is complete lands between saves, in training or evaluation.
-  at_kill = _kill_when(workdir, lambda names: sum(n.isdigit() for n in names) >= 2, 0.3)
+  at_kill = _kill_when(workdir, lambda names: sum(n.isdigit() for n in names) >= 2, 0.3, variant)
   assert sum(n.isdigit() for n in at_kill) >= 2
   # 2. The resumed run sleeps 3 s inside each save: kill it in its first one. Run 1 may
   #    itself have died inside a save, leaving a partial directory that run 2 deletes on
@@ -88,21 +94,21 @@ def test_sigkill_mid_training_then_mid_save_resumes_bit_identical(tmp_path, refe
       resumed = any('"resume"' in line for line in f)
     return resumed and any('tmp' in n for n in names)
 
-  at_kill = _kill_when(workdir, in_own_save, 3.0)
+  at_kill = _kill_when(workdir, in_own_save, 3.0, variant)
   assert any('tmp' in n for n in at_kill), at_kill  # it died inside a save
   # 3. Resume again and finish.
-  resumed = _start(workdir)
+  resumed = _start(workdir, variant=variant)
   _, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err.decode()[-3000:]
   assert not any('tmp' in n for n in _listing(workdir))  # the partial one is gone
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     assert sum('"resume"' in line for line in f) == 2
-  params, path = _final_params(workdir)
-  assert path.endswith('/12')
+  params, path = _final_params(workdir, variant)
+  assert os.path.basename(path) == os.path.basename(reference[1])
   _assert_same(reference[0], params)
 
 
-def test_incompatible_workdir_and_checkpoint_fail_clearly(tmp_path, reference):
+def test_incompatible_workdir_and_checkpoint_fail_clearly(tmp_path):
   workdir = str(tmp_path)
   train_lib.train_and_evaluate(tiny_config(**{'train.epochs': 1}), workdir)
   # Training longer is a resume; another model is not.
