@@ -168,8 +168,8 @@ class BiLSTM(nn.Module):
     def init(key):
       if k_init is r_init is b_init is default:
         # All four from one draw: each random-number call is a program fragment that XLA
-        # compiles on its own (about 50 ms each on CPU even unoptimised), and the values
-        # are the same distribution.
+        # compiles on its own (benchmarks/NOTES.md has the cost), and the values are the
+        # same distribution.
         sizes = [int(np.prod(s)) for s in shapes.values()]
         flat = default(key, (sum(sizes),), self.param_dtype)
         parts = jnp.split(flat, np.cumsum(sizes)[:-1])

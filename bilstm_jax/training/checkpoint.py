@@ -150,9 +150,9 @@ class Checkpoints:
     params = state.params
     train = _train_item(state, rng)
     if all(getattr(a, 'is_fully_addressable', True) for a in jax.tree.leaves((params, train))):
-      # This process holds every value: hand orbax numpy copies. Its per-array path for
-      # jax.Arrays (replica slices, transfers) cost 60 ms per save of the tutorial's
-      # state here, against 43 ms. Restoring gives jax.Arrays placed like the target.
+      # This process holds every value: hand orbax numpy copies, cheaper than its
+      # per-array path for jax.Arrays (replica slices, transfers; benchmarks/NOTES.md).
+      # Restoring gives jax.Arrays placed like the target.
       params, train = jax.device_get((params, train))
     self.manager.save(
       step,
