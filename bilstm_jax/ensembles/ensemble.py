@@ -256,13 +256,13 @@ def predict(state: steps.TrainState, batch: dict, task) -> jax.Array:
   return jax.vmap(member)(state.params, state.model_state)
 
 
-def regression_summary(preds: jax.Array) -> dict:
+def mean_and_spread(preds: jax.Array) -> dict:
   """{'mean', 'std'} over the member axis of float[N, ...] predictions."""
   return {'mean': preds.mean(0), 'std': preds.std(0)}
 
 
-def classification_summary(logits: jax.Array) -> dict:
-  """Ensemble of classifiers from logits float[N, ..., classes].
+def probability_summary(logits: jax.Array) -> dict:
+  """Members' class probabilities from logits float[N, ..., classes], and their mean.
 
   Returns:
     {'member_probs': [N, ..., C], 'mean_probs': [..., C] (the ensemble's prediction),

@@ -207,13 +207,19 @@ class Task:
   # ------------------------------------------------------------------- reporting
 
   def report(
-    self, predict: Callable[[dict], dict], dev_set: dict, print_fn, plots_dir: str | None
+    self,
+    predict: Callable[[dict], dict],
+    dev_set: dict,
+    dev_metrics: dict,
+    print_fn,
+    plots_dir: str | None,
   ) -> dict:
     """Extra summary fields, lines and plots at the end of a run (none by default).
 
     Args:
       predict: dataset -> the `predictions` dict of its first examples (numpy).
       dev_set: the dev dataset.
+      dev_metrics: the final dev metrics {metric: value}.
       print_fn: prints a line.
       plots_dir: where to write PNGs, or None (another process writes them).
     """

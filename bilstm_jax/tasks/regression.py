@@ -95,7 +95,7 @@ class RegressionTask(base.Task):
   def predictions(self, outputs, batch):
     return {'predictions': outputs}
 
-  def report(self, predict, dev_set, print_fn, plots_dir):
+  def report(self, predict, dev_set, dev_metrics, print_fn, plots_dir):
     """The dev MSE against the targets' variance; predictions printed and plotted."""
     variance = target_variance(dev_set)
     preds = predict(dev_set)['predictions']
@@ -108,7 +108,10 @@ class RegressionTask(base.Task):
         f'{preds[s, t, 0]:+.3f}/{dev_set["targets"][s, t, 0]:+.3f}' for t in range(steps)
       )
       print_fn(f'  seq {s}: {pairs}')
-    return {'dev_target_variance': variance}
+    return {
+      'dev_target_variance': variance,
+      'dev_loss_over_variance': dev_metrics['loss'] / variance if variance > 0 else None,
+    }
 
   def final_line(self, train: dict, dev: dict, extra: dict) -> str:
     variance = extra.get('dev_target_variance') or float('nan')

@@ -72,9 +72,9 @@ class Trained:
         ({'inputs', 'lengths'}; lengths default to full length).
 
     Returns:
-      {name: array[n, ...]}: e.g. 'predictions' (regression), 'labels' and 'confidence'
-      (tagging), 'label' and 'probability' (classification). An ensemble adds '<name>_std'
-      for float predictions: the spread over members.
+      {name: array[n, ...]}: the task's `predictions` (e.g. per-step values, or labels
+      and their probabilities). An ensemble adds '<name>_std' for float predictions: the
+      spread over members.
     """
     dataset = self.dataset(data, labelled=False)
     return self._predict(dataset)
@@ -94,7 +94,7 @@ class Trained:
     return program.predict_dataset(jax.jit(both), self.state, dataset, self.batch_size, self.task)
 
   def evaluate(self, data) -> dict:
-    """The task's metrics on `data` (as for `predict`, with targets or labels).
+    """The task's metrics on `data` (as for `predict`, labelled).
 
     Returns:
       {metric: value}; an ensemble's are those of the combined output, plus

@@ -1,7 +1,7 @@
 """The training loop: runs a `Program`, with logging, checkpoints, exact resume, early stop.
 
 The loop knows a `Program` (`bilstm_jax.training.program`) and nothing about what is
-trained: one model or a population, regression or tagging. It plans, restores, runs the
+trained: one model or a population, of any task. It plans, restores, runs the
 compiled calls, logs, evaluates, saves and stops early. Saves and logs happen at the ends
 of compiled calls only, so a resumed run replays exactly the calls an uninterrupted run
 makes, and ends with bit-identical parameters.

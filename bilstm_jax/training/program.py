@@ -223,10 +223,8 @@ def single_model(
       return predict_dataset(predict_fn, host_state, head, 4, task)
 
     plots = os.path.join(workdir, 'plots') if writer else None
-    extra = task.report(predict, dev_set, lines.append, plots)
+    extra = task.report(predict, dev_set, dev, lines.append, plots)
     summary.update(extra)
-    if 'dev_target_variance' in extra:  # regression: the MSE over predicting the mean
-      summary['dev_loss_over_variance'] = dev['loss'] / extra['dev_target_variance']
     lines.append(task.final_line(train, dev, extra))
     return summary, lines
 

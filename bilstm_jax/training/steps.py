@@ -92,7 +92,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, task) -> tuple[Tr
 
   Args:
     state: the current TrainState.
-    batch: a dict of arrays (the task's inputs, lengths, targets or labels).
+    batch: a dict of arrays (the task's inputs, lengths and what it learns from).
     rng: a base key; folded with `state.step` so dropout differs every step.
     task: supplies `model_inputs(batch)` and `loss(outputs, batch) -> (sum, weight)`.
 

@@ -182,7 +182,7 @@ def test_inference_members_mean_std_export_and_metrics():
   for i in range(3):
     alone = model.apply({'params': ensemble.export_params(state, i)}, x, lengths)
     np.testing.assert_allclose(preds[i], alone, rtol=1e-6, atol=1e-6)
-  summary = ensemble.regression_summary(preds)
+  summary = ensemble.mean_and_spread(preds)
   np.testing.assert_allclose(summary['mean'], np.mean(preds, 0), rtol=1e-6)
   np.testing.assert_allclose(summary['std'], np.std(preds, 0), rtol=1e-5, atol=1e-7)
 
@@ -197,9 +197,9 @@ def test_inference_members_mean_std_export_and_metrics():
   assert result['ensemble']['loss'] <= result['member']['loss'].mean() + 1e-7
 
 
-def test_classification_summary_averages_probabilities():
+def test_probability_summary_averages_probabilities():
   logits = jnp.array([[[2.0, 0.0]], [[0.0, 2.0]], [[0.0, 0.0]]])  # [N=3, batch=1, C=2]
-  out = ensemble.classification_summary(logits)
+  out = ensemble.probability_summary(logits)
   p = jax.nn.softmax(logits, -1)
   np.testing.assert_allclose(out['mean_probs'], p.mean(0), rtol=1e-6)
   np.testing.assert_allclose(out['mean_probs'], [[0.5, 0.5]], rtol=1e-6)

@@ -1,0 +1,99 @@
+"""The package's shape: no import cycles, a task-agnostic core, a lazy curated face."""
+
+import ast
+import pathlib
+import re
+import subprocess
+import sys
+
+import bilstm_jax
+from tests.utils import ROOT
+
+PACKAGE = pathlib.Path(ROOT) / 'bilstm_jax'
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(ROOT).with_suffix('').parts
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+  """{module: the bilstm_jax modules it imports}, function-level imports included."""
+  modules = {_module_name(p): p for p in PACKAGE.rglob('*.py')}
+  graph = {}
+  for name, path in modules.items():
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        deps |= {a.name for a in node.names if a.name.startswith('bilstm_jax')}
+      elif (
+        isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('bilstm_jax')
+      ):
+        for alias in node.names:
+          sub = f'{node.module}.{alias.name}'
+          deps.add(sub if sub in modules else node.module)
+    # A package's __init__ is not a dependency of its own submodules' imports.
+    graph[name] = {d for d in deps if d in modules and d != name}
+  return graph
+
+
+def test_no_import_cycles():
+  graph = _imports()
+  done, stack = set(), []
+
+  def visit(node):
+    if node in stack:
+      raise AssertionError('import cycle: ' + ' -> '.join([*stack[stack.index(node) :], node]))
+    if node in done:
+      return
+    stack.append(node)
+    for dep in sorted(graph[node]):
+      if dep != 'bilstm_jax':  # the lazy face imports nothing at import time
+        visit(dep)
+    stack.pop()
+    done.add(node)
+
+  for node in sorted(graph):
+    visit(node)
+
+
+def test_layers_import_one_way():
+  graph = _imports()
+  for name, deps in graph.items():
+    if name.startswith('bilstm_jax.data'):  # data never imports the model side
+      assert not {d for d in deps if d.startswith(('bilstm_jax.nn', 'bilstm_jax.tasks'))}, name
+    if name.startswith(('bilstm_jax.nn', 'bilstm_jax.heads')):
+      assert not {d for d in deps if d.startswith(('bilstm_jax.training', 'bilstm_jax.app'))}
+    if name.startswith('bilstm_jax.tasks'):
+      assert not {d for d in deps if d.startswith(('bilstm_jax.training', 'bilstm_jax.app'))}
+
+
+def test_loop_ensembles_and_inference_name_no_task():
+  words = ['masked_mse', 'target_variance', 'targets', 'regression', 'tagging',
+           'classification', 'seed_noise', 'bidir_window']  # fmt: skip
+  paths = [
+    PACKAGE / 'training' / 'loop.py',
+    PACKAGE / 'training' / 'program.py',
+    PACKAGE / 'training' / 'steps.py',
+    PACKAGE / 'training' / 'inference.py',
+    *sorted((PACKAGE / 'ensembles').glob('*.py')),
+  ]
+  for path in paths:
+    text = path.read_text()
+    found = [w for w in words if re.search(rf'\b{w}\b', text, re.I)]
+    assert not found, f'{path.relative_to(ROOT)} names {found}'
+
+
+def test_no_module_over_the_size_limit():
+  sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in PACKAGE.rglob('*.py')}
+  assert not {p: n for p, n in sizes.items() if n > 450}, sizes
+
+
+def test_the_public_api_resolves_and_imports_lazily():
+  for name in bilstm_jax.__all__:
+    assert getattr(bilstm_jax, name) is not None, name
+  assert bilstm_jax.interop.lstm_from_torch is bilstm_jax.lstm_from_torch
+  assert callable(bilstm_jax.runtime.tune_cpu)
+  code = 'import sys, bilstm_jax; print(sorted(m for m in ("jax", "flax") if m in sys.modules))'
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
+  assert out.stdout.strip() == '[]', out.stdout + out.stderr
