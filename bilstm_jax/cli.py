@@ -139,7 +139,12 @@ def _load_config():
 def main(argv=None) -> None:
   """The `bilstm-jax` console command and `train.py`."""
   argv = resolve_argv(list(sys.argv if argv is None else argv))
-  app.run(_main, argv=argv, flags_parser=_parse)
+  try:
+    app.run(_main, argv=argv, flags_parser=_parse)
+  except SystemExit as e:
+    if e.code == 1 and {'--help', '-h', '--helpfull', '--helpshort'} & set(argv):
+      sys.exit(0)  # absl exits 1 after printing the help; asking for help is no error
+    raise
 
 
 def _main(argv) -> None:
