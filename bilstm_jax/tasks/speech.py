@@ -1,0 +1,718 @@
+"""Speech tasks on wav files named like the Free Spoken Digit Dataset (FSDD).
+
+  fsdd         one spoken digit per file -> its digit: features pooled over valid frames
+               (`SpokenDigitTask`, a `ClassificationTask` reading wavs);
+  fsdd_ctc     joined utterances of 2-7 digits -> the digit string: per-frame logits over
+               10 digits + blank, CTC loss, greedy digit error rate on device
+               (`DigitCTCTask`); prefix beam search and timings on the host
+               (`transcribe`, `decode_eval`);
+  fsdd_frames  the same joined utterances -> a label per frame, digit or silence
+               (`DigitFramesTask`, a `TaggingTask`): the 2005 framewise BLSTM set-up.
+
+Sources. 'train' and 'dev' come from `folder`: recordings 5-9 of every speaker and digit
+are dev, the rest train (`fsdd.dev_split`), or, with `test_speaker` set, every recording
+of that speaker is dev and the others train (`fsdd.speaker_split`). Any other source is a
+folder of wavs, one .wav file, or a .txt list of wav paths (one per line, relative to the
+list's folder). Labelled reads take labels from FSDD names `{digit}_{speaker}_{index}.wav`;
+prediction reads any wav name, in sorted order. Joined tasks build their dev set (and a
+test folder's) with the fixed seed `fsdd.DEV_SEED` from the split's recordings, so every
+run scores the same utterances; the training utterances come from `data_seed`.
+
+Features (`bilstm_jax.data.audio`) and the normalisation statistics fitted on the clean
+training features are part of the task's `spec()` (task.json), so evaluation and
+prediction compute exactly what training saw, whatever the config says later.
+
+Augmentation (`fsdd.Augment`, off by default) is materialised as `augment_copies` extra
+copies of the training set, copy c of example i drawn from (data_seed, c, i). The loop's
+batches are a pure function of (seed, epoch) over a fixed training set, so a resumed run
+sees exactly the data the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax import models
+from bilstm_jax.data import audio, fsdd
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.heads import ctc
+from bilstm_jax.tasks import base
+from bilstm_jax.tasks.classification import ClassificationTask
+from bilstm_jax.tasks.tagging import TaggingTask
+
+NORMALISE = ('train', 'utterance', 'none')
+BLANK = fsdd.NUM_DIGITS  # CTC blank: the last of 11 classes, the id framewise silence has
+
+
+def feature_settings(data) -> dict:
+  """`audio.FeatureConfig` keyword arguments from a config's `data` block."""
+  return {
+    'sample_rate': fsdd.SAMPLE_RATE,
+    'kind': data.get('features', 'mfcc'),
+    'window_ms': float(data.get('window_ms', 25.0)),
+    'hop_ms': float(data.get('hop_ms', 10.0)),
+    'num_mels': int(data.get('num_mels', 40)),
+    'num_ceps': int(data.get('num_ceps', 13)),
+    'delta_order': int(data.get('delta_order', 2)),
+  }
+
+
+def augment_settings(data) -> dict:
+  """`fsdd.Augment` keyword arguments from a config's `data` block (all off by default)."""
+  low, high = float(data.get('snr_db_min', 0.0)), float(data.get('snr_db_max', 0.0))
+  return {
+    'max_shift_ms': float(data.get('shift_ms', 0.0)),
+    'snr_db': (low, high) if high > 0 else None,
+    'time_masks': int(data.get('time_masks', 0)),
+    'max_time_mask': int(data.get('max_time_mask', 0)),
+    'freq_masks': int(data.get('freq_masks', 0)),
+    'max_freq_mask': int(data.get('max_freq_mask', 0)),
+  }
+
+
+def pad_features(feats: list[np.ndarray], dims: int) -> tuple[np.ndarray, np.ndarray]:
+  """float32[frames_i, dims] each -> (inputs float32[n, max_frames, dims], lengths int32[n])."""
+  lengths = np.array([len(f) for f in feats], np.int32)
+  inputs = np.zeros((len(feats), int(lengths.max(initial=1)), dims), np.float32)
+  for i, f in enumerate(feats):
+    inputs[i, : len(f)] = f
+  return inputs, lengths
+
+
+def stack_frames(features: np.ndarray, k: int) -> np.ndarray:
+  """float[frames, dims] -> float32[ceil(frames / k), dims * k]: k frames per step, the
+  last step completed by repeating the last frame."""
+  if k <= 1:
+    return features
+  steps = -(-len(features) // k)
+  idx = np.minimum(np.arange(steps * k), len(features) - 1)
+  return features[idx].reshape(steps, k * features.shape[1]).astype(np.float32)
+
+
+def stack_labels(labels: np.ndarray, k: int) -> np.ndarray:
+  """int[frames] -> int32[ceil(frames / k)]: each step takes its middle frame's label."""
+  if k <= 1:
+    return labels
+  steps = -(-len(labels) // k)
+  return labels[np.minimum(np.arange(steps) * k + k // 2, len(labels) - 1)].astype(np.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _features(paths: tuple[str, ...], config: audio.FeatureConfig, cache_dir: str):
+  # Train and dev are read several times in one process (fit, check, evaluate); the disk
+  # cache, if any, serves other processes.
+  return tuple(audio.load_features(list(paths), config, cache_dir or None, name='fsdd'))
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechData(base.Task):
+  """What the speech tasks share: wav sources, features, normalisation, augmentation.
+
+  Attributes:
+    folder: the FSDD-named recordings 'train' and 'dev' are split from.
+    test_speaker: '' for the index split (5-9 dev); a speaker's name for a
+      speaker-disjoint split (that speaker is dev).
+    features: `audio.FeatureConfig` keyword arguments.
+    normalise: 'train' (per-dimension statistics of the clean training features),
+      'utterance' (per-utterance mean and variance) or 'none'.
+    stats: the fitted 'train' statistics {'mean', 'std'}; None before `fit`.
+    augment: `fsdd.Augment` keyword arguments.
+    augment_copies: augmented copies of the training set added to the clean one.
+    data_seed: seeds augmentation (and the joined training utterances).
+    cache_dir: where single-file features are cached ('' for no cache).
+    frame_stack: k > 1 concatenates k consecutive normalised frames into one model step
+      (dims x k, steps / k): the recurrence runs k times fewer steps.
+  """
+
+  folder: str = ''
+  test_speaker: str = ''
+  features: dict = dataclasses.field(default_factory=dict)
+  normalise: str = 'train'
+  stats: dict | None = None
+  augment: dict = dataclasses.field(default_factory=dict)
+  augment_copies: int = 0
+  data_seed: int = 0
+  cache_dir: str = ''
+  frame_stack: int = 1
+
+  @classmethod
+  def speech_fields(cls, config) -> dict:
+    d = config.data
+    normalise = d.get('normalise', 'train')
+    if normalise not in NORMALISE:
+      raise ValueError(f'data.normalise must be one of {NORMALISE}; got {normalise!r}.')
+    return {
+      'sources': {'test': d.get('test') or ''},
+      'model': base.model_kwargs(config.model),
+      'folder': d.get('folder', ''),
+      'test_speaker': d.get('test_speaker', '') or '',
+      'features': feature_settings(d),
+      'normalise': normalise,
+      'augment': augment_settings(d),
+      'augment_copies': int(d.get('augment_copies', 0)),
+      'data_seed': int(d.get('seed', 0)),
+      'cache_dir': d.get('cache_dir', '') or '',
+      'frame_stack': int(d.get('frame_stack', 1)),
+    }
+
+  @property
+  def feature_config(self) -> audio.FeatureConfig:
+    return audio.FeatureConfig(**self.features)
+
+  # -------------------------------------------------------------------- sources
+
+  def recordings(self, source: str, labelled: bool) -> list[fsdd.Recording]:
+    """The recordings of a split, folder, wav file or .txt list (digit -1 if unknown)."""
+    if source == 'test':
+      source = self.sources.get('test') or ''
+      if not source or source == 'test':
+        raise DataFileError('No test data: set config.data.test to a folder, wav or list.')
+    if source in ('train', 'dev'):
+      recs = fsdd.list_recordings(self.folder)
+      if self.test_speaker:
+        train, dev = fsdd.speaker_split(recs, self.test_speaker)
+      else:
+        train, dev = fsdd.dev_split(recs)
+      out = train if source == 'train' else dev
+      if not out:
+        raise DataFileError(f'{self.folder}: the {source} split holds no recordings.')
+      return out
+    if os.path.isdir(source):
+      if labelled:
+        return fsdd.list_recordings(source)
+      names = sorted(n for n in os.listdir(source) if n.endswith('.wav') and n[0] != '.')
+      if not names:
+        raise DataFileError(f'{source}: holds no .wav files.')
+      paths = [os.path.join(source, n) for n in names]
+    elif source.endswith('.txt'):
+      if not os.path.isfile(source):
+        raise DataFileError(f'{source}: no such file list.')
+      with open(source) as f:
+        lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith('#')]
+      root = os.path.dirname(os.path.abspath(source))
+      paths = [os.path.join(root, ln) for ln in lines]
+      if not paths:
+        raise DataFileError(f'{source}: lists no files.')
+    elif source.endswith('.wav'):
+      paths = [source]
+    else:
+      raise DataFileError(
+        f"{source!r}: not 'train', 'dev', 'test', a folder, a .wav file or a .txt list of wavs."
+      )
+    if labelled:
+      return [fsdd.parse_name(p) for p in paths]
+    return [fsdd.Recording(-1, '', -1, p) for p in paths]
+
+  def raw_features(self, recs: list[fsdd.Recording]) -> list[np.ndarray]:
+    return list(_features(tuple(r.path for r in recs), self.feature_config, self.cache_dir))
+
+  def train_stats(self) -> dict:
+    """The normalisation statistics: saved ones, else fitted on the clean training split."""
+    if self.stats is not None:
+      return self.stats
+    stats = audio.FeatureStats.fit(self.raw_features(self.recordings('train', True)))
+    return {'mean': list(stats.mean), 'std': list(stats.std)}
+
+  def normalised(self, feats: list[np.ndarray], stats: dict | None) -> list[np.ndarray]:
+    """Normalised (and stacked, see `frame_stack`) float32[steps, dims x k] features."""
+    if self.normalise == 'utterance':
+      feats = [audio.cmvn(f) for f in feats]
+    elif self.normalise == 'train':
+      fs = audio.FeatureStats(tuple(stats['mean']), tuple(stats['std']))
+      feats = [fs.apply(f) for f in feats]
+    else:
+      feats = [np.asarray(f, np.float32) for f in feats]
+    return [stack_frames(f, self.frame_stack) for f in feats]
+
+  @property
+  def step_timing(self) -> tuple[int, int, int]:
+    """(hop, window, sample rate) in samples of one model step (after stacking)."""
+    fc, k = self.feature_config, self.frame_stack
+    return fc.hop_length * k, fc.win_length + (k - 1) * fc.hop_length, fc.sample_rate
+
+  def stats_if_needed(self) -> dict | None:
+    return self.train_stats() if self.normalise == 'train' else None
+
+  # ----------------------------------------------------------------- spec, fit
+
+  def fit(self, train_set: dict):
+    fitted = super().fit(train_set)
+    return dataclasses.replace(fitted, stats=self.stats_if_needed())
+
+  def spec(self) -> dict:
+    return {
+      **super().spec(),
+      'features': dict(self.features),
+      'normalise': self.normalise,
+      'stats': self.stats,
+      'frame_stack': self.frame_stack,
+    }
+
+  def with_spec(self, spec: dict):
+    task = super().with_spec(spec)
+    return dataclasses.replace(
+      task,
+      features=dict(spec['features']),
+      normalise=spec['normalise'],
+      stats=spec['stats'],
+      frame_stack=int(spec.get('frame_stack', 1)),
+    )
+
+  @property
+  def sizes_dims(self) -> int:
+    return self.feature_config.dims * self.frame_stack
+
+  def input_sizes(self, train_set: dict) -> dict:
+    return {'input_size': self.feature_config.dims * self.frame_stack}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpokenDigitTask(SpeechData, ClassificationTask):
+  """FSDD spoken-digit classification: one digit per file, BiLSTM + pooling over frames.
+
+  Dataset: `inputs` float32[n, frames, dims], `lengths` int32[n], `labels` int32[n].
+  """
+
+  name: ClassVar[str] = 'fsdd'
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(pooling=config.model.get('pooling', 'mean'), **cls.speech_fields(config))
+
+  def read(self, source: str, labelled: bool = True) -> dict:
+    recs = self.recordings(source, labelled)
+    stats = self.stats_if_needed()
+    feats = self.normalised(self.raw_features(recs), stats)
+    labels = [r.digit for r in recs]
+    if source == 'train' and self.augment_copies:
+      aug = fsdd.Augment(**self.augment)
+      for copy in range(1, self.augment_copies + 1):
+        feats += self.augmented(recs, aug, copy, stats)
+        labels += [r.digit for r in recs]
+    inputs, lengths = pad_features(feats, self.sizes_dims)
+    dataset = {'inputs': inputs, 'lengths': lengths}
+    if labelled:
+      dataset['labels'] = np.asarray(labels, np.int32)
+    self.check(dataset, source)
+    return dataset
+
+  def augmented(self, recs, aug: fsdd.Augment, copy: int, stats) -> list[np.ndarray]:
+    """Copy `copy` of the recordings: waveform shift and noise, features, masks."""
+    fc, out = self.feature_config, []
+    for i, r in enumerate(recs):
+      wave, _ = fsdd.augment_waveform(
+        audio.read_wav(r.path, fc.sample_rate, fc.resample), aug, self.data_seed, copy, i
+      )
+      (f,) = self.normalised([audio.compute_features(wave, fc)], stats)
+      out.append(fsdd.spec_augment(f, aug, self.data_seed, copy, i))
+    return out
+
+  def fit(self, train_set: dict):
+    # Ten outputs whatever digits the training files hold, so any FSDD folder scores.
+    fitted = super().fit(train_set)
+    return dataclasses.replace(fitted, sizes={**fitted.sizes, 'num_classes': fsdd.NUM_DIGITS})
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedData(SpeechData):
+  """Joined utterances (`fsdd.joined_set`) built from a source's recordings.
+
+  Attributes:
+    num_train: training utterances (drawn from `data_seed`).
+    num_dev: dev (and test-folder) utterances (drawn from `fsdd.DEV_SEED`).
+    num_digits: (fewest, most) digits per utterance.
+    silence_ms: (shortest, longest) silence before, between and after the digits.
+  """
+
+  num_train: int = 4000
+  num_dev: int = 500
+  num_digits: tuple = (2, 7)
+  silence_ms: tuple = (50.0, 300.0)
+
+  @classmethod
+  def speech_fields(cls, config) -> dict:
+    d = config.data
+    return {
+      **super().speech_fields(config),
+      'num_train': int(d.get('num_train') or 4000),
+      'num_dev': int(d.get('num_dev') or 500),
+      'num_digits': (int(d.get('min_digits', 2)), int(d.get('max_digits', 7))),
+    }
+
+  def utterances(self, source: str) -> list[fsdd.Joined]:
+    """The joined utterances of a source (seeded as the module docstring says)."""
+    recs = self.recordings(source, labelled=True)
+    fc = self.feature_config
+    waves = [audio.read_wav(r.path, fc.sample_rate, fc.resample) for r in recs]
+    pool = fsdd.make_pool(recs, waves)
+    num = self.num_train if source == 'train' else self.num_dev
+    # Distinct from DEV_SEED, so training never redraws the dev set's choices.
+    seed = self.data_seed + 1 if source == 'train' else fsdd.DEV_SEED
+    kwargs = {'num_digits': tuple(self.num_digits), 'silence_ms': tuple(self.silence_ms)}
+    return fsdd.joined_set(pool, num, seed=seed, **kwargs)
+
+  def joined_features(self, utts, copy: int = 0):
+    """(features, frame labels, digits) of each utterance; copy > 0 augments them."""
+    fc, aug = self.feature_config, fsdd.Augment(**self.augment)
+    feats, frames, digits = [], [], []
+    for i, u in enumerate(utts):
+      wave, segments = u.waveform, u.segments
+      if copy:
+        wave, shift = fsdd.augment_waveform(wave, aug, self.data_seed, copy, i)
+        segments = fsdd.shift_segments(segments, shift, len(wave))
+      feats.append(audio.compute_features(wave, fc))
+      frames.append(fsdd.frame_labels(segments, u.digits, len(wave), fc))
+      digits.append(u.digits)
+    return feats, frames, digits
+
+  def joined_stats(self) -> dict | None:
+    if self.normalise != 'train':
+      return None
+    if self.stats is not None:
+      return self.stats
+    feats, _, _ = _joined(self, 'train', 0)
+    stats = audio.FeatureStats.fit(list(feats))
+    return {'mean': list(stats.mean), 'std': list(stats.std)}
+
+  def stats_if_needed(self) -> dict | None:
+    return self.joined_stats()
+
+  def read(self, source: str, labelled: bool = True) -> dict:
+    if not labelled and source not in ('train', 'dev'):  # plain wavs, one utterance each
+      recs = self.recordings(source, labelled=False)
+      feats = self.normalised(self.raw_features(recs), self.joined_stats())
+      inputs, lengths = pad_features(feats, self.sizes_dims)
+      return {'inputs': inputs, 'lengths': lengths}
+    stats = self.joined_stats()
+    copies = self.augment_copies if source == 'train' else 0
+    feats, frames, digits = [], [], []
+    for copy in range(copies + 1):
+      f, fr, d = _joined(self, source, copy)
+      feats += list(f)
+      frames += list(fr)
+      digits += list(d)
+    feats = self.normalised(feats, stats)
+    frames = [stack_labels(fr, self.frame_stack) for fr in frames]
+    inputs, lengths = pad_features(feats, self.sizes_dims)
+    dataset = {'inputs': inputs, 'lengths': lengths}
+    if labelled:
+      dataset['labels'] = self.labels(frames, digits, inputs)
+    self.check(dataset, source)
+    return dataset
+
+  def labels(self, frames, digits, inputs) -> np.ndarray:
+    raise NotImplementedError
+
+
+def _joined_key(task: JoinedData) -> tuple:
+  return (
+    task.folder,
+    task.test_speaker,
+    tuple(sorted(task.features.items())),
+    tuple(sorted((k, str(v)) for k, v in task.augment.items())),
+    task.data_seed,
+    task.num_train,
+    task.num_dev,
+    tuple(task.num_digits),
+    tuple(task.silence_ms),
+  )
+
+
+_JOINED: dict = {}
+
+
+def _joined(task: JoinedData, source: str, copy: int):
+  # The same utterances are read for stats, fit, check and the run itself; building them
+  # (waveforms, features, labels) is the slow part, so keep the last few sets.
+  key = (_joined_key(task), os.path.abspath(source) if os.path.exists(source) else source, copy)
+  if key not in _JOINED:
+    if len(_JOINED) >= 8:
+      _JOINED.pop(next(iter(_JOINED)))
+    _JOINED[key] = task.joined_features(task.utterances(source), copy)
+  return _JOINED[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitFramesTask(JoinedData, TaggingTask):
+  """Framewise labelling of joined utterances: digit 0-9 or silence (10) per frame.
+
+  Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, frames].
+  """
+
+  name: ClassVar[str] = 'fsdd_frames'
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**cls.speech_fields(config))
+
+  def labels(self, frames, digits, inputs):
+    out = np.full(inputs.shape[:2], fsdd.SILENCE, np.int32)
+    for i, fr in enumerate(frames):
+      out[i, : len(fr)] = fr
+    return out
+
+  def fit(self, train_set: dict):
+    fitted = super().fit(train_set)
+    return dataclasses.replace(fitted, sizes={**fitted.sizes, 'num_classes': fsdd.NUM_DIGITS + 1})
+
+
+# ------------------------------------------------------------------------------ CTC
+
+
+def greedy_emissions(logits: jax.Array, lengths: jax.Array, blank: int = BLANK):
+  """Best-path decoding on device, as masks (traceable; `ctc.greedy_decode` on the host).
+
+  Args:
+    logits: float[batch, time, classes]; lengths: int[batch].
+
+  Returns:
+    (path int32[batch, time], emit bool[batch, time], next_run int32[batch, time]): the
+    argmax class per frame; True where a token is emitted (a real frame starting a run of
+    a non-blank class); for each frame, the first frame of the next run (or the length).
+  """
+  time = logits.shape[1]
+  steps = jnp.arange(time)[None, :]
+  valid = steps < lengths[:, None]
+  path = jnp.argmax(logits, -1).astype(jnp.int32)
+  prev = jnp.pad(path[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  run_start = valid & (path != prev)
+  emit = run_start & (path != blank)
+  cand = jnp.where(run_start | ~valid, steps, time)
+  after = jax.lax.cummin(cand, axis=1, reverse=True)
+  next_run = jnp.pad(after[:, 1:], ((0, 0), (0, 1)), constant_values=time)
+  return path, emit, jnp.minimum(next_run, lengths[:, None])
+
+
+def edit_distances(
+  emit: jax.Array, path: jax.Array, refs: jax.Array, ref_lengths: jax.Array
+) -> jax.Array:
+  """Levenshtein distance of each emitted token string to its reference (traceable).
+
+  A scan over frames keeps one row of the edit-distance table per example, updated at
+  the frames that emit a token, so no decoded string is materialised.
+
+  Args:
+    emit: bool[batch, time]; path: int[batch, time] (the token at emitting frames).
+    refs: int[batch, max_refs] (past `ref_lengths` ignored); ref_lengths: int[batch].
+
+  Returns:
+    int32[batch]: insertions + deletions + substitutions.
+  """
+  batch, width = refs.shape
+  row0 = jnp.broadcast_to(jnp.arange(width + 1, dtype=jnp.int32), (batch, width + 1))
+
+  def body(row, x):
+    e, h = x
+    cols = [row[:, 0] + 1]
+    for j in range(1, width + 1):
+      sub = row[:, j - 1] + (h != refs[:, j - 1]).astype(jnp.int32)
+      cols.append(jnp.minimum(jnp.minimum(row[:, j] + 1, cols[-1] + 1), sub))
+    return jnp.where(e[:, None], jnp.stack(cols, 1), row), None
+
+  row, _ = jax.lax.scan(body, row0, (emit.T, path.T))
+  return jnp.take_along_axis(row, ref_lengths[:, None], 1)[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitCTCTask(JoinedData):
+  """Digit-string transcription of joined utterances: BiLSTM + CTC over 10 digits + blank.
+
+  Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, max_digits]
+  (-1 past each utterance's digits). Metrics: `loss` (CTC negative log-likelihood per
+  utterance) and `der` (greedy digit error rate: edit distance over reference digits).
+
+  Attributes:
+    max_tokens: digits `predictions` holds per utterance (the count is exact beyond it).
+  """
+
+  name: ClassVar[str] = 'fsdd_ctc'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'der')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'der': 'min'}
+  per_step: ClassVar[bool] = False
+
+  max_tokens: int = 16
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**cls.speech_fields(config))
+
+  @property
+  def time_keys(self) -> tuple[str, ...]:
+    return ('inputs',)  # labels are digit strings, not frames
+
+  def labels(self, frames, digits, inputs):
+    out = np.full((len(digits), self.num_digits[1]), -1, np.int32)
+    for i, d in enumerate(digits):
+      if len(d) > out.shape[1]:
+        raise DataFileError(f'utterance {i} has {len(d)} digits; at most {out.shape[1]}.')
+      out[i, : len(d)] = d
+    return out
+
+  def check(self, dataset: dict, where: str) -> None:
+    base.Task.check(self, dataset, where)
+
+  def fit(self, train_set: dict):
+    sizes = {**self.input_sizes(train_set), 'num_classes': fsdd.NUM_DIGITS + 1}
+    return dataclasses.replace(self, sizes=sizes, stats=self.stats_if_needed())
+
+  def make_model(self):
+    return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())
+
+  def _ctc(self, outputs, batch):
+    labels = batch['labels']
+    return ctc.ctc_loss(outputs, batch['lengths'], labels, (labels >= 0).sum(-1).astype(jnp.int32))
+
+  def loss(self, outputs, batch):
+    return self._ctc(outputs, batch)
+
+  def eval_sums(self, outputs, batch):
+    labels = batch['labels']
+    ref_lengths = jnp.where(batch['lengths'] > 0, (labels >= 0).sum(-1), 0).astype(jnp.int32)
+    path, emit, _ = greedy_emissions(outputs, batch['lengths'])
+    dist = edit_distances(emit, path, labels, ref_lengths)
+    return {
+      'loss': self._ctc(outputs, batch),
+      'der': (dist.sum().astype(jnp.float32), ref_lengths.sum().astype(jnp.float32)),
+    }
+
+  def combine(self, member_outputs):
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    """Greedy transcription with timing, in fixed-size arrays (the tail is -1).
+
+    Returns:
+      'digits' int32[batch, max_tokens], 'num_digits' int32[batch], 'start_s' and
+      'end_s' float32[batch, max_tokens]: the first and last sample time covered by the
+      frames each digit is emitted on (CTC emits a digit as a short spike inside it: the
+      times place the digit, they are not its boundaries; see DigitFramesTask).
+    """
+    path, emit, next_run = greedy_emissions(outputs, batch['lengths'])
+    batch_size, m = path.shape[0], self.max_tokens
+    slot = jnp.where(emit, jnp.cumsum(emit, 1) - 1, m)
+    rows = jnp.arange(batch_size)[:, None]
+    hop, win, rate = self.step_timing
+    rate = float(rate)
+    steps = jnp.arange(path.shape[1])[None, :]
+    start = (steps * hop / rate).astype(jnp.float32)
+    end = (((next_run - 1) * hop + win) / rate).astype(jnp.float32)
+
+    def put(values, fill):
+      out = jnp.full((batch_size, m), fill, values.dtype)
+      return out.at[rows, slot].set(values, mode='drop')
+
+    return {
+      'digits': put(path, -1),
+      'num_digits': emit.sum(1).astype(jnp.int32),
+      'start_s': put(jnp.broadcast_to(start, path.shape), -1.0),
+      'end_s': put(end, -1.0),
+    }
+
+  def final_line(self, train, dev, extra):
+    return (
+      f'Final CTC loss train {train["loss"]:.4f} dev {dev["loss"]:.4f};  digit error rate '
+      f'(greedy) train {100 * train["der"]:.2f}% dev {100 * dev["der"]:.2f}%'
+    )
+
+
+# ------------------------------------------------------------------ host decoding
+
+
+def logits_of(trained, dataset: dict) -> np.ndarray:
+  """float32[n, time, classes]: a loaded run's per-frame logits for a dataset."""
+  from bilstm_jax.data import batching
+
+  if trained.num_members is not None:
+    raise ValueError('Host decoding takes a single model, not an ensemble.')
+  model = trained.task.make_model()
+  apply = jax.jit(lambda p, x, n: model.apply({'params': p}, x, n))
+  n = len(dataset['lengths'])
+  outs = [
+    np.asarray(apply(trained.state.params, b['inputs'], b['lengths']))
+    for b in batching.batches(dataset, trained.batch_size, shuffle=False, drop_remainder=False)
+  ]
+  return np.concatenate(outs)[:n]
+
+
+def spans_to_rows(decoded, task: DigitCTCTask) -> list[dict]:
+  """Decoded (tokens, frame spans) pairs as JSON-able rows with times in seconds."""
+  hop, win, rate = task.step_timing
+  rows = []
+  for tokens, spans in decoded:
+    rows.append(
+      {
+        'transcript': ''.join(str(int(t)) for t in tokens),
+        'digits': [
+          {
+            'digit': int(t),
+            'start_s': round(float(s * hop / rate), 4),
+            'end_s': round(float(((e - 1) * hop + win) / rate), 4),
+          }
+          for t, (s, e) in zip(tokens, spans, strict=True)
+        ],
+      }
+    )
+  return rows
+
+
+def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
+  """Transcriptions with per-digit timing from a loaded `fsdd_ctc` run.
+
+  Args:
+    trained: `bilstm_jax.load(workdir)` of a DigitCTCTask run.
+    data: a source (folder, .wav, .txt list, split) or {'inputs', 'lengths'} features.
+    beam_width: 0 for greedy decoding; else prefix beam search with this many prefixes
+      (timings from the forced alignment of the best labelling).
+
+  Returns:
+    per utterance {'transcript': '407', 'digits': [{'digit', 'start_s', 'end_s'}, ...]}.
+  """
+  dataset = trained.dataset(data, labelled=False)
+  logits = logits_of(trained, dataset)
+  if beam_width:
+    decoded = ctc.beam_decode(logits, dataset['lengths'], beam_width, BLANK)
+  else:
+    decoded = ctc.greedy_decode(logits, dataset['lengths'], BLANK)
+  return spans_to_rows(decoded, trained.task)
+
+
+def levenshtein(a, b) -> int:
+  """Edit distance between two sequences (host reference for `edit_distances`)."""
+  row = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    prev, row[0] = row[0], i
+    for j, y in enumerate(b, 1):
+      prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+  return row[-1]
+
+
+def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
+  """Digit error rates of greedy and prefix-beam decoding on a labelled source.
+
+  Returns:
+    {'der_greedy', 'der_beam', 'utterance_error_greedy', 'utterance_error_beam',
+    'num_utterances', 'num_digits'}.
+  """
+  dataset = trained.dataset(source, labelled=True)
+  logits = logits_of(trained, dataset)
+  lengths = dataset['lengths']
+  refs = [row[row >= 0].tolist() for row in dataset['labels']]
+  greedy = ctc.greedy_decode(logits, lengths, BLANK)
+  beam = ctc.beam_decode(logits, lengths, beam_width, BLANK)
+  total = sum(len(r) for r in refs)
+  out = {'num_utterances': len(refs), 'num_digits': total, 'beam_width': beam_width}
+  for name, decoded in (('greedy', greedy), ('beam', beam)):
+    hyps = [t.tolist() for t, _ in decoded]
+    out[f'der_{name}'] = sum(levenshtein(h, r) for h, r in zip(hyps, refs, strict=True)) / total
+    out[f'utterance_error_{name}'] = float(
+      np.mean([h != r for h, r in zip(hyps, refs, strict=True)])
+    )
+  return out

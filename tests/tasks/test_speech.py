@@ -1,0 +1,279 @@
+"""Speech tasks (bilstm_jax.tasks.speech) on generated tone "digits": no ../shared needed.
+
+Digit d is a tone at 400 + 600 d Hz under a Hann envelope, so a tiny model separates the
+three digits used here within seconds; what is checked is the wiring (splits, features
+and statistics saved and reused, evaluation and prediction reproducing training's
+numbers, device decoding against the host decoders), not speech recognition.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bilstm_jax
+from bilstm_jax import app, tasks
+from bilstm_jax.data import audio, fsdd
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.heads import ctc
+from bilstm_jax.tasks import speech
+from configs import fsdd as fsdd_config
+from configs import fsdd_ctc as ctc_config
+from tests.utils import ROOT
+
+DIGITS = (0, 1, 2)
+SPEAKERS = ('ann', 'bob')
+INDICES = (5, 6, 7, 10, 11, 12, 13, 14, 15)  # 5-7 dev, 10-15 train
+
+
+def tone(digit: int, rng: np.random.Generator) -> np.ndarray:
+  n = int(rng.uniform(0.12, 0.25) * fsdd.SAMPLE_RATE)
+  t = np.arange(n) / fsdd.SAMPLE_RATE
+  f = (400 + 600 * digit) * rng.uniform(0.97, 1.03)
+  return 0.3 * np.hanning(n) * np.sin(2 * np.pi * f * t) + 0.003 * rng.standard_normal(n)
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  path = tmp_path_factory.mktemp('tones')
+  rng = np.random.default_rng(0)
+  for s in SPEAKERS:
+    for d in DIGITS:
+      for i in INDICES:
+        audio.write_wav(str(path / f'{d}_{s}_{i}.wav'), tone(d, rng), fsdd.SAMPLE_RATE)
+  return str(path)
+
+
+def tiny(module, variant, folder, **overrides):
+  cfg = module.get_config(variant)
+  cfg.data.folder = folder
+  for key, value in overrides.items():
+    block, name = key.split('.')
+    cfg[block][name] = value
+  return cfg
+
+
+# ------------------------------------------------------------------ data, no training
+
+
+def test_splits_features_and_saved_stats(folder):
+  task = tasks.from_config(tiny(fsdd_config, 'tiny', folder))
+  train = task.read('train')
+  task = task.fit(train)
+  dev = task.read('dev')
+  assert len(train['labels']) == 2 * 3 * 6 and len(dev['labels']) == 2 * 3 * 3
+  assert train['inputs'].shape[-1] == task.sizes['input_size'] == 13
+  # Normalised with the training statistics: mean 0 and std 1 over real training frames.
+  real = np.arange(train['inputs'].shape[1])[None, :] < train['lengths'][:, None]
+  np.testing.assert_allclose(train['inputs'][real].mean(0), 0, atol=1e-4)
+  np.testing.assert_allclose(train['inputs'][real].std(0), 1, atol=1e-3)
+  # The spec alone rebuilds the same features, even under a config with other settings.
+  other = tasks.from_config(tiny(fsdd_config, 'tiny', folder, **{'data.num_ceps': 7}))
+  restored = other.with_spec(json.loads(json.dumps(task.spec())))
+  np.testing.assert_array_equal(restored.read('dev')['inputs'], dev['inputs'])
+  # A raw dev file, featurised and normalised by hand, is what the task reads.
+  path = sorted(r.path for r in task.recordings('dev', True))[0]
+  raw = audio.compute_features(audio.read_wav(path, 8000), task.feature_config)
+  manual = (raw - np.array(task.stats['mean'])) / np.array(task.stats['std'])
+  one = task.read(path)
+  np.testing.assert_allclose(one['inputs'][0, : len(raw)], manual, rtol=1e-5, atol=1e-5)
+  assert one['labels'].tolist() == [fsdd.parse_name(path).digit]
+
+
+def test_speaker_disjoint_split(folder):
+  task = tasks.from_config(tiny(fsdd_config, 'tiny', folder, **{'data.test_speaker': 'bob'}))
+  assert {r.speaker for r in task.recordings('dev', True)} == {'bob'}
+  assert {r.speaker for r in task.recordings('train', True)} == {'ann'}
+  assert len(task.recordings('dev', True)) == 3 * len(INDICES)
+
+
+def test_bad_names_and_sources_are_clear_errors(folder, tmp_path):
+  task = tasks.from_config(tiny(fsdd_config, 'tiny', folder))
+  shutil.copy(os.path.join(folder, '0_ann_5.wav'), tmp_path / 'hello.wav')
+  with pytest.raises(DataFileError, match='hello.wav: not an FSDD name'):
+    task.recordings(str(tmp_path), labelled=True)
+  # Prediction reads any wav name.
+  assert [os.path.basename(r.path) for r in task.recordings(str(tmp_path), False)] == ['hello.wav']
+  with pytest.raises(DataFileError, match='not .train., .dev., .test., a folder'):
+    task.recordings('nothing.npz', labelled=True)
+
+
+def test_augmented_copies_are_seeded_and_exact(folder):
+  cfg = tiny(
+    fsdd_config,
+    'tiny',
+    folder,
+    **{'data.augment_copies': 1, 'data.shift_ms': 20.0, 'data.time_masks': 1},
+  )
+  cfg.data.max_time_mask = 3
+  task = tasks.from_config(cfg)
+  a, b = task.read('train'), task.read('train')
+  n = len(a['labels']) // 2
+  np.testing.assert_array_equal(a['inputs'], b['inputs'])  # a rebuilt (resumed) run's data
+  assert a['labels'][:n].tolist() == a['labels'][n:].tolist()
+  assert not np.array_equal(a['inputs'][:n], a['inputs'][n:])  # the copy differs
+  assert len(task.read('dev')['labels']) == 2 * 3 * 3  # dev is never augmented
+
+
+def test_joined_labels_match_their_segments(folder):
+  cfg = tiny(ctc_config, 'frames_tiny', folder)
+  frames_task = tasks.from_config(cfg)
+  utts = frames_task.utterances('dev')
+  data = frames_task.read('dev')
+  fc = frames_task.feature_config
+  for i, u in enumerate(utts):
+    labels = data['labels'][i, : data['lengths'][i]]
+    assert len(labels) == audio.num_frames(len(u.waveform), fc.win_length, fc.hop_length)
+    # Collapsing runs of the frame labels and dropping silence gives the digits said.
+    runs = labels[np.concatenate([[True], labels[1:] != labels[:-1]])]
+    assert runs[runs != fsdd.SILENCE].tolist() == u.digits.tolist()
+  ctc_task = tasks.from_config(tiny(ctc_config, 'tiny', folder))
+  refs = ctc_task.read('dev')['labels']
+  assert [r[r >= 0].tolist() for r in refs] == [u.digits.tolist() for u in utts]
+  # The dev set is fixed: another data seed changes training utterances only.
+  other = tasks.from_config(tiny(ctc_config, 'tiny', folder, **{'data.seed': 5}))
+  np.testing.assert_array_equal(other.read('dev')['labels'], refs)
+  assert not np.array_equal(other.read('train')['labels'], ctc_task.read('train')['labels'])
+
+
+def test_frame_stacking():
+  x = np.arange(10, dtype=np.float32).reshape(5, 2)
+  got = speech.stack_frames(x, 2)
+  np.testing.assert_array_equal(got, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 8, 9]])
+  assert speech.stack_labels(np.array([1, 1, 2, 3, 3]), 2).tolist() == [1, 3, 3]
+  assert speech.stack_labels(np.array([1, 2, 3, 4, 5, 6, 7]), 3).tolist() == [2, 5, 7]
+
+
+# ------------------------------------------------------- CTC decoding on the device
+
+
+def test_device_edit_distance_matches_levenshtein():
+  rng = np.random.default_rng(1)
+  batch, time, width = 16, 9, 4
+  path = rng.integers(0, 4, (batch, time)).astype(np.int32)
+  emit = rng.random((batch, time)) < 0.5
+  ref_lengths = rng.integers(0, width + 1, batch).astype(np.int32)
+  refs = np.where(np.arange(width) < ref_lengths[:, None], rng.integers(0, 4, (batch, width)), -1)
+  got = jax.jit(speech.edit_distances)(emit, path, refs.astype(np.int32), ref_lengths)
+  want = [
+    speech.levenshtein(p[e].tolist(), r[:n].tolist())
+    for p, e, r, n in zip(path, emit, refs, ref_lengths, strict=True)
+  ]
+  assert np.asarray(got).tolist() == want
+
+
+@pytest.mark.slow
+def test_device_greedy_predictions_match_host_decoder():
+  rng = np.random.default_rng(2)
+  task = dataclasses.replace(
+    speech.DigitCTCTask(features=speech.feature_settings({})), max_tokens=12
+  )
+  # Peaky random posteriors: mostly blank, so runs, repeats and gaps all occur.
+  logits = rng.normal(size=(4, 15, 11)).astype(np.float32)
+  logits[..., speech.BLANK] += 1.0
+  lengths = np.array([15, 9, 1, 0], np.int32)
+  pred = jax.jit(task.predictions)(jnp.asarray(logits), {'lengths': jnp.asarray(lengths)})
+  host = ctc.greedy_decode(logits, lengths)
+  rows = speech.spans_to_rows(host, task)
+  for i, (tokens, _) in enumerate(host):
+    k = len(tokens)
+    assert int(pred['num_digits'][i]) == k
+    assert np.asarray(pred['digits'][i, :k]).tolist() == tokens.tolist()
+    assert (np.asarray(pred['digits'][i, k:]) == -1).all()
+    starts = [d['start_s'] for d in rows[i]['digits']]
+    ends = [d['end_s'] for d in rows[i]['digits']]
+    np.testing.assert_allclose(pred['start_s'][i, :k], starts, atol=1e-4)
+    np.testing.assert_allclose(pred['end_s'][i, :k], ends, atol=1e-4)
+
+
+# --------------------------------------------------------------- tiny training runs
+
+
+@pytest.mark.slow
+def test_classifier_learns_evaluates_and_predicts(folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  summary = app.train_and_evaluate(tiny(fsdd_config, 'tiny', folder), workdir)
+  assert summary['final_dev_accuracy'] >= 0.8  # chance is 1/3
+  trained = bilstm_jax.load(workdir)
+  assert trained.task.stats is not None
+  np.testing.assert_allclose(
+    trained.evaluate('dev')['accuracy'], summary['final_dev_accuracy'], rtol=1e-6
+  )
+  # --config.data.test=DIR: a folder of FSDD-named files, scored without retraining.
+  test_dir = tmp_path / 'test'
+  test_dir.mkdir()
+  dev_files = [r.path for r in trained.task.recordings('dev', True)]
+  for p in dev_files:
+    shutil.copy(p, test_dir)
+  np.testing.assert_allclose(
+    trained.evaluate(str(test_dir))['accuracy'], summary['final_dev_accuracy'], rtol=1e-6
+  )
+  # Prediction on unlabelled wavs (sorted by name) and on feature arrays agree.
+  preds = trained.predict(str(test_dir))
+  names = sorted(os.listdir(test_dir))
+  digits = np.array([fsdd.parse_name(n).digit for n in names])
+  assert (preds['label'] == digits).mean() >= 0.8
+  dataset = trained.task.read(str(test_dir), labelled=False)
+  again = trained.predict({'inputs': dataset['inputs'], 'lengths': dataset['lengths']})
+  np.testing.assert_array_equal(again['label'], preds['label'])
+
+
+@pytest.mark.slow
+def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
+  workdir = str(tmp_path / 'ctc')
+  summary = app.train_and_evaluate(tiny(ctc_config, 'tiny', folder), workdir)
+  first, last = summary['history'][0], summary['history'][-1]
+  assert last['dev_loss'] < first['dev_loss']
+  trained = bilstm_jax.load(workdir)
+  result = speech.decode_eval(trained, 'dev', beam_width=4)
+  # The device metric and the host's greedy decoder count the same errors.
+  np.testing.assert_allclose(result['der_greedy'], summary['final_dev_der'], rtol=1e-6)
+  assert result['der_beam'] >= 0 and result['num_utterances'] == 8
+  rows = speech.transcribe(trained, 'dev')
+  preds = trained.predict('dev')
+  for i, row in enumerate(rows):
+    k = int(preds['num_digits'][i])
+    assert row['transcript'] == ''.join(str(d) for d in preds['digits'][i, :k])
+
+
+@pytest.mark.slow
+def test_framewise_learns_above_silence_baseline(folder, tmp_path):
+  workdir = str(tmp_path / 'frames')
+  summary = app.train_and_evaluate(tiny(ctc_config, 'frames_tiny', folder), workdir)
+  dev = tasks.from_config(tiny(ctc_config, 'frames_tiny', folder)).read('dev')
+  real = np.arange(dev['labels'].shape[1])[None, :] < dev['lengths'][:, None]
+  silence = (dev['labels'][real] == fsdd.SILENCE).mean()
+  assert summary['final_dev_accuracy'] > max(silence, 1 - silence) + 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cli_evaluate_and_predict_on_a_folder(folder, tmp_path):
+  workdir = str(tmp_path / 'cli')
+  cfg = tiny(fsdd_config, 'tiny', folder, **{'train.epochs': 2})
+  app.train_and_evaluate(cfg, workdir)
+  test_dir = tmp_path / 'test'
+  test_dir.mkdir()
+  for name in ('1_ann_5.wav', '2_bob_6.wav'):
+    shutil.copy(os.path.join(folder, name), test_dir)
+  base = [sys.executable, 'train.py', '--workdir', workdir]
+  run = dict(cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(base + ['--mode=evaluate', f'--config.data.test={test_dir}'], **run)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['data'] == str(test_dir) and 0 <= result['accuracy'] <= 1
+  output = str(tmp_path / 'digits.jsonl')
+  out = subprocess.run(
+    base + ['--mode=predict', f'--input={test_dir}', f'--output={output}'], **run
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(output) as f:
+    rows = [json.loads(line) for line in f]
+  assert [r['index'] for r in rows] == [0, 1] and all(0 <= r['label'] < 10 for r in rows)
