@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
   'bidir_window': 'bilstm_jax.tasks.regression:RegressionTask',
   'tagging': 'bilstm_jax.tasks.tagging:TaggingTask',
   'classification': 'bilstm_jax.tasks.classification:ClassificationTask',
+  'forecast': 'bilstm_jax.tasks.forecast:ForecastTask',
   'fsdd': 'bilstm_jax.tasks.speech:SpokenDigitTask',
   'fsdd_ctc': 'bilstm_jax.tasks.speech:DigitCTCTask',
   'fsdd_frames': 'bilstm_jax.tasks.speech:DigitFramesTask',

@@ -1,0 +1,143 @@
+"""The forecast task on generated CSV tables: windows, splits, scaler, training, evaluate
+and predict. Nothing here needs ../shared."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bilstm_jax import app, load
+from bilstm_jax.tasks import forecast, forecast_output
+from configs import ett
+
+ROWS = 400  # fractions 0.7/0.1/0.2: train [0, 280), val [280, 320), test [320, 400)
+
+
+def _write_csv(path, rows=ROWS, shift_test=0.0):
+  """Hourly dates, a sine of period 24 and a sine of period 12 on a rising trend."""
+  t = np.arange(rows)
+  a = np.sin(2 * np.pi * t / 24)
+  b = 0.5 * np.sin(2 * np.pi * t / 12) + 0.01 * t
+  b[int(rows * 0.8) :] += shift_test
+  stamps = np.datetime64('2020-01-01T00:00') + t.astype('timedelta64[h]')
+  with open(path, 'w') as f:
+    f.write('date,a,b\n')
+    for s, x, y in zip(stamps, a, b, strict=True):
+      f.write(f'{str(s).replace("T", " ")}:00,{x:.6f},{y:.6f}\n')
+  return str(path)
+
+
+def _config(path, **model):
+  cfg = ett.get_config('tiny')
+  cfg.data.path = str(path)
+  for key, value in model.items():
+    cfg.model[key] = value
+  return cfg
+
+
+def _task(path):
+  cfg = _config(path)
+  task = forecast.ForecastTask.from_config(cfg)
+  return task.fit(task.read('train'))
+
+
+def test_windows_stay_inside_their_splits(tmp_path):
+  path = _write_csv(tmp_path / 's.csv')
+  task = _task(path)
+  values = task.scaler().transform(task.series().values)
+  test = task.read('test')
+  # Test targets run over rows [320, 400): 80 - 4 + 1 windows; inputs look back 16 rows.
+  assert test['inputs'].shape == (77, 16, 2) and test['targets'].shape == (77, 4, 2)
+  np.testing.assert_allclose(test['inputs'][0], values[304:320], rtol=1e-6)
+  np.testing.assert_allclose(test['targets'][0], values[320:324], rtol=1e-6)
+  np.testing.assert_allclose(test['targets'][-1], values[396:400], rtol=1e-6)
+  dev = task.read('dev')
+  assert dev['targets'].shape[0] == 40 - 4 + 1
+  np.testing.assert_allclose(dev['targets'][-1], values[316:320], rtol=1e-6)  # not into test
+  train = task.read('train')
+  assert train['targets'].shape[0] == 280 - 16 - 4 + 1
+  np.testing.assert_allclose(train['targets'][-1], values[276:280], rtol=1e-6)
+  # Baselines come with every labelled split, on the same windows.
+  np.testing.assert_allclose(test['last'][0], np.repeat(values[319:320], 4, 0), rtol=1e-6)
+  assert test['linear'].shape == test['targets'].shape
+
+
+def test_scaler_is_fitted_on_training_rows_only(tmp_path):
+  plain = _task(_write_csv(tmp_path / 'plain.csv'))
+  shifted = _task(_write_csv(tmp_path / 'shifted.csv', shift_test=100.0))
+  assert plain.sizes['scaler'] == shifted.sizes['scaler']
+  raw = plain.series().values[:280]
+  np.testing.assert_allclose(plain.sizes['scaler']['mean'], raw.mean(0))
+  np.testing.assert_allclose(plain.sizes['scaler']['std'], raw.std(0))
+  assert plain.read('test')['targets'].max() < shifted.read('test')['targets'].max() - 10
+
+
+def test_future_times_continue_the_time_column():
+  time = np.array(['2020-01-01T00:00', '2020-01-01T01:00', '2020-01-01T02:00'], 'datetime64[s]')
+  got = forecast_output.future_times(time, 2).astype('datetime64[s]')
+  assert (
+    got.tolist() == np.array(['2020-01-01T03:00', '2020-01-01T04:00'], 'datetime64[s]').tolist()
+  )
+  np.testing.assert_array_equal(
+    forecast_output.future_times(np.array([0.0, 0.5, 1.0]), 2), [1.5, 2.0]
+  )
+
+
+@pytest.mark.slow
+def test_trains_evaluates_and_predicts_a_sine(tmp_path):
+  path = _write_csv(tmp_path / 's.csv')
+  cfg = _config(path)
+  cfg.train.epochs = 8
+  cfg.optim.learning_rate = 1e-2
+  workdir = str(tmp_path / 'run')
+  summary = app.train_and_evaluate(cfg, workdir)
+  # Persistence is far off on a sine; the model must come close to the exact linear fit.
+  assert summary['final_dev_loss'] < 0.1 * summary['final_dev_last_loss'], summary
+  assert summary['final_dev_loss'] < 0.05, summary
+  spec = json.loads((tmp_path / 'run' / 'task.json').read_text())
+  assert spec['task'] == 'forecast' and spec['sizes']['target_columns'] == ['a', 'b']
+
+  cfg.data.test = 'test'
+  result = app.evaluate(cfg, workdir)
+  for key in ('loss', 'mae', 'last_loss', 'last_mae', 'linear_loss', 'linear_mae'):
+    assert np.isfinite(result[key]), key
+  assert result['loss'] < 0.1 * result['last_loss']
+
+  out = str(tmp_path / 'pred.jsonl')
+  app.predict(cfg, workdir, path, out)
+  row = json.loads((tmp_path / 'pred.jsonl').read_text())
+  assert np.asarray(row['forecast']).shape == (4, 2)
+  first = np.datetime64(int(row['time'][0]), 's')
+  assert first == np.datetime64('2020-01-17T16:00:00')  # the row after the last (399 h)
+  # In the table's units: the next four steps of sine a continue from row 400.
+  truth = np.sin(2 * np.pi * np.arange(400, 404) / 24)
+  np.testing.assert_allclose(np.asarray(row['forecast'])[:, 0], truth, atol=0.25)
+
+  csv_out = tmp_path / 'forecast.csv'
+  forecast_output.write_forecast(load(workdir), path, str(csv_out), str(tmp_path / 'plots'))
+  lines = csv_out.read_text().splitlines()
+  assert lines[0] == 'date,a,b' and lines[1].startswith('2020-01-17 16:00:00,')
+  assert len(lines) == 5
+  assert (tmp_path / 'plots' / 'forecast.png').exists()
+
+
+def test_linear_skip_adds_one_map_shared_by_the_channels():
+  import jax
+
+  model = forecast.WindowForecaster(
+    hidden_size=4, horizon=3, out_channels=1, target_index=(1,), norm='last', linear_skip=True
+  )
+  x = jax.random.normal(jax.random.key(0), (2, 1, 5, 2))
+  variables = model.init(jax.random.key(1), x)
+  assert variables['params']['linear_skip']['kernel'].shape == (5, 3)
+  plain = forecast.WindowForecaster(
+    hidden_size=4, horizon=3, out_channels=1, target_index=(1,), norm='last'
+  )
+  no_skip = {'params': {k: v for k, v in variables['params'].items() if k != 'linear_skip'}}
+  # The skip's contribution is its map of the normalised window, on the target channel.
+  normed = x[:, 0] - x[:, 0, -1:]
+  p = variables['params']['linear_skip']
+  skip = np.einsum('btc,th->bhc', normed, p['kernel']) + p['bias'][None, :, None]
+  np.testing.assert_allclose(
+    model.apply(variables, x) - plain.apply(no_skip, x), skip[..., 1:], rtol=1e-5, atol=1e-5
+  )
