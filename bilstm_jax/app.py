@@ -15,11 +15,11 @@ import json
 import os
 import time
 
-from bilstm_jax import errors, tasks
+from bilstm_jax import errors, plots, tasks
 from bilstm_jax.ensembles import population as population_lib
 from bilstm_jax.ensembles import sweep
 from bilstm_jax.parallel import distributed, sharding
-from bilstm_jax.training import inference, loop, monitor, plots, program
+from bilstm_jax.training import inference, loop, monitor, program
 from bilstm_jax.training import workdir as workdir_lib
 from bilstm_jax.training.optim import OPTIMIZERS, SCHEDULES
 

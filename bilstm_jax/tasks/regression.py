@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bilstm_jax import models
+from bilstm_jax import models, plots
 from bilstm_jax.data import synthetic
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.tasks import base, losses
@@ -100,7 +100,7 @@ class RegressionTask(base.Task):
     variance = target_variance(dev_set)
     preds = predict(dev_set)['predictions']
     if plots_dir is not None:
-      plot_predictions(preds, dev_set, os.path.join(plots_dir, 'predictions.png'))
+      plots.predictions(preds, dev_set, os.path.join(plots_dir, 'predictions.png'))
     print_fn('Predictions vs targets (dev, first output unit):')
     for s in range(min(2, len(preds))):
       steps = min(5, int(dev_set['lengths'][s]))
@@ -119,31 +119,3 @@ class RegressionTask(base.Task):
       f'Final MSE: train {train["loss"]:.6f}  dev {dev["loss"]:.6f}  '
       f'(dev target variance {variance:.4f}; ratio {dev["loss"] / variance:.4f})'
     )
-
-
-def plot_predictions(
-  preds: np.ndarray, dataset: dict, path: str, num_seqs: int = 4, output: int = 0
-) -> None:
-  """One panel per sequence: prediction and target over the real steps (a PNG)."""
-  import matplotlib
-
-  matplotlib.use('Agg')  # files only; never opens a window
-  import matplotlib.pyplot as plt
-
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  num_seqs = min(num_seqs, len(preds))
-  fig, axes = plt.subplots(num_seqs, 1, figsize=(7, 1.8 * num_seqs + 0.6), dpi=120, sharex=True)
-  axes = np.atleast_1d(axes)
-  for i, ax in enumerate(axes):
-    n = int(dataset['lengths'][i])
-    t = np.arange(n)
-    ax.plot(t, dataset['targets'][i, :n, output], 'o-', color='black', label='target')
-    ax.plot(t, preds[i, :n, output], 'x--', color='tab:red', label='prediction')
-    ax.set_ylabel(f'seq {i}')
-    ax.grid(True, alpha=0.3)
-  axes[0].legend(loc='upper right', fontsize='small', ncol=2)
-  axes[0].set_title('Dev predictions against targets')
-  axes[-1].set_xlabel('time step')
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)

@@ -1,4 +1,7 @@
-"""PNG plots of a run: loss curves, and predictions against targets for regression tasks."""
+"""PNG plots: loss curves of a run, and predictions against targets (used by tasks).
+
+matplotlib only (the [plots] extra); without it every plot is skipped with one notice.
+"""
 
 from __future__ import annotations
 
