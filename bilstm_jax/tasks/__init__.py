@@ -29,6 +29,8 @@ TASKS: dict[str, str] = {
   'fsdd': 'bilstm_jax.tasks.speech:SpokenDigitTask',
   'fsdd_ctc': 'bilstm_jax.tasks.speech:DigitCTCTask',
   'fsdd_frames': 'bilstm_jax.tasks.speech:DigitFramesTask',
+  'text_tagging': 'bilstm_jax.tasks.text:TextTaggingTask',
+  'text_classification': 'bilstm_jax.tasks.text:TextClassificationTask',
 }
 
 

@@ -1,0 +1,598 @@
+"""Text tasks trained from raw files: tagging (POS, NER with an optional CRF) and sentences.
+
+  text_tagging         CoNLL-U (`data.format='conllu'`) or CoNLL columns ('conll'); a tag
+                       per word; token accuracy, and for entities (`data.entities`) span
+                       precision, recall and F1 with conlleval's rules
+  text_classification  `sentence<TAB>label` TSV (GLUE SST-2); a label per sentence
+
+Vocabularies (words, optionally lowercased; characters, keeping case; tags or labels) are
+built from the training file and saved in the task's `spec()`, so the workdir's
+`task.json` holds them and evaluation and prediction encode text with the very same ids.
+
+Datasets are dicts of numpy arrays: `inputs` int32[n, t] word ids (0 padding, 1 unknown),
+`chars` int32[n, t, w] character ids (w: the longest word, capped at `max_word_len`),
+`lengths` int32[n], and `labels` (int32[n, t] tag ids, or int32[n]).
+
+Span F1 is a ratio of sums (F1 = 2 correct / (gold + predicted)), so it is computed on
+device in `eval_sums` like every other metric, and `train.metric=dev_f1` with
+`train.metric_mode=max` ranks checkpoints and stops early by it.
+
+Reading for prediction (`labelled=False`): a `.txt` file is raw text, one whitespace-
+tokenised sentence per line (`bilstm_jax.data.text.read_raw`); any other file is read in
+the task's own format, its tags ignored. `predict_sentences` and `write_text_predictions`
+turn the predicted ids back into tags or labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax.data import tag_schemes, text, vocab
+from bilstm_jax.errors import CheckpointError, DataFileError
+from bilstm_jax.heads import crf as crf_lib
+from bilstm_jax.tasks import base, losses, text_models
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RAW_SUFFIXES = ('.txt',)
+_PREFIX = {'O': 0, 'B': 1, 'I': 2, 'E': 3, 'S': 4}
+
+
+def find_file(path: str) -> str:
+  """`path` as given if it exists, else relative to the repository root (configs name
+  `../shared/data/...` from there), else as given (the reader then names it)."""
+  if not path or os.path.isabs(path) or os.path.exists(path):
+    return path
+  alt = os.path.join(REPO, path)
+  return alt if os.path.exists(alt) else path
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+
+@functools.lru_cache(maxsize=8)
+def _read_cached(path: str, mtime: float, reader: str, args: tuple):
+  del mtime  # part of the key only: a rewritten file is read again
+  return getattr(text, reader)(path, *args)
+
+
+def _read(path: str, reader: str, *args):
+  path = find_file(path)
+  mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+  return _read_cached(path, mtime, reader, args)
+
+
+def _chars_of(words_list):
+  for words in words_list:
+    yield from words
+
+
+def encode_words(
+  sentences: list[list[str]], words: vocab.Vocabulary, chars: vocab.Vocabulary | None, width: int
+) -> dict:
+  """{'inputs', 'lengths'(, 'chars')} arrays of tokenised sentences."""
+  ids, lengths = vocab.pad_ids([words.encode(s) for s in sentences])
+  out = {'inputs': ids, 'lengths': lengths}
+  if chars is not None:
+    longest = max((len(w) for s in sentences for w in s), default=1)
+    encoded = [[chars.encode(w) for w in s] for s in sentences]
+    out['chars'], _ = vocab.pad_chars(encoded, max(1, min(longest, width)), ids.shape[1])
+  return out
+
+
+def _vocab_spec(vocabs: dict) -> dict:
+  return {
+    'vocabularies': {k: v.to_json() for k, v in vocabs.items()},
+    'fingerprints': {k: v.fingerprint() for k, v in vocabs.items()},
+  }
+
+
+def _vocabs_from_spec(spec: dict) -> dict:
+  try:
+    vocabs = {k: vocab.Vocabulary.from_json(v) for k, v in spec['vocabularies'].items()}
+  except (KeyError, ValueError) as e:
+    raise CheckpointError(f'task.json holds no readable vocabularies ({e}).') from e
+  for k, v in vocabs.items():
+    if v.fingerprint() != spec.get('fingerprints', {}).get(k):
+      raise CheckpointError(
+        f'task.json: the {k} vocabulary does not match its fingerprint, so it is not the one '
+        'the checkpoints were trained with.'
+      )
+  return vocabs
+
+
+# ------------------------------------------------------------------------- shared base
+
+
+@dataclasses.dataclass(frozen=True)
+class _TextTask(base.Task):
+  """Fields shared by the text tasks (plain values; `from_config` fills them).
+
+  Attributes:
+    lowercase: lowercase words for the word vocabulary (characters keep case).
+    min_count: words seen fewer times in training map to '<unk>'.
+    max_vocab: at most this many words (0: no limit).
+    chars: character features ('' none, 'cnn' or 'lstm').
+    max_word_len: characters kept per word.
+    vocabs: {'words', 'chars', 'labels'} Vocabulary objects, set by `fit`/`with_spec`.
+  """
+
+  lowercase: bool = False
+  min_count: int = 1
+  max_vocab: int = 0
+  chars: str = 'cnn'
+  max_word_len: int = 20
+  vocabs: dict = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def _common(cls, config) -> dict:
+    d, m = config.data, config.model
+    enc = {
+      'hidden_size': m.hidden_size,
+      'num_layers': m.num_layers,
+      'dropout': m.dropout,
+      'embed_size': m.embed_size,
+      'embed_dropout': m.embed_dropout,
+      'word_dropout': m.get('word_dropout', 0.0),
+      'char_embed_size': m.get('char_embed_size', 30),
+      'char_features': m.get('char_features', 50),
+      'norm': m.get('norm', ''),
+      'dtype': m.dtype,
+      'impl': m.get('impl') or None,
+    }
+    return dict(
+      sources={s: find_file(d.get(s) or '') for s in base.SPLITS},
+      model=enc,
+      lowercase=d.get('lowercase', False),
+      min_count=d.get('min_count', 1),
+      max_vocab=d.get('max_vocab', 0),
+      chars=m.get('chars', 'cnn'),
+      max_word_len=d.get('max_word_len', 20),
+    )
+
+  def resolve(self, source: str) -> str:
+    if source in base.SPLITS:
+      path = self.sources.get(source) or ''
+      if not path:
+        raise DataFileError(f'No {source} data: set config.data.{source} to a file.')
+      return path
+    return find_file(source)
+
+  def _sentences(self, path: str) -> tuple[list[list[str]], list]:
+    """(token lists, labels: a tag list per sentence or a label per sentence) of a file."""
+    raise NotImplementedError
+
+  def _build_vocabs(self) -> dict:
+    tokens, labels = self._sentences(self.resolve('train'))
+    words = vocab.Vocabulary.build(
+      tokens,
+      min_count=self.min_count,
+      max_size=self.max_vocab or None,
+      lowercase=self.lowercase,
+    )
+    out = {'words': words}
+    if self.chars:
+      out['chars'] = vocab.Vocabulary.build(_chars_of(tokens))
+    out['labels'] = self._label_vocab(labels)
+    return out
+
+  def _label_vocab(self, labels) -> vocab.Vocabulary:
+    raise NotImplementedError
+
+  def _vocabs(self) -> dict:
+    # Before `fit` (the app reads the training split first), the vocabularies come from the
+    # training file; building them is deterministic, so `fit` finds the same ones.
+    return self.vocabs or self._build_vocabs()
+
+  def read(self, source: str, labelled: bool = True) -> dict:
+    """A split or file as a dataset dict (see the module docstring)."""
+    path = self.resolve(source)
+    vocabs = self._vocabs()
+    if not labelled and path.endswith(RAW_SUFFIXES):
+      tokens, labels = _read(path, 'read_raw'), None
+    else:
+      tokens, labels = self._sentences(path)
+    dataset = encode_words(tokens, vocabs['words'], vocabs.get('chars'), self.max_word_len)
+    if labels is not None:
+      dataset['labels'] = self._encode_labels(labels, vocabs['labels'], dataset, path)
+    return dataset
+
+  def _encode_labels(self, labels, label_vocab, dataset, path) -> np.ndarray:
+    raise NotImplementedError
+
+  def check(self, dataset: dict, where: str) -> None:
+    pass  # `read` builds every array from the vocabularies, so ids are in range
+
+  def fit(self, train_set: dict):
+    vocabs = self._vocabs()
+    sizes = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
+    if 'chars' in vocabs:
+      sizes['char_vocab_size'] = len(vocabs['chars'])
+    return dataclasses.replace(self, vocabs=vocabs, sizes=sizes)
+
+  def spec(self) -> dict:
+    return {'task': self.name, 'sizes': dict(self.sizes), **_vocab_spec(self.vocabs)}
+
+  def with_spec(self, spec: dict):
+    task = super().with_spec(spec)
+    vocabs = _vocabs_from_spec(spec)
+    sizes = spec['sizes']
+    found = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
+    if 'chars' in vocabs:
+      found['char_vocab_size'] = len(vocabs['chars'])
+    if found != sizes or bool(self.chars) != ('chars' in vocabs):
+      raise CheckpointError(
+        f'task.json: vocabulary sizes {found} do not match the model sizes {sizes} '
+        '(or the config asks for character features the saved run has not).'
+      )
+    return dataclasses.replace(task, vocabs=vocabs)
+
+  @property
+  def time_keys(self) -> tuple[str, ...]:
+    keys = ('inputs', 'chars') if self.chars else ('inputs',)
+    return keys + (('labels',) if self.per_step else ())
+
+  def example_batch(self, batch_size: int = 1, time: int = 1) -> dict:
+    batch = {
+      'inputs': np.zeros((batch_size, time), np.int32),
+      'lengths': np.full((batch_size,), time, np.int32),
+    }
+    if self.chars:
+      batch['chars'] = np.zeros((batch_size, time, 1), np.int32)
+    return batch
+
+  def model_inputs(self, batch: dict) -> tuple:
+    if self.chars:
+      return (batch['inputs'], batch['lengths'], batch['chars'])
+    return (batch['inputs'], batch['lengths'])
+
+  def encoder_kwargs(self) -> dict:
+    kwargs = dict(self.model)
+    kwargs['dtype'] = base.dtype_from_name(kwargs.get('dtype', 'float32'))
+    kwargs['vocab_size'] = self.sizes['vocab_size']
+    kwargs['char_vocab_size'] = self.sizes.get('char_vocab_size', 0)
+    kwargs['char_encoder'] = self.chars or 'cnn'
+    return kwargs
+
+  def label_names(self) -> list[str]:
+    return list(self.vocabs['labels'].tokens)
+
+
+# ---------------------------------------------------------------------------- tagging
+
+
+def scheme_tables(tag_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """(prefix code int32[tags]: O 0, B 1, I 2, E 3, S 4; entity type int32[tags], 0 for O)."""
+  prefixes, kinds, types = [], [], {'': 0}
+  for name in tag_names:
+    prefix, _, kind = name.partition('-')
+    if name == 'O' or prefix not in _PREFIX or not kind:
+      prefix, kind = 'O', ''
+    prefixes.append(_PREFIX[prefix])
+    kinds.append(types.setdefault(kind, len(types)))
+  return np.array(prefixes, np.int32), np.array(kinds, np.int32)
+
+
+def span_marks(tags: jax.Array, lengths: jax.Array, prefix_of, type_of):
+  """Where conlleval's entities start, their type, and where each one ends (traceable).
+
+  Args:
+    tags: int[batch, time] tag ids (anything at t >= lengths, e.g. -1).
+    lengths: int[batch].
+    prefix_of, type_of: the tables of `scheme_tables`.
+
+  Returns:
+    (starts bool[batch, time], kinds int32[batch, time], stop int32[batch, time]): `stop`
+    at a start is the index of the entity's last token.
+  """
+  time = tags.shape[1]
+  valid = losses.step_mask(lengths, time)
+  safe = jnp.clip(tags, 0, len(prefix_of) - 1)
+  p = jnp.where(valid, jnp.asarray(prefix_of)[safe], 0)
+  k = jnp.where(valid, jnp.asarray(type_of)[safe], 0)
+  prev_p = jnp.pad(p, ((0, 0), (1, 0)))[:, :-1]
+  prev_k = jnp.pad(k, ((0, 0), (1, 0)))[:, :-1]
+  inside = p != 0
+  starts = inside & ((p == 1) | (p == 4) | (prev_p == 0) | (prev_p == 3) | (prev_p == 4))
+  starts = starts | (inside & (prev_k != k))
+  next_p = jnp.pad(p, ((0, 0), (0, 1)))[:, 1:]
+  next_starts = jnp.pad(starts, ((0, 0), (0, 1)))[:, 1:]
+  ends = inside & ((next_p == 0) | next_starts)
+  idx = jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), tags.shape)
+  stop = jax.lax.cummin(jnp.where(ends, idx, time), axis=1, reverse=True)
+  return starts, k, stop
+
+
+def span_sums(gold, predicted, lengths, prefix_of, type_of) -> dict:
+  """Entity 'precision', 'recall' and 'f1' as (sum, count) pairs over a batch (conlleval).
+
+  F1 = 2 correct / (gold + predicted), so sums over batches give the corpus F1 exactly.
+  """
+  gs, gk, ge = span_marks(gold, lengths, prefix_of, type_of)
+  ps, pk, pe = span_marks(predicted, lengths, prefix_of, type_of)
+  correct = (gs & ps & (gk == pk) & (ge == pe)).sum().astype(jnp.float32)
+  n_gold, n_pred = gs.sum().astype(jnp.float32), ps.sum().astype(jnp.float32)
+  return {
+    'precision': (correct, n_pred),
+    'recall': (correct, n_gold),
+    'f1': (2 * correct, n_gold + n_pred),
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class TextTaggingTask(_TextTask):
+  """Tags per word from CoNLL-U or CoNLL column files.
+
+  Attributes:
+    format: 'conllu' or 'conll'.
+    tag_column: CoNLL-U 'upos'/'xpos', or a CoNLL column index ('-1' the last).
+    token_column: CoNLL column of the words.
+    scheme: '' keeps tags as written; 'BIO' or 'BIOES' converts entity tags (e.g.
+      CoNLL-2003's IOB1) before the tag vocabulary is built; spans are unchanged.
+    entities: report entity precision/recall/F1 (tags are entity tags).
+    crf: a linear-chain CRF head (BIO/BIOES constraints when `scheme` names one).
+  """
+
+  name: ClassVar[str] = 'text_tagging'
+  prediction_time_keys: ClassVar[tuple[str, ...]] = ('labels', 'confidence')
+
+  format: str = 'conllu'
+  tag_column: str = 'upos'
+  token_column: int = 0
+  scheme: str = ''
+  entities: bool = False
+  crf: bool = False
+
+  @classmethod
+  def from_config(cls, config):
+    d, m = config.data, config.model
+    return cls(
+      **cls._common(config),
+      format=d.get('format', 'conllu'),
+      tag_column=str(d.get('tag_column', 'upos')),
+      token_column=d.get('token_column', 0),
+      scheme=d.get('scheme', ''),
+      entities=d.get('entities', False),
+      crf=m.get('crf', False),
+    )
+
+  @property
+  def metrics(self) -> tuple[str, ...]:
+    return ('loss', 'accuracy') + (('precision', 'recall', 'f1') if self.entities else ())
+
+  @property
+  def metric_modes(self) -> dict:
+    return {m: 'min' if m == 'loss' else 'max' for m in self.metrics}
+
+  def _sentences(self, path):
+    if self.format == 'conllu':
+      sents = _read(path, 'read_conllu', self.tag_column)
+    elif self.format == 'conll':
+      sents = _read(path, 'read_conll', self.token_column, int(self.tag_column))
+    else:
+      raise ValueError(f"data.format must be 'conllu' or 'conll'; got {self.format!r}.")
+    tags = [s.tags for s in sents]
+    if self.scheme:
+      try:
+        tags = [tag_schemes.convert(t, self.scheme) for t in tags]
+      except ValueError as e:
+        raise DataFileError(f'{path}: {e}') from e
+    return [s.tokens for s in sents], tags
+
+  def _label_vocab(self, labels):
+    return vocab.Vocabulary.build(labels, pad_token=None, unk_token=None)
+
+  def _encode_labels(self, labels, label_vocab, dataset, path):
+    try:
+      ids = [label_vocab.encode(t) for t in labels]
+    except KeyError as e:
+      raise DataFileError(f'{path}: tag {e.args[0]!r} is not in the training data.') from e
+    return vocab.pad_ids(ids, dataset['inputs'].shape[1])[0]
+
+  def _allowed(self):
+    if not (self.crf and self.scheme in ('BIO', 'BIOES')):
+      return None
+    return crf_lib.allowed_transitions(self.label_names(), self.scheme)
+
+  def make_model(self):
+    return text_models.TextTagger(
+      encoder=self.encoder_kwargs(),
+      num_tags=self.sizes['num_classes'],
+      crf=self.crf,
+      allowed=self._allowed(),
+    )
+
+  def _tables(self):
+    return scheme_tables(self.label_names())
+
+  def loss(self, outputs, batch):
+    if not self.crf:
+      return losses.step_cross_entropy(outputs, batch['labels'], batch['lengths'])
+    ll = crf_lib.crf_log_likelihood(
+      outputs['emissions'],
+      batch['labels'],
+      batch['lengths'],
+      outputs['transitions'],
+      outputs['start'],
+      outputs['end'],
+    )
+    # Per token, like the softmax loss, so the two heads' losses and rates compare.
+    return -ll.sum(), batch['lengths'].sum().astype(jnp.float32)
+
+  def decode(self, outputs, lengths):
+    """(tag ids int32[b, t], -1 at padding; confidence float32[b, t]).
+
+    With the CRF: the Viterbi path, and each tag's marginal probability (the gradient of
+    log Z with respect to the emissions); else the argmax and its softmax probability.
+    """
+    if not self.crf:
+      probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
+      tags = jnp.argmax(probs, -1).astype(jnp.int32)
+      mask = losses.step_mask(lengths, tags.shape[1])
+      return jnp.where(mask, tags, -1), probs.max(-1)
+    scores = (outputs['transitions'], outputs['start'], outputs['end'])
+    tags, _ = crf_lib.viterbi_decode(outputs['emissions'], lengths, *scores)
+
+    def log_z(emissions):
+      return crf_lib.crf_log_partition(emissions, lengths, *scores).sum()
+
+    marginals = jax.grad(log_z)(outputs['emissions'])
+    conf = jnp.take_along_axis(marginals, jnp.maximum(tags, 0)[..., None], -1)[..., 0]
+    return tags, conf
+
+  def eval_sums(self, outputs, batch):
+    labels, lengths = batch['labels'], batch['lengths']
+    tags, _ = self.decode(outputs, lengths)
+    mask = losses.step_mask(lengths, labels.shape[1])
+    sums = {
+      'loss': self.loss(outputs, batch),
+      'accuracy': (
+        ((tags == labels) & mask).sum().astype(jnp.float32),
+        mask.sum().astype(jnp.float32),
+      ),
+    }
+    if self.entities:
+      sums.update(span_sums(labels, tags, lengths, *self._tables()))
+    return sums
+
+  def combine(self, member_outputs):
+    """Softmax: the log of the members' mean probabilities. CRF: the members' mean
+    emissions and transition scores, decoded by one Viterbi pass."""
+    if self.crf:
+      return jax.tree.map(lambda x: x.mean(0), member_outputs)
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    tags, conf = self.decode(outputs, batch['lengths'])
+    return {'labels': tags, 'confidence': conf}
+
+  def final_line(self, train, dev, extra):
+    parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
+    return 'Final ' + ';  '.join(parts)
+
+
+# ---------------------------------------------------------------------- classification
+
+
+@dataclasses.dataclass(frozen=True)
+class TextClassificationTask(_TextTask):
+  """A label per sentence from `sentence<TAB>label` files; words are whitespace tokens.
+
+  Attributes:
+    pooling: 'mean', 'max' or 'attention' over valid words.
+  """
+
+  name: ClassVar[str] = 'text_classification'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'accuracy')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'accuracy': 'max'}
+  per_step: ClassVar[bool] = False
+
+  pooling: str = 'max'
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**cls._common(config), pooling=config.model.get('pooling', 'max'))
+
+  def _sentences(self, path):
+    rows = _read(path, 'read_tsv')
+    return [r.text.split() for r in rows], [r.label for r in rows]
+
+  def _label_vocab(self, labels):
+    return vocab.Vocabulary.build([[x] for x in labels], pad_token=None, unk_token=None)
+
+  def _encode_labels(self, labels, label_vocab, dataset, path):
+    try:
+      return np.array(label_vocab.encode(labels), np.int32)
+    except KeyError as e:
+      raise DataFileError(f'{path}: label {e.args[0]!r} is not in the training data.') from e
+
+  def make_model(self):
+    return text_models.TextClassifier(
+      encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
+    )
+
+  def loss(self, outputs, batch):
+    return losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths'])
+
+  def eval_sums(self, outputs, batch):
+    return {
+      'loss': losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths']),
+      'accuracy': losses.sequence_accuracy(outputs, batch['labels'], batch['lengths']),
+    }
+
+  def combine(self, member_outputs):
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
+    return {'label': jnp.argmax(probs, -1).astype(jnp.int32), 'probability': probs.max(-1)}
+
+
+# ------------------------------------------------------------------ text predictions
+
+
+def predict_sentences(trained, sentences: list[list[str]]) -> list[dict]:
+  """Predictions of a loaded run (`bilstm_jax.load`) on tokenised sentences, as names.
+
+  Returns:
+    One dict per sentence: tagging {'tokens', 'tags', 'confidence'}; classification
+    {'label', 'probability'}.
+  """
+  task = trained.task
+  vocabs = task.vocabs
+  dataset = encode_words(sentences, vocabs['words'], vocabs.get('chars'), task.max_word_len)
+  preds = trained._predict(dataset)
+  names = task.label_names()
+  rows = []
+  for i, tokens in enumerate(sentences):
+    if task.per_step:
+      n = len(tokens)
+      tags = [names[j] for j in preds['labels'][i, :n]]
+      conf = [round(float(c), 6) for c in preds['confidence'][i, :n]]
+      rows.append({'tokens': tokens, 'tags': tags, 'confidence': conf})
+    else:
+      label = names[int(preds['label'][i])] if tokens else None
+      rows.append({'label': label, 'probability': round(float(preds['probability'][i]), 6)})
+  return rows
+
+
+def write_text_predictions(trained, source: str, output: str) -> int:
+  """Predicts a file (raw `.txt` lines, or the task's format) and writes JSON lines with
+  tags and confidences, or labels and probabilities; returns the number of lines."""
+  task = trained.task
+  path = task.resolve(source)
+  raw = path.endswith(RAW_SUFFIXES)
+  sentences = _read(path, 'read_raw') if raw else task._sentences(path)[0]
+  rows = predict_sentences(trained, sentences)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output + '.tmp', 'w', encoding='utf-8') as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + '\n')
+  os.replace(output + '.tmp', output)
+  return len(rows)
+
+
+def main(argv=None) -> None:
+  """`python -m bilstm_jax.tasks.text WORKDIR INPUT OUTPUT`: tags or labels by name."""
+  import sys
+
+  from bilstm_jax.training import inference
+
+  args = sys.argv[1:] if argv is None else argv
+  if len(args) != 3:
+    raise SystemExit('usage: python -m bilstm_jax.tasks.text WORKDIR INPUT OUTPUT.jsonl')
+  n = write_text_predictions(inference.load(args[0]), args[1], args[2])
+  print(json.dumps({'input': args[1], 'output': args[2], 'num_examples': n}))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,220 @@
+"""Models for text: word embeddings (+ character features), stacked `BiLSTM` layers, a head.
+
+Inputs are word ids `int32[batch, time]` (0 = padding, 1 = unknown), lengths `int32[batch]`
+and optionally character ids `int32[batch, time, chars]` (0 = padding). Modules read
+attributes, never a ConfigDict; `bilstm_jax.tasks.text` builds them from a config.
+
+  TextEncoder     embeddings (+ CharCNN or CharLSTM) -> dropout -> BiLSTM layers with
+                  dropout and an optional layer norm between them -> float[b, t, 2h]
+  TextTagger      per-token logits, or a CRF's emissions and scores (`crf=True`)
+  TextClassifier  pooled over valid words (mean, max or attention) -> logits
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bilstm_jax.heads import crf as crf_lib
+from bilstm_jax.heads import pooling
+from bilstm_jax.nn.lstm import BiLSTM
+
+UNK_ID = 1  # `bilstm_jax.data.vocab.Vocabulary` puts '<unk>' right after '<pad>'
+
+
+def _mask(lengths: jax.Array, time: int) -> jax.Array:
+  return jnp.arange(time)[None, :] < lengths[:, None]
+
+
+class CharCNN(nn.Module):
+  """One vector per word: a convolution over its characters, max-pooled over real ones.
+
+  The convolution of Ma and Hovy (2016); on a CPU it costs far less than a character LSTM
+  over every word of the batch.
+
+  Attributes:
+    vocab_size: character ids (0 = padding).
+    embed_size: character embedding size.
+    features: output size (filters).
+    kernel_size: characters per window.
+  """
+
+  vocab_size: int
+  embed_size: int = 30
+  features: int = 50
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, chars: jax.Array) -> jax.Array:
+    """chars: int[batch, time, width] -> float32[batch, time, features] (0 for empty words)."""
+    b, t, w = chars.shape
+    x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(chars.reshape(b * t, w))
+    # The convolution as one matmul over stacked shifted copies: XLA's CPU convolution is
+    # several times slower than its matmul at these sizes.
+    half = self.kernel_size // 2
+    padded = jnp.pad(x, ((0, 0), (half, self.kernel_size - 1 - half), (0, 0)))
+    windows = jnp.concatenate([padded[:, i : i + w] for i in range(self.kernel_size)], -1)
+    x = nn.Dense(self.features, name='conv')(windows)
+    real = (chars.reshape(b * t, w) > 0)[..., None]
+    out = jnp.where(real, x, -jnp.inf).max(1)
+    out = jnp.where(real.any(1), out, 0.0)
+    return out.reshape(b, t, self.features)
+
+
+class CharLSTM(nn.Module):
+  """One vector per word: a `BiLSTM` over its characters, final forward and backward states.
+
+  Lample et al. (2016)'s character model. Every word of the batch is one sequence of the
+  layer, its length the word's characters (padding words have length 0).
+
+  Attributes:
+    vocab_size, embed_size: as in `CharCNN`.
+    features: hidden units per direction (the output has 2 * features).
+    impl: `BiLSTM` recurrence (None: the library default).
+  """
+
+  vocab_size: int
+  embed_size: int = 30
+  features: int = 25
+  impl: str | None = None
+
+  @nn.compact
+  def __call__(self, chars: jax.Array) -> jax.Array:
+    """chars: int[batch, time, width] -> float32[batch, time, 2 * features]."""
+    b, t, w = chars.shape
+    flat = chars.reshape(b * t, w)
+    lengths = (flat > 0).sum(1).astype(jnp.int32)
+    x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(flat)
+    kwargs = {} if self.impl is None else {'impl': self.impl}
+    _, (h_n, _) = BiLSTM(self.features, name='lstm', **kwargs)(x, lengths)
+    out = jnp.concatenate([h_n[-2], h_n[-1]], -1)
+    return jnp.where(lengths[:, None] > 0, out, 0.0).reshape(b, t, 2 * self.features)
+
+
+class TextEncoder(nn.Module):
+  """Words (+ characters) -> contextual features, zero at padded steps.
+
+  Attributes:
+    vocab_size: word ids (0 = padding, 1 = unknown).
+    hidden_size: LSTM units per direction.
+    num_layers: stacked BiLSTM layers.
+    embed_size: word embedding size.
+    char_vocab_size: character ids; 0 = no character features.
+    char_encoder: 'cnn' (`CharCNN`) or 'lstm' (`CharLSTM`).
+    char_embed_size, char_features: their sizes.
+    embed_dropout: dropout on the concatenated word and character vectors.
+    word_dropout: training only: the probability of replacing a word id by the unknown id,
+      so the unknown embedding learns from real contexts (Lample et al. 2016).
+    dropout: between stacked layers and on the top layer's outputs.
+    norm: '' or 'layer': layer norm on each layer's outputs before the next layer.
+    dtype, impl: passed to `BiLSTM`.
+  """
+
+  vocab_size: int
+  hidden_size: int
+  num_layers: int = 1
+  embed_size: int = 100
+  char_vocab_size: int = 0
+  char_encoder: str = 'cnn'
+  char_embed_size: int = 30
+  char_features: int = 50
+  embed_dropout: float = 0.0
+  word_dropout: float = 0.0
+  dropout: float = 0.0
+  norm: str = ''
+  dtype: Any = jnp.float32
+  impl: str | None = None
+
+  @nn.compact
+  def __call__(self, words, lengths, chars=None, deterministic: bool = True) -> jax.Array:
+    """Features of every word.
+
+    Args:
+      words: int32[batch, time]; lengths: int32[batch].
+      chars: int32[batch, time, width] when `char_vocab_size` > 0.
+      deterministic: False in training (dropout on; needs a 'dropout' rng).
+
+    Returns:
+      float32[batch, time, 2 * hidden_size], zero at t >= lengths.
+    """
+    mask = _mask(lengths, words.shape[1])
+    if self.word_dropout > 0 and not deterministic:
+      drop = jax.random.bernoulli(self.make_rng('dropout'), self.word_dropout, words.shape)
+      words = jnp.where(drop & (words > 0), UNK_ID, words)
+    x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(words)
+    if self.char_vocab_size:
+      if chars is None:
+        raise ValueError('This model reads character ids: pass chars int32[batch, time, w].')
+      if self.char_encoder == 'cnn':
+        char_model = CharCNN(self.char_vocab_size, self.char_embed_size, self.char_features)
+      elif self.char_encoder == 'lstm':
+        char_model = CharLSTM(
+          self.char_vocab_size, self.char_embed_size, self.char_features, self.impl
+        )
+      else:
+        raise ValueError(f"char_encoder must be 'cnn' or 'lstm'; got {self.char_encoder!r}.")
+      x = jnp.concatenate([x, char_model(chars)], -1)
+    x = nn.Dropout(self.embed_dropout)(x, deterministic=deterministic)
+    kwargs = {} if self.impl is None else {'impl': self.impl}
+    # One BiLSTM per layer (not `num_layers=`) so a norm can sit between layers.
+    for layer in range(self.num_layers):
+      x, _ = BiLSTM(self.hidden_size, dtype=self.dtype, name=f'lstm_{layer}', **kwargs)(x, lengths)
+      x = x.astype(jnp.float32)
+      if self.norm == 'layer' and layer < self.num_layers - 1:
+        x = jnp.where(mask[..., None], nn.LayerNorm(name=f'norm_{layer}')(x), 0.0)
+      elif self.norm not in ('', 'layer'):
+        raise ValueError(f"norm must be '' or 'layer'; got {self.norm!r}.")
+      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return x
+
+
+class TextTagger(nn.Module):
+  """Per-token scores over `num_tags` tags, optionally for a linear-chain CRF.
+
+  Attributes:
+    encoder: the `TextEncoder` keyword arguments.
+    num_tags: tags.
+    crf: add CRF transition scores (the outputs are then a dict).
+    allowed: optional `crf_lib.AllowedTransitions` (BIO/BIOES constraints).
+  """
+
+  encoder: dict
+  num_tags: int
+  crf: bool = False
+  allowed: Any = None
+
+  @nn.compact
+  def __call__(self, words, lengths, chars=None, deterministic: bool = True):
+    """Returns logits float32[batch, time, num_tags]; with `crf`, a dict of 'emissions'
+    (that shape), 'transitions' float32[num_tags, num_tags] (from, to), 'start' and 'end'
+    float32[num_tags], forbidden moves already at `crf_lib.DISALLOWED`."""
+    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, deterministic)
+    logits = nn.Dense(self.num_tags, name='head')(x)
+    if not self.crf:
+      return logits
+    transitions, start, end = crf_lib.CRF(self.num_tags, self.allowed, name='crf').scores()
+    return {'emissions': logits, 'transitions': transitions, 'start': start, 'end': end}
+
+
+class TextClassifier(nn.Module):
+  """One label per sentence: encoder features pooled over valid words, then a linear head.
+
+  Attributes:
+    encoder: the `TextEncoder` keyword arguments.
+    num_classes: labels.
+    pooling: 'mean', 'max' or 'attention' (`bilstm_jax.heads.pooling`).
+  """
+
+  encoder: dict
+  num_classes: int
+  pooling: str = 'max'
+
+  @nn.compact
+  def __call__(self, words, lengths, chars=None, deterministic: bool = True) -> jax.Array:
+    """-> logits float32[batch, num_classes]."""
+    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, deterministic)
+    pooled = pooling.pool(x, lengths, self.pooling)
+    return nn.Dense(self.num_classes, name='head')(pooled)

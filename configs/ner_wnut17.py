@@ -1,0 +1,25 @@
+"""WNUT-17 emerging entities (BIO, 6 types): the CoNLL-2003 BiLSTM-CRF on social media text.
+
+  python train.py --config=ner_wnut17 --workdir=runs/ner_wnut17
+
+Data: ../shared/data/wnut17 (CC BY 4.0; Derczynski et al. 2017). Ranked by dev entity F1.
+"""
+
+import ml_collections
+
+from configs import ner_conll2003, pos_ud
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  config = ner_conll2003.get_config()
+  config.data.train = '../shared/data/wnut17/wnut17train.conll'
+  config.data.dev = '../shared/data/wnut17/emerging.dev.conll'
+  config.data.scheme = 'BIO'  # already BIO; converting also repairs stray I- tags
+  config.train.epochs = 20
+  config.train.batch_size = 16
+  config.train.early_stopping_patience = 5
+  if variant == 'tiny':
+    pos_ud.tiny(config)
+  elif variant:
+    raise ValueError(f"Unknown variant {variant!r}; expected '' or 'tiny'.")
+  return config

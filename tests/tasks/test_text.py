@@ -1,0 +1,263 @@
+"""Text tasks from raw files: generated CoNLL-U, CoNLL (IOB1) and TSV corpora, end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bilstm_jax
+from bilstm_jax import app, errors
+from bilstm_jax.data import tag_schemes
+from bilstm_jax.heads import crf as crf_lib
+from bilstm_jax.tasks import text
+from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
+from tests.tasks import text_fixtures
+from tests.utils import ROOT
+
+TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC', 'E-PER', 'S-LOC', 'B-creative-work']
+
+
+def _config(module, train, dev, **overrides):
+  cfg = module.get_config('tiny')
+  cfg.data.train, cfg.data.dev = str(train), str(dev)
+  for key, value in overrides.items():
+    block, name = key.split('.')
+    cfg[block][name] = value
+  return cfg
+
+
+@pytest.fixture(scope='module')
+def corpora(tmp_path_factory):
+  return text_fixtures.write_all(str(tmp_path_factory.mktemp('text')))
+
+
+# ----------------------------------------------------------------- span F1 on device
+
+
+def test_span_sums_equal_conlleval_on_random_tag_sequences():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(0, 9, 64).astype(np.int32)
+  gold = rng.integers(0, len(TAGS), (64, 9)).astype(np.int32)
+  pred = np.where(rng.random((64, 9)) < 0.7, gold, rng.integers(0, len(TAGS), (64, 9)))
+  pred = np.where(np.arange(9)[None] < lengths[:, None], pred, -1).astype(np.int32)
+  sums = text.span_sums(gold, pred, lengths, *text.scheme_tables(TAGS))
+  names = [
+    [[TAGS[t] for t in row[:n]] for row, n in zip(x, lengths, strict=True)] for x in (gold, pred)
+  ]
+  want = tag_schemes.span_scores(*names)
+  got = {k: float(s) / max(float(c), 1.0) for k, (s, c) in sums.items()}
+  assert want.total.gold > 20 and want.total.correct > 10
+  np.testing.assert_allclose(got['precision'], want.precision, atol=1e-6)
+  np.testing.assert_allclose(got['recall'], want.recall, atol=1e-6)
+  np.testing.assert_allclose(got['f1'], want.f1, atol=1e-6)
+
+
+def test_span_sums_hand_cases_iob1_stray_and_adjacent():
+  tags = ['O', 'I-PER', 'I-PER', 'B-PER', 'O', 'I-LOC', 'I-PER']
+  ids = np.array([[TAGS.index(t) for t in tags]], np.int32)
+  starts, kinds, stop = text.span_marks(ids, np.array([7]), *text.scheme_tables(TAGS))
+  got = [(i, int(stop[0, i]) + 1) for i in np.flatnonzero(starts[0])]
+  want = [(s, e) for _, s, e in tag_schemes.spans(tags)]
+  assert got == want == [(1, 3), (3, 4), (5, 6), (6, 7)]
+  assert kinds[0, 5] != kinds[0, 6]
+
+
+# -------------------------------------------------------------------- reading
+
+
+def test_read_builds_vocabularies_from_training_and_encodes_chars(corpora):
+  task = text.TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
+  train = task.read('train')
+  task = task.fit(train)
+  words, chars = task.vocabs['words'], task.vocabs['chars']
+  assert words.lowercase and not chars.lowercase and 'C' in chars  # 'Cat' keeps its case
+  assert train['inputs'].dtype == np.int32 and train['chars'].ndim == 3
+  assert train['labels'].shape == train['inputs'].shape
+  first = int(train['lengths'][0])
+  assert (train['inputs'][0, first:] == 0).all() and (train['inputs'][0, :first] > 1).all()
+  assert sorted(task.label_names()) == ['ADJ', 'DET', 'NOUN', 'PUNCT', 'VERB']
+  # Multiword-token ranges are skipped: every sentence is words only.
+  assert int(train['lengths'].sum()) == int((train['inputs'] > 0).sum())
+
+
+def test_iob1_is_converted_to_bio_for_the_crf(corpora):
+  cfg = _config(ner_conll2003, corpora['ner_train'], corpora['ner_dev'])
+  task = text.TextTaggingTask.from_config(cfg)
+  task = task.fit(task.read('train'))
+  names = task.label_names()
+  assert 'B-LOC' in names and 'I-LOC' in names and task.metrics[-1] == 'f1'
+  allowed = task._allowed()
+  assert 'I-PER' not in names  # IOB1 'I-PER' names are single words: B-PER in BIO
+  assert not allowed.transitions[names.index('O'), names.index('I-LOC')]
+  assert not allowed.transitions[names.index('B-PER'), names.index('I-LOC')]
+  assert allowed.transitions[names.index('B-LOC'), names.index('I-LOC')]
+  assert not allowed.start[names.index('I-LOC')]
+
+
+def test_raw_text_is_read_for_prediction_only(corpora, tmp_path):
+  task = text.TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
+  task = task.fit(task.read('train'))
+  raw = tmp_path / 'in.txt'
+  raw.write_text('the zebra sees a cat .\n\nA dog\n')
+  data = task.read(str(raw), labelled=False)
+  assert data['lengths'].tolist() == [6, 0, 2] and 'labels' not in data
+  assert data['inputs'][0, 1] == 1  # 'zebra' is unknown
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope='module')
+def pos_run(corpora, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('pos') / 'run')
+  cfg = _config(pos_ud, corpora['pos_train'], corpora['pos_dev'], **{'model.norm': 'layer'})
+  return workdir, app.train_and_evaluate(cfg, workdir)
+
+
+@pytest.mark.slow
+def test_pos_tagger_learns_and_reloads_exactly(pos_run, corpora, tmp_path):
+  workdir, summary = pos_run
+  # 5 tags, and 'walk'/'fish' need the word before: chance is far below this.
+  assert summary['final_dev_accuracy'] > 0.97, summary['final_dev_accuracy']
+  spec = json.loads((Path(workdir) / 'task.json').read_text())
+  assert set(spec['vocabularies']) == {'words', 'chars', 'labels'}
+  trained = bilstm_jax.load(workdir)
+  dev = trained.evaluate('dev')
+  np.testing.assert_allclose(dev['accuracy'], summary['final_dev_accuracy'], rtol=1e-6)
+  again = trained.evaluate(corpora['pos_dev'])
+  assert again == dev
+  raw = tmp_path / 'in.txt'
+  raw.write_text('the dog sees a walk .\nA big cat fish\n')
+  out = tmp_path / 'tags.jsonl'
+  assert text.write_text_predictions(trained, str(raw), str(out)) == 2
+  rows = [json.loads(x) for x in out.read_text().splitlines()]
+  assert rows[0]['tags'] == ['DET', 'NOUN', 'VERB', 'DET', 'NOUN', 'PUNCT']
+  assert rows[1]['tokens'] == ['A', 'big', 'cat', 'fish'] and rows[1]['tags'][-1] == 'VERB'
+  assert all(0.2 < c <= 1.0 for row in rows for c in row['confidence'])
+
+
+@pytest.mark.slow
+def test_a_changed_vocabulary_is_an_error(pos_run, corpora, tmp_path):
+  workdir, _ = pos_run
+  spec_path = os.path.join(workdir, 'task.json')
+  with open(spec_path) as f:
+    spec = json.load(f)
+  # Resuming after the training file changed: its vocabulary differs from the checkpoints'.
+  train = corpora['pos_train']
+  saved = Path(train).read_text()
+  try:
+    text_fixtures.write_conllu(train, 50, 9)
+    later = os.path.getmtime(train) + 10
+    os.utime(train, (later, later))  # a new mtime: the file is read again, not from cache
+    cfg = _config(pos_ud, train, corpora['pos_dev'], **{'model.norm': 'layer'})
+    with pytest.raises(errors.RunError, match='vocabulary changed'):
+      app.train_and_evaluate(cfg, workdir)
+  finally:
+    Path(train).write_text(saved)
+    os.utime(train, (later + 10, later + 10))
+  # A task.json whose word list was edited no longer matches its fingerprint.
+  bad = dict(spec, vocabularies=dict(spec['vocabularies']))
+  words = json.loads(bad['vocabularies']['words'])
+  words['tokens'][2], words['tokens'][3] = words['tokens'][3], words['tokens'][2]
+  bad['vocabularies']['words'] = json.dumps(words)
+  try:
+    with open(spec_path, 'w') as f:
+      json.dump(bad, f)
+    with pytest.raises(errors.CheckpointError, match='fingerprint'):
+      bilstm_jax.load(workdir)
+  finally:
+    with open(spec_path, 'w') as f:
+      json.dump(spec, f)
+
+
+@pytest.mark.slow
+def test_ner_crf_learns_spans_ranked_by_dev_f1(corpora, tmp_path):
+  cfg = _config(ner_conll2003, corpora['ner_train'], corpora['ner_dev'])
+  summary = app.train_and_evaluate(cfg, str(tmp_path / 'crf'))
+  assert cfg.train.metric == 'dev_f1' and cfg.model.crf
+  assert summary['final_dev_f1'] > 0.9, summary['final_dev_f1']
+  trained = bilstm_jax.load(str(tmp_path / 'crf'))
+  np.testing.assert_allclose(trained.evaluate('dev')['f1'], summary['final_dev_f1'], rtol=1e-6)
+  # The device F1 is conlleval's: score the predicted tags on the host.
+  rows = text.predict_sentences(trained, [['we', 'met', 'Bob', 'Alice', 'in', 'Oslo']])
+  assert rows[0]['tags'][2:4] == ['B-PER', 'B-PER']
+  np.testing.assert_allclose(np.sum(rows[0]['confidence']) > 3.0, True)
+
+
+def test_crf_confidence_is_a_marginal_probability():
+  task = text.TextTaggingTask(crf=True, vocabs={'labels': None})
+  rng = np.random.default_rng(0)
+  outputs = {
+    'emissions': jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32),
+    'transitions': jnp.asarray(rng.normal(size=(3, 3)), jnp.float32),
+    'start': jnp.zeros(3),
+    'end': jnp.zeros(3),
+  }
+  lengths = jnp.array([4, 2])
+  tags, conf = task.decode(outputs, lengths)
+  scores = (outputs['transitions'], outputs['start'], outputs['end'])
+  marg = jax.grad(lambda e: crf_lib.crf_log_partition(e, lengths, *scores).sum())(
+    outputs['emissions']
+  )
+  np.testing.assert_allclose(marg[0].sum(-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(marg[1, :2].sum(-1), 1.0, rtol=1e-5)
+  assert tags[1, 2:].tolist() == [-1, -1] and (conf[0] > 0).all() and (conf[0] <= 1).all()
+
+
+@pytest.mark.slow
+def test_sentence_classifier_learns_from_tsv(corpora, tmp_path):
+  cfg = _config(sst2, corpora['cls_train'], corpora['cls_dev'])
+  summary = app.train_and_evaluate(cfg, str(tmp_path / 'cls'))
+  assert summary['final_dev_accuracy'] > 0.8, summary['final_dev_accuracy']  # chance ~0.5
+  trained = bilstm_jax.load(str(tmp_path / 'cls'))
+  rows = text.predict_sentences(trained, [['very', 'good', 'movie'], []])
+  assert rows[0]['label'] == '1' and rows[1]['label'] is None
+
+
+def test_every_text_config_has_the_default_keys_and_a_tiny_variant():
+  from configs import default
+
+  def flat(d, pre=''):
+    out = set()
+    for k, v in d.items():
+      out |= flat(v, f'{pre}{k}.') if isinstance(v, dict) else {pre + k}
+    return out
+
+  keys = flat(default.get_config().to_dict())
+  for module in (pos_ud, ner_conll2003, ner_wnut17, sst2):
+    for variant in ('', 'tiny'):
+      cfg = module.get_config(variant)
+      assert keys <= flat(cfg.to_dict()) and cfg.data.task.startswith('text_')
+    with pytest.raises(ValueError):
+      module.get_config('huge')
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_train_py_runs_the_tiny_config_and_predicts_ids(corpora, tmp_path):
+  workdir = str(tmp_path / 'run')
+  base = [sys.executable, 'train.py', f'--workdir={workdir}']
+  cfg = [
+    '--config=configs/pos_ud.py:tiny',
+    f'--config.data.train={corpora["pos_train"]}',
+    f'--config.data.dev={corpora["pos_dev"]}',
+    '--config.train.epochs=2',
+  ]
+  subprocess.run(base + cfg, cwd=ROOT, check=True, capture_output=True)
+  raw = tmp_path / 'in.txt'
+  raw.write_text('the cat sees a dog .\n')
+  out = tmp_path / 'p.jsonl'
+  subprocess.run(
+    base + ['--mode=predict', f'--input={raw}', f'--output={out}'],
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+  )
+  row = json.loads(out.read_text())
+  assert row['length'] == 6 and len(row['labels']) == 6 and len(row['confidence']) == 6
