@@ -56,7 +56,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   m.channel_independent = True  # every channel alone through shared weights
   m.norm = 'last'  # instance norm: 'none', 'last', 'mean' or 'revin'
   m.head_input = 'flatten'  # the head reads every step ('flatten') or final states ('final')
-  m.linear_skip = False  # True: add a linear map of the window (the LSTM learns the rest)
+  m.linear_skip = False  # True: add a learned linear map of the window
+  # True: the forecast is the fitted linear baseline's (frozen) plus the LSTM's, whose
+  # weight starts at 0, so the LSTM learns what the linear forecast misses.
+  m.linear_base = False
 
   config.optim.learning_rate = 1e-3
   config.train.epochs = 10

@@ -30,16 +30,14 @@ import functools
 import os
 from typing import ClassVar
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import timeseries as ts
 from bilstm_jax.data import ts_baselines
 from bilstm_jax.errors import ConfigError, DataFileError
-from bilstm_jax.heads.forecast import Forecaster, instance_norm
 from bilstm_jax.tasks import base, forecast_output
+from bilstm_jax.tasks.forecast_models import WindowForecaster
 
 SPLIT_NAMES = {'train': 'train', 'dev': 'val', 'val': 'val', 'test': 'test'}
 FEATURES = ('M', 'S', 'MS')
@@ -118,6 +116,7 @@ class ForecastTask(base.Task):
       'norm': m.norm,
       'head_input': m.head_input,
       'linear_skip': bool(m.get('linear_skip', False)),
+      'linear_base': bool(m.get('linear_base', False)),
       'impl': m.get('impl') or None,
     }
     return cls(model=model, data=data)
@@ -278,11 +277,21 @@ class ForecastTask(base.Task):
     return tuple(inputs.index(c) for c in self.sizes['target_columns'])
 
   def make_model(self) -> WindowForecaster:
+    kwargs = dict(self.model)
+    linear = None
+    if kwargs.pop('linear_base', False):
+      key = self._train_key()
+
+      def linear():  # the fit runs only where parameters are initialised
+        return _linear_baseline(key).weights.astype(np.float32)
+
     return WindowForecaster(
       horizon=self.data['horizon'],
       out_channels=self.sizes['output_size'],
       target_index=self.target_positions(),
-      **self.model,
+      linear_init=linear,
+      linear_kernel=self.data['baseline_kernel'],
+      **kwargs,
     )
 
   def model_inputs(self, batch: dict) -> tuple:
@@ -341,35 +350,6 @@ class ForecastTask(base.Task):
       f'/{dev["last_mae"]:.4f}, linear {dev["linear_loss"]:.4f}/{dev["linear_mae"]:.4f}); '
       f'train MSE {train["loss"]:.4f}'
     )
-
-
-class WindowForecaster(Forecaster):
-  """A `Forecaster` taking windows as float32[batch, 1, input_len, channels], optionally
-  plus a linear map of the window.
-
-  The export (`bilstm_jax.training.export`) makes axis 1 of every input symbolic, as
-  if it were time; the 'flatten' head needs the window length fixed, so the window
-  travels on axes 2 and 3 and axis 1 is a dummy of size 1.
-
-  Attributes:
-    linear_skip: if True, a map from input_len to horizon steps, shared by the channels,
-      is added to the forecast in the instance-normalised scale (NLinear, Zeng et al.
-      2023): the LSTM then learns what a linear forecast misses. Adds a 'linear_skip'
-      parameter; without it the parameters are those of `Forecaster`.
-  """
-
-  linear_skip: bool = False
-
-  @nn.compact
-  def __call__(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
-    x = inputs[:, 0]
-    y = super().__call__(x, deterministic=deterministic)
-    if not self.linear_skip:
-      return y
-    idx = jnp.asarray(self._targets(x.shape[-1]) or tuple(range(x.shape[-1])))
-    normed, (_, scale) = instance_norm(x, self.norm)
-    skip = nn.Dense(self.horizon, dtype=jnp.float32, name='linear_skip')(jnp.swapaxes(normed, 1, 2))
-    return y + (jnp.swapaxes(skip, 1, 2) * scale)[..., idx]
 
 
 def _weights(lengths):

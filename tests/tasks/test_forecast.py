@@ -141,3 +141,17 @@ def test_linear_skip_adds_one_map_shared_by_the_channels():
   np.testing.assert_allclose(
     model.apply(variables, x) - plain.apply(no_skip, x), skip[..., 1:], rtol=1e-5, atol=1e-5
   )
+
+
+def test_linear_base_starts_as_the_linear_baseline(tmp_path):
+  import jax
+
+  cfg = _config(_write_csv(tmp_path / 's.csv'), linear_base=True)
+  task = forecast.ForecastTask.from_config(cfg)
+  task = task.fit(task.read('train'))
+  test = task.read('test')
+  model = task.make_model()
+  inputs = task.model_inputs(test)
+  variables = model.init(jax.random.key(0), *inputs)
+  assert float(variables['params']['lstm_scale']) == 0.0
+  np.testing.assert_allclose(model.apply(variables, *inputs), test['linear'], atol=1e-4)
