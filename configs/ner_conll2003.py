@@ -35,7 +35,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.crf = True
 
   config.optim.learning_rate = 2e-3
-  config.train.epochs = 15
+  config.train.epochs = 10
   config.train.batch_size = 32
   config.train.metric = 'dev_f1'
   config.train.metric_mode = 'max'

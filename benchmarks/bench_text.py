@@ -1,0 +1,223 @@
+"""Training throughput of the text models against a PyTorch equivalent, in one process.
+
+Two models, each in bilstm_jax (`bilstm_jax.tasks.text_models`) and in PyTorch as PyTorch
+users write it (`nn.Embedding`, a character CNN, `nn.LSTM` over `pack_padded_sequence`,
+`torchcrf.CRF`), with the same sizes, the same batches and Adam:
+
+  pos  the UD tagger of configs/pos_ud.py: words 100 + char CNN 50, 2 x BiLSTM 128, softmax
+  ner  the CoNLL BiLSTM-CRF of configs/ner_conll2003.py: words 100 + char CNN 50, BiLSTM 128,
+       CRF
+
+Batches: 32 sentences with lengths drawn from a UD/CoNLL-like distribution (mean ~16
+words), padded to length buckets (the largest length of the batch, rounded up to 8), word
+ids and 1-12 characters per word at random. The vocabulary sizes are the real ones'
+order (words 20k, chars 100). Dropout is off in both, so they do the same arithmetic.
+Each framework runs `--steps` timed steps after warm-up on every shape, alternating.
+
+  PYTHONPATH=. python benchmarks/bench_text.py [--steps 30] [--rounds 2]
+
+Prints a table and writes benchmarks/results/text.json. Figures from a loaded shared
+machine are not valid comparisons: the JSON records the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bilstm_jax.heads import crf as crf_lib
+from bilstm_jax.tasks import text_models
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORDS, CHARS, WIDTH, BATCH = 20000, 100, 12, 32
+MODELS = {
+  'pos': {'num_layers': 2, 'num_tags': 17, 'crf': False},
+  'ner': {'num_layers': 1, 'num_tags': 9, 'crf': True},
+}
+
+
+def make_batches(num: int, seed: int, num_tags: int) -> list[dict]:
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(num):
+    lengths = np.clip(rng.gamma(2.0, 8.0, BATCH).astype(np.int32), 1, 60)
+    time_ = int(-(-lengths.max() // 8) * 8)
+    mask = np.arange(time_)[None] < lengths[:, None]
+    words = np.where(mask, rng.integers(2, WORDS, (BATCH, time_)), 0).astype(np.int32)
+    wl = rng.integers(1, WIDTH + 1, (BATCH, time_))
+    chars = rng.integers(1, CHARS, (BATCH, time_, WIDTH))
+    chars = np.where((np.arange(WIDTH) < wl[..., None]) & mask[..., None], chars, 0)
+    tags = np.where(mask, rng.integers(0, num_tags, (BATCH, time_)), 0).astype(np.int32)
+    out.append({'words': words, 'chars': chars.astype(np.int32), 'lengths': lengths, 'tags': tags})
+  return out
+
+
+# --------------------------------------------------------------------------------- JAX
+
+
+def jax_trainer(spec: dict):
+  enc = dict(
+    vocab_size=WORDS, hidden_size=128, num_layers=spec['num_layers'], embed_size=100,
+    char_vocab_size=CHARS, char_features=50,
+  )  # fmt: skip
+  model = text_models.TextTagger(encoder=enc, num_tags=spec['num_tags'], crf=spec['crf'])
+  tx = optax.adam(1e-3)
+
+  def loss_fn(params, b):
+    out = model.apply(params, b['words'], b['lengths'], b['chars'])
+    if spec['crf']:
+      scores = (out['transitions'], out['start'], out['end'])
+      ll = crf_lib.crf_log_likelihood(out['emissions'], b['tags'], b['lengths'], *scores)
+      return -ll.sum() / b['lengths'].sum()
+    mask = jnp.arange(b['words'].shape[1])[None] < b['lengths'][:, None]
+    ce = optax.softmax_cross_entropy_with_integer_labels(out, b['tags'])
+    return jnp.where(mask, ce, 0).sum() / mask.sum()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt, b):
+    loss, grads = jax.value_and_grad(loss_fn)(params, b)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  b0 = make_batches(1, 0, spec['num_tags'])[0]
+  params = model.init(jax.random.key(0), b0['words'], b0['lengths'], b0['chars'])
+  state = [params, tx.init(params)]
+
+  def run(b):
+    state[0], state[1], loss = step(state[0], state[1], b)
+    return loss
+
+  return run, lambda x: jax.block_until_ready(x)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def torch_trainer(spec: dict, threads: int):
+  import torch
+  from torch import nn
+  from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+  from torchcrf import CRF
+
+  class CharCNN(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = nn.Embedding(CHARS, 30, padding_idx=0)
+      self.conv = nn.Conv1d(30, 50, 3, padding=1)
+
+    def forward(self, chars):
+      b, t, w = chars.shape
+      x = self.conv(self.embed(chars.view(b * t, w)).transpose(1, 2))  # [bt, 50, w]
+      x = x.masked_fill((chars.view(b * t, 1, w) == 0), float('-inf')).max(2).values
+      return torch.where(torch.isinf(x), torch.zeros_like(x), x).view(b, t, 50)
+
+  class Tagger(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = nn.Embedding(WORDS, 100, padding_idx=0)
+      self.chars = CharCNN()
+      self.lstm = nn.LSTM(150, 128, spec['num_layers'], batch_first=True, bidirectional=True)
+      self.head = nn.Linear(256, spec['num_tags'])
+      self.crf = CRF(spec['num_tags'], batch_first=True) if spec['crf'] else None
+
+    def forward(self, words, chars, lengths, tags):
+      x = torch.cat([self.embed(words), self.chars(chars)], -1)
+      packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+      y, _ = self.lstm(packed)
+      y, _ = pad_packed_sequence(y, batch_first=True, total_length=words.shape[1])
+      logits = self.head(y)
+      mask = words > 0
+      if self.crf is not None:
+        return -self.crf(logits, tags, mask=mask, reduction='sum') / mask.sum()
+      ce = nn.functional.cross_entropy(logits.transpose(1, 2), tags, reduction='none')
+      return (ce * mask).sum() / mask.sum()
+
+  if threads > 0:
+    # On a shared, loaded machine OpenMP's spinning threads thrash (benchmarks/NOTES.md).
+    torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  model = Tagger()
+  opt = torch.optim.Adam(model.parameters(), 1e-3)
+
+  def run(b):
+    words, chars, tags = (torch.from_numpy(b[k]).long() for k in ('words', 'chars', 'tags'))
+    lengths = torch.from_numpy(b['lengths']).long()
+    opt.zero_grad()
+    loss = model(words, chars, lengths, tags)
+    loss.backward()
+    opt.step()
+    return loss
+
+  return run, lambda x: float(x.detach())
+
+
+def measure(run, sync, batches) -> float:
+  """Tokens per second over `batches` (every shape already compiled / warmed)."""
+  start = time.perf_counter()
+  loss = None
+  for b in batches:
+    loss = run(b)
+  sync(loss)
+  return sum(int(b['lengths'].sum()) for b in batches) / (time.perf_counter() - start)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=int, default=30)
+  parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--models', default='pos,ner')
+  parser.add_argument('--torch-threads', type=int, default=0, help='0: torch default')
+  args = parser.parse_args()
+  results = {}
+  for name in args.models.split(','):
+    spec = MODELS[name]
+    batches = make_batches(args.steps, 1, spec['num_tags'])
+    trainers = {'bilstm_jax': jax_trainer(spec), 'pytorch': torch_trainer(spec, args.torch_threads)}
+    warm = {}
+    for fw, (run, sync) in trainers.items():  # every padded length once: compile, warm up
+      start = time.perf_counter()
+      seen = {}
+      for b in batches:
+        seen.setdefault(b['words'].shape[1], b)
+      sync([run(b) for b in seen.values()][-1])
+      warm[fw] = time.perf_counter() - start
+    rates = {fw: [] for fw in trainers}
+    for r in range(args.rounds):
+      order = list(trainers) if r % 2 == 0 else list(trainers)[::-1]
+      for fw in order:
+        rates[fw].append(measure(*trainers[fw], batches))
+    results[name] = {
+      fw: {'tokens_per_s': float(np.median(v)), 'rounds': v, 'warmup_s': warm[fw]}
+      for fw, v in rates.items()
+    }
+    results[name]['speedup'] = (
+      results[name]['bilstm_jax']['tokens_per_s'] / results[name]['pytorch']['tokens_per_s']
+    )
+  print(f'{"model":6} {"bilstm_jax tok/s":>17} {"pytorch tok/s":>14} {"speedup":>8}')
+  for name, r in results.items():
+    jx, pt = r['bilstm_jax']['tokens_per_s'], r['pytorch']['tokens_per_s']
+    print(f'{name:6} {jx:17.0f} {pt:14.0f} {r["speedup"]:8.2f}')
+  out = {
+    'results': results,
+    'steps': args.steps,
+    'rounds': args.rounds,
+    'batch': BATCH,
+    'torch_threads': args.torch_threads,
+    'load_average': os.getloadavg(),
+    'jax': jax.__version__,
+  }
+  os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
+  with open(os.path.join(HERE, 'results', 'text.json'), 'w') as f:
+    json.dump(out, f, indent=2)
+
+
+if __name__ == '__main__':
+  main()
