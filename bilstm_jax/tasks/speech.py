@@ -626,6 +626,29 @@ class DigitCTCTask(JoinedData):
 # ------------------------------------------------------------------ host decoding
 
 
+def waveform_dataset(task: SpeechData, waveforms) -> dict:
+  """Waveforms as the dataset a fitted speech task's model takes, for `Trained.predict`.
+
+  Args:
+    task: a fitted (or loaded) speech task: its features, statistics and stacking apply.
+    waveforms: float[samples_i] each, at the task's sample rate, in [-1, 1].
+
+  Returns:
+    {'inputs': float32[n, steps, dims], 'lengths': int32[n]}.
+
+  Example:
+    >>> trained = bilstm_jax.load('runs/fsdd')
+    >>> trained.predict(speech.waveform_dataset(trained.task, [wave]))['label']
+  """
+  fc = task.feature_config
+  feats = [audio.compute_features(np.asarray(w, np.float32), fc) for w in waveforms]
+  stats = task.stats if task.normalise == 'train' else None
+  if task.normalise == 'train' and stats is None:
+    raise ValueError('The task is not fitted: its normalisation statistics are unknown.')
+  inputs, lengths = pad_features(task.normalised(feats, stats), task.sizes_dims)
+  return {'inputs': inputs, 'lengths': lengths}
+
+
 def logits_of(trained, dataset: dict) -> np.ndarray:
   """float32[n, time, classes]: a loaded run's per-frame logits for a dataset."""
   from bilstm_jax.data import batching
@@ -716,3 +739,59 @@ def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
       np.mean([h != r for h, r in zip(hyps, refs, strict=True)])
     )
   return out
+
+
+def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
+  """JSON-able predictions for wav files, each row naming its file.
+
+  Args:
+    trained: `bilstm_jax.load(workdir)` of an 'fsdd' or 'fsdd_ctc' run.
+    source: a folder of wavs, one .wav, or a .txt list of wav paths.
+    beam_width: CTC only: 0 greedy, else prefix beam search.
+
+  Returns:
+    per file {'file', 'digit', 'probability'} (classifier) or {'file', 'transcript',
+    'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
+  """
+  task = trained.task
+  if not isinstance(task, SpokenDigitTask | DigitCTCTask):
+    raise ValueError(f'predict_wavs takes an fsdd or fsdd_ctc run, not {task.name!r}.')
+  files = [r.path for r in task.recordings(source, labelled=False)]
+  if isinstance(task, DigitCTCTask):
+    rows = transcribe(trained, source, beam_width)
+  else:
+    preds = trained.predict(source)
+    rows = [
+      {'digit': int(d), 'probability': round(float(p), 6)}
+      for d, p in zip(preds['label'], preds['probability'], strict=True)
+    ]
+  return [{'file': f, **row} for f, row in zip(files, rows, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> None:
+  """`python -m bilstm_jax.tasks.speech --workdir W --input DIR [--beam_width 8]`: JSON
+  lines with file names (and CTC timings), which `train.py --mode=predict` cannot carry."""
+  import argparse
+  import json
+  import sys
+
+  from bilstm_jax.training import inference
+
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--input', required=True, help='a folder of wavs, a .wav or a .txt list')
+  parser.add_argument('--beam_width', type=int, default=0, help='CTC: 0 greedy, else beam')
+  parser.add_argument('--checkpoint', default='best', choices=('best', 'latest'))
+  parser.add_argument('--output', default='', help='a .jsonl path; default stdout')
+  args = parser.parse_args(argv)
+  rows = predict_wavs(inference.load(args.workdir, args.checkpoint), args.input, args.beam_width)
+  out = open(args.output, 'w') if args.output else sys.stdout  # noqa: SIM115
+  try:
+    out.writelines(json.dumps(r) + '\n' for r in rows)
+  finally:
+    if args.output:
+      out.close()
+
+
+if __name__ == '__main__':
+  main()

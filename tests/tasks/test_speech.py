@@ -223,6 +223,12 @@ def test_classifier_learns_evaluates_and_predicts(folder, tmp_path):
   dataset = trained.task.read(str(test_dir), labelled=False)
   again = trained.predict({'inputs': dataset['inputs'], 'lengths': dataset['lengths']})
   np.testing.assert_array_equal(again['label'], preds['label'])
+  waves = [audio.read_wav(str(test_dir / n), fsdd.SAMPLE_RATE) for n in names]
+  from_waves = trained.predict(speech.waveform_dataset(trained.task, waves))
+  np.testing.assert_array_equal(from_waves['label'], preds['label'])
+  rows = speech.predict_wavs(trained, str(test_dir))
+  assert [os.path.basename(r['file']) for r in rows] == names
+  assert [r['digit'] for r in rows] == preds['label'].tolist()
 
 
 @pytest.mark.slow
@@ -241,6 +247,19 @@ def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
   for i, row in enumerate(rows):
     k = int(preds['num_digits'][i])
     assert row['transcript'] == ''.join(str(d) for d in preds['digits'][i, :k])
+  # Wav files of joined utterances, transcribed with file names and timings.
+  wavs = tmp_path / 'wavs'
+  wavs.mkdir()
+  for i, u in enumerate(trained.task.utterances('dev')[:2]):
+    audio.write_wav(str(wavs / f'utt{i}.wav'), u.waveform, fsdd.SAMPLE_RATE)
+  out = str(tmp_path / 'out.jsonl')
+  speech.main(['--workdir', workdir, '--input', str(wavs), '--beam_width', '3', '--output', out])
+  with open(out) as f:
+    lines = [json.loads(line) for line in f]
+  assert [os.path.basename(r['file']) for r in lines] == ['utt0.wav', 'utt1.wav']
+  for r in lines:
+    assert r['transcript'] == ''.join(str(d['digit']) for d in r['digits'])
+    assert all(0 <= d['start_s'] < d['end_s'] for d in r['digits'])
 
 
 @pytest.mark.slow

@@ -1,0 +1,163 @@
+"""Training throughput (real frames per second) of the speech models: JAX vs PyTorch.
+
+Both sides train the same model on the same padded batches: the `fsdd` classifier
+(2-layer BiLSTM, mean pooling over valid frames, Linear -> 10) and, with `--ctc`, the
+`fsdd_ctc` model (2-layer BiLSTM, Linear -> 11, CTC with blank 10). The batches are the
+first epoch's of the run's own plan (length buckets, batch 32); PyTorch packs each batch
+(`pack_padded_sequence`), so its backward direction starts at each true end as ours does.
+AdamW with gradient clipping on both sides. Each side first runs every batch shape once
+(compilation, allocator warm-up), then times `--steps` steps; frames/s counts real
+(unpadded) frames only.
+
+  python benchmarks/bench_speech.py [--steps 40] [--ctc]
+
+Needs ../shared/data/fsdd; prints a table and writes benchmarks/results/bench_speech.json.
+"""
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def batches_of(config, steps: int):
+  """The task and `steps` training batches (cycling through the first epoch's plan)."""
+  from bilstm_jax import app
+  from bilstm_jax.data import batching
+  from bilstm_jax.training import program
+
+  task, train_set, _ = app.load_task_data(config)
+  buckets = program.make_buckets(train_set, config.data.buckets)
+  plan = batching.epoch_plan(
+    train_set['lengths'], config.train.batch_size, seed=0, epoch=1, buckets=buckets
+  )
+  all_batches = batching.plan_batches(train_set, plan, task.time_keys)
+  return task, [all_batches[i % len(all_batches)] for i in range(steps)]
+
+
+def time_jax(config, task, batches) -> float:
+  import jax
+
+  from bilstm_jax.training import optim, steps
+
+  model = task.make_model()
+  tx = optim.make_optimizer(config.optim, 10_000)
+  state = steps.create_train_state(
+    jax.random.key(0), model, tx, task.model_inputs(task.example_batch(32, 1))
+  )
+  step = jax.jit(functools.partial(steps.train_step, task=task), donate_argnums=0)
+  rng = jax.random.key(1)
+  for b in {b['inputs'].shape[1]: b for b in batches}.values():  # every shape once
+    state, m = step(state, b, rng)
+  jax.block_until_ready(m)
+  start = time.perf_counter()
+  for b in batches:
+    state, m = step(state, b, rng)
+  jax.block_until_ready(m)
+  return time.perf_counter() - start
+
+
+def time_torch(config, task, batches, ctc: bool) -> float:
+  import torch
+  from torch import nn
+  from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+  m = config.model
+  lstm = nn.LSTM(
+    task.sizes['input_size'],
+    m.hidden_size,
+    num_layers=m.num_layers,
+    dropout=m.dropout,
+    bidirectional=True,
+    batch_first=True,
+  )
+  head = nn.Linear(2 * m.hidden_size, task.sizes['num_classes'])
+  drop = nn.Dropout(m.dropout)
+  params = list(lstm.parameters()) + list(head.parameters())
+  opt = torch.optim.AdamW(
+    params, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay
+  )
+  ctc_loss = nn.CTCLoss(blank=task.sizes['num_classes'] - 1, reduction='sum', zero_infinity=True)
+  tensors = [{k: torch.from_numpy(np.asarray(v)) for k, v in b.items()} for b in batches]
+
+  def step(b):
+    lengths = b['lengths']
+    packed = pack_padded_sequence(b['inputs'], lengths, batch_first=True, enforce_sorted=False)
+    out, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True)
+    if ctc:
+      logp = head(drop(out)).log_softmax(-1).transpose(0, 1)  # [time, batch, classes]
+      labels = b['labels']
+      label_lengths = (labels >= 0).sum(-1)
+      loss = ctc_loss(logp, labels.clamp(min=0), lengths, label_lengths) / len(lengths)
+    else:
+      mask = (torch.arange(out.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+      pooled = (out * mask).sum(1) / lengths[:, None]
+      loss = nn.functional.cross_entropy(head(drop(pooled)), b['labels'].long())
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, config.optim.grad_clip_norm)
+    opt.step()
+
+  for b in {b['inputs'].shape[1]: b for b in tensors}.values():
+    step(b)
+  start = time.perf_counter()
+  for b in tensors:
+    step(b)
+  return time.perf_counter() - start
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--steps', type=int, default=40)
+  parser.add_argument('--ctc', action='store_true', help='also the CTC model')
+  args = parser.parse_args()
+  import torch
+
+  from bilstm_jax import runtime
+  from configs import fsdd, fsdd_ctc
+
+  runtime.tune_cpu()
+  torch.set_num_threads(os.cpu_count() or 1)
+  rows = []
+  models = [('fsdd classifier', fsdd.get_config(), False)]
+  if args.ctc:
+    models.append(('fsdd_ctc', fsdd_ctc.get_config(), True))
+  for name, config, ctc in models:
+    task, batches = batches_of(config, args.steps)
+    frames = int(sum(b['lengths'].sum() for b in batches))
+    jax_s = time_jax(config, task, batches)
+    torch_s = time_torch(config, task, batches, ctc)
+    rows.append(
+      {
+        'model': name,
+        'steps': args.steps,
+        'batch_size': config.train.batch_size,
+        'real_frames': frames,
+        'jax_s': jax_s,
+        'torch_s': torch_s,
+        'jax_frames_per_s': frames / jax_s,
+        'torch_frames_per_s': frames / torch_s,
+        'speedup': torch_s / jax_s,
+      }
+    )
+  print(f'{"model":18s} {"JAX frames/s":>13s} {"torch frames/s":>15s} {"speedup":>8s}')
+  for r in rows:
+    print(
+      f'{r["model"]:18s} {r["jax_frames_per_s"]:13.0f} {r["torch_frames_per_s"]:15.0f} '
+      f'{r["speedup"]:7.2f}x'
+    )
+  out = os.path.join(ROOT, 'benchmarks', 'results', 'bench_speech.json')
+  with open(out, 'w') as f:
+    json.dump({'threads': torch.get_num_threads(), 'rows': rows}, f, indent=2)
+  print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+  main()
