@@ -335,7 +335,7 @@ class ForecastTask(base.Task):
     if plots_dir is not None and len(dev_set['lengths']):
       preds = predict(dev_set)['forecast_scaled']
       forecast_output.plot_window(
-        dev_set['inputs'][0, :, list(self.target_positions())],
+        dev_set['inputs'][0][:, list(self.target_positions())],
         dev_set['targets'][0],
         preds[0],
         self.sizes['target_columns'],

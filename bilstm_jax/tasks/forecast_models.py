@@ -39,6 +39,9 @@ def linear_forecast(x: jax.Array, weights: jax.Array, kernel_size: int) -> jax.A
   return jnp.einsum('bcf,cfh->bhc', feats, weights)
 
 
+LSTM_SCALE = 0.1  # small, so training starts near the baseline; Adam's steps ignore it
+
+
 class WindowForecaster(Forecaster):
   """A `Forecaster` taking windows as float32[batch, 1, input_len, channels], optionally
   on top of a linear forecast.
@@ -54,8 +57,9 @@ class WindowForecaster(Forecaster):
     linear_init: if set, () -> float32[groups, 2 * input_len + 1, horizon], the weights
       of a fitted linear baseline (`ts_baselines.fit_linear` on the target channels). The
       forecast is then that baseline's, held fixed, plus the LSTM's, scaled by a learned
-      'lstm_scale' that starts at 0: training starts from the baseline and the LSTM learns
-      what it misses. Adds the 'linear_base' (frozen) and 'lstm_scale' parameters.
+      'lstm_scale' that starts at `LSTM_SCALE`: training starts close to the baseline and
+      the LSTM learns what it misses (at 0 exactly, neither the scale nor the LSTM would
+      get a gradient). Adds the 'linear_base' (frozen) and 'lstm_scale' parameters.
     linear_kernel: the baseline's moving-average width.
     Without either, the parameters are those of `Forecaster`.
   """
@@ -66,9 +70,9 @@ class WindowForecaster(Forecaster):
 
   @nn.compact
   def __call__(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
-    x = inputs[:, 0]
+    x = jnp.asarray(inputs[:, 0], jnp.float32)
     y = super().__call__(x, deterministic=deterministic)
-    idx = jnp.asarray(self._targets(x.shape[-1]) or tuple(range(x.shape[-1])))
+    idx = list(self._targets(x.shape[-1]) or range(x.shape[-1]))  # static positions
     if self.linear_skip:
       normed, (_, scale) = instance_norm(x, self.norm)
       skip = nn.Dense(self.horizon, dtype=jnp.float32, name='linear_skip')(
@@ -78,6 +82,6 @@ class WindowForecaster(Forecaster):
     if self.linear_init is not None:
       init = self.linear_init
       weights = jax.lax.stop_gradient(self.param('linear_base', lambda _: jnp.asarray(init())))
-      gate = self.param('lstm_scale', nn.initializers.zeros, (), jnp.float32)
+      gate = self.param('lstm_scale', nn.initializers.constant(LSTM_SCALE), (), jnp.float32)
       y = linear_forecast(x[..., idx], weights, self.linear_kernel) + gate * y
     return y
