@@ -754,10 +754,11 @@ def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
     'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
   """
   task = trained.task
-  if not isinstance(task, SpokenDigitTask | DigitCTCTask):
+  # By name, not class: under `python -m` this module's classes are `__main__`'s copies.
+  if task.name not in (SpokenDigitTask.name, DigitCTCTask.name):
     raise ValueError(f'predict_wavs takes an fsdd or fsdd_ctc run, not {task.name!r}.')
   files = [r.path for r in task.recordings(source, labelled=False)]
-  if isinstance(task, DigitCTCTask):
+  if task.name == DigitCTCTask.name:
     rows = transcribe(trained, source, beam_width)
   else:
     preds = trained.predict(source)
