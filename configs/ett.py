@@ -13,7 +13,11 @@ validation range ('dev'); score the test range once per final configuration.
       --input=../shared/data/ett/ETTh1.csv --output=forecast.jsonl
 
 The evaluate line holds the model's `loss` (MSE) and `mae` beside the last-value
-(`last_*`) and DLinear-style linear (`linear_*`) baselines on the same windows.
+(`last_*`) and DLinear-style linear (`linear_*`) baselines on the same windows. Predict
+writes 'forecast' (the table's units) and 'time' (Unix seconds) for the rows after the
+file's end; `bilstm_jax.tasks.forecast_output.write_forecast` writes them as a CSV with
+dates and draws plots/forecast.png. The ETTm1 runs used --config.data.stride=4 (every
+4th training window; val and test keep every window).
 """
 
 import ml_collections
