@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bilstm_jax import app, load
+from bilstm_jax.errors import ConfigError
 from bilstm_jax.tasks import forecast, forecast_output
 from configs import ett
 
@@ -155,3 +156,25 @@ def test_linear_base_starts_as_the_linear_baseline(tmp_path):
   variables = model.init(jax.random.key(0), *inputs)
   variables['params']['lstm_scale'] = 0.0 * variables['params']['lstm_scale']
   np.testing.assert_allclose(model.apply(variables, *inputs), test['linear'], atol=1e-4)
+
+
+def test_val_is_dev_and_another_csv_is_scored_on_every_window(tmp_path):
+  task = _task(_write_csv(tmp_path / 's.csv'))
+  np.testing.assert_array_equal(task.read('val')['targets'], task.read('dev')['targets'])
+  other = task.read(_write_csv(tmp_path / 'other.csv', rows=50))
+  assert other['targets'].shape == (50 - 16 - 4 + 1, 4, 2)
+  future = task.read(str(tmp_path / 'other.csv'), labelled=False)
+  assert future['inputs'].shape == (1, 16, 2) and future['time'].shape == (1, 4)
+
+
+def test_univariate_features_and_targets_the_model_cannot_read(tmp_path):
+  path = _write_csv(tmp_path / 's.csv')
+  cfg = _config(path)
+  cfg.data.features, cfg.data.target = 'S', 'b'
+  task = forecast.ForecastTask.from_config(cfg)
+  task = task.fit(task.read('train'))
+  assert task.read('test')['inputs'].shape[-1] == 1 and task.sizes['target_columns'] == ['b']
+  cfg = _config(path)
+  cfg.data.input_columns, cfg.data.target_columns = 'a', 'b'
+  with pytest.raises(ConfigError, match='must also be input columns'):
+    forecast.ForecastTask.from_config(cfg).read('train')
