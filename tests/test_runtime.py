@@ -26,6 +26,7 @@ def _run(script: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.subprocess
 def test_tune_cpu_dispatches_synchronously_and_says_when_too_late():
   out = _run(_SCRIPT)
   # Applied before JAX started; a second call after the first computation reports False.
@@ -41,6 +42,7 @@ print(frozen > 100_000, gc.get_freeze_count() == frozen, len(gc.get_objects()) <
 """
 
 
+@pytest.mark.subprocess
 def test_freeze_gc_takes_the_imported_objects_out_of_the_collectors_scans():
   out = _run(_GC_SCRIPT)
   assert out.stdout.split() == ['True', 'True', 'True'], out.stdout + out.stderr

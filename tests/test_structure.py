@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import bilstm_jax
 from tests.utils import ROOT
 
@@ -89,6 +91,7 @@ def test_no_module_over_the_size_limit():
   assert not {p: n for p, n in sizes.items() if n > 450}, sizes
 
 
+@pytest.mark.subprocess
 def test_the_public_api_resolves_and_imports_lazily():
   for name in bilstm_jax.__all__:
     assert getattr(bilstm_jax, name) is not None, name

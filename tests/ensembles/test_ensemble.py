@@ -248,6 +248,7 @@ def test_best_member_skips_diverged_and_table_formats():
   assert 'nan' in text
 
 
+@pytest.mark.subprocess
 def test_member_axis_sharded_over_two_devices():
   code = """
 import jax, jax.numpy as jnp, numpy as np
@@ -291,6 +292,7 @@ def _tiny_sweep_config(hidden_sizes):
   return cfg
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_table_and_resumes(tmp_path):
   first = app.train_and_evaluate(_tiny_sweep_config((2,)), str(tmp_path))
   assert [r['shape'] for r in first['rows']] == ['hidden_size=2,num_layers=1'] * 2
@@ -308,6 +310,7 @@ def test_sweep_writes_one_table_and_resumes(tmp_path):
     app.train_and_evaluate(other, str(tmp_path))
 
 
+@pytest.mark.subprocess
 def test_train_py_runs_a_sweep_config_and_refuses_to_evaluate_it(tmp_path):
   cmd = [sys.executable, 'train.py', '--config', 'configs/sweep.py', '--workdir', str(tmp_path)]
   cmd += ['--config.train.epochs=1', '--config.ensemble.num_members=2']
@@ -322,6 +325,7 @@ def test_train_py_runs_a_sweep_config_and_refuses_to_evaluate_it(tmp_path):
   assert out.returncode != 0 and 'a sweep config only trains' in out.stderr
 
 
+@pytest.mark.subprocess
 def test_train_py_trains_the_ensemble_config_and_prints_the_table(tmp_path):
   cmd = [sys.executable, 'train.py', '--config', 'configs/ensemble.py', '--workdir', str(tmp_path)]
   cmd += ['--config.train.epochs=2', '--config.ensemble.num_members=3']
@@ -347,6 +351,7 @@ def _tiny_ensemble_config(**overrides):
   return tiny_config(ensemble_config, **{**TINY_ENSEMBLE, **overrides})
 
 
+@pytest.mark.subprocess
 def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   from bilstm_jax.training import checkpoint
 
@@ -399,6 +404,7 @@ def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   assert summary['best_member'] == expected['best_member']
 
 
+@pytest.mark.slow
 def test_ensemble_num_steps_and_early_stopping(tmp_path):
   # Learning rate 0: the dev losses never improve, so patience 1 stops at the second
   # evaluation (step 8), before train.num_steps (10) and without looking at train.epochs.
@@ -421,6 +427,7 @@ def test_ensemble_num_steps_and_early_stopping(tmp_path):
   assert list((tmp_path / 'tensorboard').iterdir())
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
   from bilstm_jax.training import inference
 

@@ -419,6 +419,7 @@ def test_dense_and_regressor_errors():
     interop.regressor_to_torch({'lstm': {}, 'fc': {}})
 
 
+@pytest.mark.subprocess
 def test_package_imports_without_torch():
   """torch is optional: importing the library and converting from numpy must not need it."""
   code = """

@@ -48,6 +48,7 @@ def _run(cache, script=SCRIPT, **overrides):
   ).stdout
 
 
+@pytest.mark.subprocess
 def test_builds_once_into_the_cache_then_reuses_it(tmp_path):
   out = _run(tmp_path / 'cache')
   assert out.startswith('KERNEL (2, 3, 10) native')  # no variant is prebuilt in a checkout
@@ -62,6 +63,7 @@ def test_builds_once_into_the_cache_then_reuses_it(tmp_path):
   assert built[0].stat().st_mtime_ns > stamp  # marked used: pruning keeps it
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_concurrent_first_users_build_once_and_cxx_may_carry_arguments(tmp_path):
   """Three processes start at once on an empty cache: one compiles, under the file lock, and
@@ -79,6 +81,7 @@ def test_concurrent_first_users_build_once_and_cxx_may_carry_arguments(tmp_path)
   assert log.read_text() == 'x\n'
 
 
+@pytest.mark.subprocess
 def test_without_a_compiler_auto_falls_back_to_the_scan_with_one_warning(tmp_path):
   out = _run(tmp_path / 'cache', CXX='no-such-compiler')
   assert out.startswith('SCAN (2, 3, 10) None')

@@ -111,6 +111,7 @@ def _restore(workdir: str):
   return step, state, meta
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('axis', ['data', 'model'])
 def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path, axis):
   """axis: what the two processes split, the batch or the parameters (then gathered for
@@ -165,6 +166,7 @@ ENSEMBLE_FLAGS = (
 )
 
 
+@pytest.mark.subprocess
 def test_ensemble_members_split_over_two_processes_match_one(tmp_path):
   two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
   coordinator = f'127.0.0.1:{_free_port()}'

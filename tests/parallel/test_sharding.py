@@ -238,6 +238,7 @@ def eight_device_report():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('check', ['data_train_step', 'data_train_steps', 'data_model_train_steps'])
 def test_sharded_step_matches_one_device(eight_device_report, check):
   r = eight_device_report[check]
@@ -245,6 +246,7 @@ def test_sharded_step_matches_one_device(eight_device_report, check):
   assert r['params_sharded'] == (r['mesh']['model'] > 1), r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('check', ['data_member_shared', 'data_member_per_member'])
 def test_data_member_mesh_matches_one_device(eight_device_report, check):
   r = eight_device_report[check]
@@ -253,6 +255,7 @@ def test_data_member_mesh_matches_one_device(eight_device_report, check):
   assert r['member_split'], 'the output state should stay split over the member axis'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('impl', ['native', 'fused', 'reference'])
 def test_layer_inside_shard_map_matches_one_device(eight_device_report, impl):
   # Before the layers typed their loops and kernel results by the mesh axes they vary

@@ -108,6 +108,7 @@ def test_sigkill_mid_training_then_mid_save_resumes_bit_identical(tmp_path, refe
   _assert_same(reference[0], params)
 
 
+@pytest.mark.slow
 def test_incompatible_workdir_and_checkpoint_fail_clearly(tmp_path):
   workdir = str(tmp_path)
   train_lib.train_and_evaluate(tiny_config(**{'train.epochs': 1}), workdir)
@@ -120,6 +121,7 @@ def test_incompatible_workdir_and_checkpoint_fail_clearly(tmp_path):
     load_state(tiny_config(), str(tmp_path / 'empty'))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   # The rate grows by 1e30 after 4 steps: the first 4 steps are fine, then it diverges.
   cfg = tiny_config(

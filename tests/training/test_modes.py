@@ -28,6 +28,7 @@ def _write_jsonl(path, rows):
     f.writelines(json.dumps(r) + '\n' for r in rows)
 
 
+@pytest.mark.slow
 def test_run_writes_its_layout(trained):
   workdir, summary = trained
   for name in (
@@ -48,6 +49,7 @@ def test_run_writes_its_layout(trained):
   assert summary['steps'] == 12
 
 
+@pytest.mark.subprocess
 def test_evaluate_mode_prints_and_writes_json(trained):
   workdir, _ = trained
   flags = [f'--config.{k}={v}' for k, v in TINY.items()]
@@ -69,6 +71,7 @@ def test_evaluate_mode_prints_and_writes_json(trained):
   np.testing.assert_allclose(result['loss'], final_dev, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_predict_mode_jsonl_matches_the_model(trained, tmp_path):
   workdir, _ = trained
   cfg = tiny_config()
@@ -85,6 +88,7 @@ def test_predict_mode_jsonl_matches_the_model(trained, tmp_path):
     np.testing.assert_allclose(row['predictions'], np.asarray(alone)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.subprocess
 def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
   workdir, _ = trained
   x = np.random.default_rng(1).normal(size=(3, 7, 5)).astype(np.float32)
@@ -156,6 +160,7 @@ def test_schedules_clipping_and_injected_rate():
   assert np.all(np.abs(updates['w']) <= 0.01 * 1.1 + 1e-7)
 
 
+@pytest.mark.slow
 def test_early_stopping_with_patience(tmp_path):
   # A zero rate never improves the dev loss, so patience 1 stops at the second evaluation.
   cfg = tiny_config(**{'optim.learning_rate': 0.0, 'train.early_stopping_patience': 1})
