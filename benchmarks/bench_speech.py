@@ -147,6 +147,7 @@ def main():
         'speedup': torch_s / jax_s,
       }
     )
+    print(json.dumps(rows[-1]), flush=True)  # a row survives a later model's failure
   print(f'{"model":18s} {"JAX frames/s":>13s} {"torch frames/s":>15s} {"speedup":>8s}')
   for r in rows:
     print(
