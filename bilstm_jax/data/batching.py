@@ -194,7 +194,9 @@ def eval_plan(lengths: np.ndarray, batch_size: int, buckets: Buckets | None = No
   """Every example once, for evaluation; the last batch padded with -1 rows.
 
   With buckets the examples go in order of length, so each batch is padded to the
-  smallest bucket that holds it (the sums a task computes do not depend on the order).
+  smallest bucket that holds it (the sums a task computes do not depend on the order);
+  a batch longer than every bucket (data longer than any training example) runs at the
+  data's full length.
   """
   lengths = np.asarray(lengths)
   if buckets is None:
@@ -204,7 +206,9 @@ def eval_plan(lengths: np.ndarray, batch_size: int, buckets: Buckets | None = No
   idx = np.full((n * batch_size,), -1, np.int64)
   idx[: len(order)] = order
   idx = idx.reshape(n, batch_size)
-  times = tuple(buckets.fit(int(lengths[row[row >= 0]].max(initial=0))) for row in idx)
+  longest = [int(lengths[row[row >= 0]].max(initial=0)) for row in idx]
+  # Beyond the last bucket (data longer than any training example): the full length.
+  times = tuple(t if (t := buckets.fit(m)) >= m else None for m in longest)
   return EpochPlan(idx, times, tuple((i, i + 1) for i in range(n)))
 
 

@@ -73,6 +73,10 @@ def test_eval_plan_covers_every_example_in_bounded_shapes():
   plan = batching.eval_plan(lengths, 8, buckets)
   assert sorted(plan.indices[plan.indices >= 0].tolist()) == list(range(37))
   assert set(plan.times) <= set(buckets.boundaries)
+  # Dev data longer than any training example is never cut to the last bucket.
+  longer = np.concatenate([lengths, [lengths.max() + 5]])
+  plan = batching.eval_plan(longer, 8, buckets)
+  assert plan.times[-1] is None and plan.times[0] in buckets.boundaries
 
 
 def test_gather_cuts_time_keys_and_zeroes_padding_rows():
