@@ -754,7 +754,6 @@ def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
     'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
   """
   task = trained.task
-  # By name, not class: under `python -m` this module's classes are `__main__`'s copies.
   if task.name not in (SpokenDigitTask.name, DigitCTCTask.name):
     raise ValueError(f'predict_wavs takes an fsdd or fsdd_ctc run, not {task.name!r}.')
   files = [r.path for r in task.recordings(source, labelled=False)]
@@ -767,32 +766,3 @@ def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
       for d, p in zip(preds['label'], preds['probability'], strict=True)
     ]
   return [{'file': f, **row} for f, row in zip(files, rows, strict=True)]
-
-
-def main(argv: list[str] | None = None) -> None:
-  """`python -m bilstm_jax.tasks.speech --workdir W --input DIR [--beam_width 8]`: JSON
-  lines with file names (and CTC timings), which `train.py --mode=predict` cannot carry."""
-  import argparse
-  import json
-  import sys
-
-  from bilstm_jax.training import inference
-
-  parser = argparse.ArgumentParser(description=main.__doc__)
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--input', required=True, help='a folder of wavs, a .wav or a .txt list')
-  parser.add_argument('--beam_width', type=int, default=0, help='CTC: 0 greedy, else beam')
-  parser.add_argument('--checkpoint', default='best', choices=('best', 'latest'))
-  parser.add_argument('--output', default='', help='a .jsonl path; default stdout')
-  args = parser.parse_args(argv)
-  rows = predict_wavs(inference.load(args.workdir, args.checkpoint), args.input, args.beam_width)
-  out = open(args.output, 'w') if args.output else sys.stdout  # noqa: SIM115
-  try:
-    out.writelines(json.dumps(r) + '\n' for r in rows)
-  finally:
-    if args.output:
-      out.close()
-
-
-if __name__ == '__main__':
-  main()

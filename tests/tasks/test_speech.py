@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import bilstm_jax
-from bilstm_jax import app, tasks
+from bilstm_jax import app, readable, tasks
 from bilstm_jax.data import audio, fsdd
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
@@ -253,7 +253,7 @@ def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
   for i, u in enumerate(trained.task.utterances('dev')[:2]):
     audio.write_wav(str(wavs / f'utt{i}.wav'), u.waveform, fsdd.SAMPLE_RATE)
   out = str(tmp_path / 'out.jsonl')
-  speech.main(['--workdir', workdir, '--input', str(wavs), '--beam_width', '3', '--output', out])
+  readable.main(['--workdir', workdir, '--input', str(wavs), '--beam_width', '3', '--output', out])
   with open(out) as f:
     lines = [json.loads(line) for line in f]
   assert [os.path.basename(r['file']) for r in lines] == ['utt0.wav', 'utt1.wav']

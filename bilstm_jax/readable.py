@@ -1,0 +1,54 @@
+"""Predictions a person reads, for tasks whose inputs have names: sentences with their
+tags or labels, wav files with their digits and CTC timings.
+
+`train.py --mode=predict` writes arrays (padded, in file order); this writes one JSON
+line per input with its words or file name:
+
+  python -m bilstm_jax.readable --workdir runs/pos_ud --input sentences.txt
+  python -m bilstm_jax.readable --workdir runs/fsdd_ctc --input wavs/ --beam_width 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from bilstm_jax.tasks import speech, text
+from bilstm_jax.training import inference
+
+
+def rows(trained, source: str, beam_width: int = 0) -> list[dict]:
+  """One JSON-able row per input of `source`, for a text or speech run."""
+  task = trained.task
+  if isinstance(task, text._TextTask):
+    return text.readable_predictions(trained, source)
+  if isinstance(task, speech.SpeechData):
+    return speech.predict_wavs(trained, source, beam_width)
+  raise ValueError(
+    f'readable predictions take a text or speech run; {task.name!r} has `train.py --mode=predict`.'
+  )
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--input', required=True, help='sentences, a CoNLL file, wavs, ...')
+  parser.add_argument('--beam_width', type=int, default=0, help='CTC: 0 greedy, else beam')
+  parser.add_argument('--checkpoint', default='best', choices=('best', 'latest'))
+  parser.add_argument('--output', default='', help='a .jsonl path; default stdout')
+  args = parser.parse_args(argv)
+  out = rows(inference.load(args.workdir, args.checkpoint), args.input, args.beam_width)
+  lines = [json.dumps(r, ensure_ascii=False) + '\n' for r in out]
+  if not args.output:
+    sys.stdout.writelines(lines)
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  with open(args.output + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(lines)
+  os.replace(args.output + '.tmp', args.output)
+
+
+if __name__ == '__main__':
+  main()
