@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from bilstm_jax.tasks import speech, text
+from bilstm_jax.tasks import speech, speech_joined, text
 from bilstm_jax.training import inference
 
 
@@ -25,7 +25,7 @@ def rows(trained, source: str, beam_width: int = 0) -> list[dict]:
   if isinstance(task, text._TextTask):
     return text.readable_predictions(trained, source)
   if isinstance(task, speech.SpeechData):
-    return speech.predict_wavs(trained, source, beam_width)
+    return speech_joined.predict_wavs(trained, source, beam_width)
   raise ValueError(
     f'readable predictions take a text or speech run; {task.name!r} has `train.py --mode=predict`.'
   )

@@ -27,8 +27,8 @@ TASKS: dict[str, str] = {
   'classification': 'bilstm_jax.tasks.classification:ClassificationTask',
   'forecast': 'bilstm_jax.tasks.forecast:ForecastTask',
   'fsdd': 'bilstm_jax.tasks.speech:SpokenDigitTask',
-  'fsdd_ctc': 'bilstm_jax.tasks.speech:DigitCTCTask',
-  'fsdd_frames': 'bilstm_jax.tasks.speech:DigitFramesTask',
+  'fsdd_ctc': 'bilstm_jax.tasks.speech_joined:DigitCTCTask',
+  'fsdd_frames': 'bilstm_jax.tasks.speech_joined:DigitFramesTask',
   'text_tagging': 'bilstm_jax.tasks.text:TextTaggingTask',
   'text_classification': 'bilstm_jax.tasks.text:TextClassificationTask',
 }

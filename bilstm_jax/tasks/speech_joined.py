@@ -1,0 +1,462 @@
+"""Speech tasks on joined utterances: 2-7 FSDD digits of one speaker, with silences.
+
+  fsdd_ctc     -> the digit string: per-frame logits over 10 digits + blank, CTC loss,
+               greedy digit error rate on device (`DigitCTCTask`); prefix beam search and
+               timings on the host (`transcribe`, `decode_eval`);
+  fsdd_frames  -> a label per frame, digit or silence (`DigitFramesTask`, a
+               `TaggingTask`): the 2005 framewise BLSTM set-up.
+
+Sources, features and their saved statistics are those of `bilstm_jax.tasks.speech`. The
+dev set (and a test folder's) is built with the fixed seed `fsdd.DEV_SEED` from the
+split's recordings, so every run scores the same utterances; the training utterances
+come from `data_seed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax import models
+from bilstm_jax.data import audio, fsdd
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.heads import ctc
+from bilstm_jax.tasks import base
+from bilstm_jax.tasks.speech import (
+  BLANK,
+  SpeechData,
+  SpokenDigitTask,
+  pad_features,
+  stack_labels,
+)
+from bilstm_jax.tasks.tagging import TaggingTask
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedData(SpeechData):
+  """Joined utterances (`fsdd.joined_set`) built from a source's recordings.
+
+  Attributes:
+    num_train: training utterances (drawn from `data_seed`).
+    num_dev: dev (and test-folder) utterances (drawn from `fsdd.DEV_SEED`).
+    num_digits: (fewest, most) digits per utterance.
+    silence_ms: (shortest, longest) silence before, between and after the digits.
+  """
+
+  num_train: int = 4000
+  num_dev: int = 500
+  num_digits: tuple = (2, 7)
+  silence_ms: tuple = (50.0, 300.0)
+
+  @classmethod
+  def speech_fields(cls, config) -> dict:
+    d = config.data
+    return {
+      **super().speech_fields(config),
+      'num_train': int(d.get('num_train') or 4000),
+      'num_dev': int(d.get('num_dev') or 500),
+      'num_digits': (int(d.get('min_digits', 2)), int(d.get('max_digits', 7))),
+    }
+
+  def utterances(self, source: str) -> list[fsdd.Joined]:
+    """The joined utterances of a source (seeded as the module docstring says)."""
+    recs = self.recordings(source, labelled=True)
+    fc = self.feature_config
+    waves = [audio.read_wav(r.path, fc.sample_rate, fc.resample) for r in recs]
+    pool = fsdd.make_pool(recs, waves)
+    num = self.num_train if source == 'train' else self.num_dev
+    # Distinct from DEV_SEED, so training never redraws the dev set's choices.
+    seed = self.data_seed + 1 if source == 'train' else fsdd.DEV_SEED
+    kwargs = {'num_digits': tuple(self.num_digits), 'silence_ms': tuple(self.silence_ms)}
+    return fsdd.joined_set(pool, num, seed=seed, **kwargs)
+
+  def joined_features(self, utts, copy: int = 0):
+    """(features, frame labels, digits) of each utterance; copy > 0 augments them."""
+    fc, aug = self.feature_config, fsdd.Augment(**self.augment)
+    feats, frames, digits = [], [], []
+    for i, u in enumerate(utts):
+      wave, segments = u.waveform, u.segments
+      if copy:
+        wave, shift = fsdd.augment_waveform(wave, aug, self.data_seed, copy, i)
+        segments = fsdd.shift_segments(segments, shift, len(wave))
+      feats.append(audio.compute_features(wave, fc))
+      frames.append(fsdd.frame_labels(segments, u.digits, len(wave), fc))
+      digits.append(u.digits)
+    return feats, frames, digits
+
+  def joined_stats(self) -> dict | None:
+    if self.normalise != 'train':
+      return None
+    if self.stats is not None:
+      return self.stats
+    feats, _, _ = _joined(self, 'train', 0)
+    stats = audio.FeatureStats.fit(list(feats))
+    return {'mean': list(stats.mean), 'std': list(stats.std)}
+
+  def stats_if_needed(self) -> dict | None:
+    return self.joined_stats()
+
+  def read(self, source: str, labelled: bool = True) -> dict:
+    if not labelled and source not in ('train', 'dev'):  # plain wavs, one utterance each
+      recs = self.recordings(source, labelled=False)
+      feats = self.normalised(self.raw_features(recs), self.joined_stats())
+      inputs, lengths = pad_features(feats, self.sizes_dims)
+      return {'inputs': inputs, 'lengths': lengths}
+    stats = self.joined_stats()
+    copies = self.augment_copies if source == 'train' else 0
+    feats, frames, digits = [], [], []
+    for copy in range(copies + 1):
+      f, fr, d = _joined(self, source, copy)
+      feats += list(f)
+      frames += list(fr)
+      digits += list(d)
+    feats = self.normalised(feats, stats)
+    frames = [stack_labels(fr, self.frame_stack) for fr in frames]
+    inputs, lengths = pad_features(feats, self.sizes_dims)
+    dataset = {'inputs': inputs, 'lengths': lengths}
+    if labelled:
+      dataset['labels'] = self.labels(frames, digits, inputs)
+    self.check(dataset, source)
+    return dataset
+
+  def labels(self, frames, digits, inputs) -> np.ndarray:
+    raise NotImplementedError
+
+
+def _joined_key(task: JoinedData) -> tuple:
+  return (
+    task.folder,
+    task.test_speaker,
+    tuple(sorted(task.features.items())),
+    tuple(sorted((k, str(v)) for k, v in task.augment.items())),
+    task.data_seed,
+    task.num_train,
+    task.num_dev,
+    tuple(task.num_digits),
+    tuple(task.silence_ms),
+  )
+
+
+_JOINED: dict = {}
+
+
+def _joined(task: JoinedData, source: str, copy: int):
+  # The same utterances are read for stats, fit, check and the run itself; building them
+  # (waveforms, features, labels) is the slow part, so keep the last few sets.
+  key = (_joined_key(task), os.path.abspath(source) if os.path.exists(source) else source, copy)
+  if key not in _JOINED:
+    if len(_JOINED) >= 8:
+      _JOINED.pop(next(iter(_JOINED)))
+    _JOINED[key] = task.joined_features(task.utterances(source), copy)
+  return _JOINED[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitFramesTask(JoinedData, TaggingTask):
+  """Framewise labelling of joined utterances: digit 0-9 or silence (10) per frame.
+
+  Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, frames].
+  """
+
+  name: ClassVar[str] = 'fsdd_frames'
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**cls.speech_fields(config))
+
+  def labels(self, frames, digits, inputs):
+    out = np.full(inputs.shape[:2], fsdd.SILENCE, np.int32)
+    for i, fr in enumerate(frames):
+      out[i, : len(fr)] = fr
+    return out
+
+  def fit(self, train_set: dict):
+    fitted = super().fit(train_set)
+    return dataclasses.replace(fitted, sizes={**fitted.sizes, 'num_classes': fsdd.NUM_DIGITS + 1})
+
+
+# ------------------------------------------------------------------------------ CTC
+
+
+def greedy_emissions(logits: jax.Array, lengths: jax.Array, blank: int = BLANK):
+  """Best-path decoding on device, as masks (traceable; `ctc.greedy_decode` on the host).
+
+  Args:
+    logits: float[batch, time, classes]; lengths: int[batch].
+
+  Returns:
+    (path int32[batch, time], emit bool[batch, time], next_run int32[batch, time]): the
+    argmax class per frame; True where a token is emitted (a real frame starting a run of
+    a non-blank class); for each frame, the first frame of the next run (or the length).
+  """
+  time = logits.shape[1]
+  steps = jnp.arange(time)[None, :]
+  valid = steps < lengths[:, None]
+  path = jnp.argmax(logits, -1).astype(jnp.int32)
+  prev = jnp.pad(path[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  run_start = valid & (path != prev)
+  emit = run_start & (path != blank)
+  cand = jnp.where(run_start | ~valid, steps, time)
+  after = jax.lax.cummin(cand, axis=1, reverse=True)
+  next_run = jnp.pad(after[:, 1:], ((0, 0), (0, 1)), constant_values=time)
+  return path, emit, jnp.minimum(next_run, lengths[:, None])
+
+
+def edit_distances(
+  emit: jax.Array, path: jax.Array, refs: jax.Array, ref_lengths: jax.Array
+) -> jax.Array:
+  """Levenshtein distance of each emitted token string to its reference (traceable).
+
+  A scan over frames keeps one row of the edit-distance table per example, updated at
+  the frames that emit a token, so no decoded string is materialised.
+
+  Args:
+    emit: bool[batch, time]; path: int[batch, time] (the token at emitting frames).
+    refs: int[batch, max_refs] (past `ref_lengths` ignored); ref_lengths: int[batch].
+
+  Returns:
+    int32[batch]: insertions + deletions + substitutions.
+  """
+  batch, width = refs.shape
+  row0 = jnp.broadcast_to(jnp.arange(width + 1, dtype=jnp.int32), (batch, width + 1))
+
+  def body(row, x):
+    e, h = x
+    cols = [row[:, 0] + 1]
+    for j in range(1, width + 1):
+      sub = row[:, j - 1] + (h != refs[:, j - 1]).astype(jnp.int32)
+      cols.append(jnp.minimum(jnp.minimum(row[:, j] + 1, cols[-1] + 1), sub))
+    return jnp.where(e[:, None], jnp.stack(cols, 1), row), None
+
+  row, _ = jax.lax.scan(body, row0, (emit.T, path.T))
+  return jnp.take_along_axis(row, ref_lengths[:, None], 1)[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitCTCTask(JoinedData):
+  """Digit-string transcription of joined utterances: BiLSTM + CTC over 10 digits + blank.
+
+  Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, max_digits]
+  (-1 past each utterance's digits). Metrics: `loss` (CTC negative log-likelihood per
+  utterance) and `der` (greedy digit error rate: edit distance over reference digits).
+
+  Attributes:
+    max_tokens: digits `predictions` holds per utterance (the count is exact beyond it).
+  """
+
+  name: ClassVar[str] = 'fsdd_ctc'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'der')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'der': 'min'}
+  per_step: ClassVar[bool] = False
+
+  max_tokens: int = 16
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**cls.speech_fields(config))
+
+  @property
+  def time_keys(self) -> tuple[str, ...]:
+    return ('inputs',)  # labels are digit strings, not frames
+
+  def labels(self, frames, digits, inputs):
+    out = np.full((len(digits), self.num_digits[1]), -1, np.int32)
+    for i, d in enumerate(digits):
+      if len(d) > out.shape[1]:
+        raise DataFileError(f'utterance {i} has {len(d)} digits; at most {out.shape[1]}.')
+      out[i, : len(d)] = d
+    return out
+
+  def check(self, dataset: dict, where: str) -> None:
+    base.Task.check(self, dataset, where)
+
+  def fit(self, train_set: dict):
+    sizes = {**self.input_sizes(train_set), 'num_classes': fsdd.NUM_DIGITS + 1}
+    return dataclasses.replace(self, sizes=sizes, stats=self.stats_if_needed())
+
+  def make_model(self):
+    return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())
+
+  def _ctc(self, outputs, batch):
+    labels = batch['labels']
+    return ctc.ctc_loss(outputs, batch['lengths'], labels, (labels >= 0).sum(-1).astype(jnp.int32))
+
+  def loss(self, outputs, batch):
+    return self._ctc(outputs, batch)
+
+  def eval_sums(self, outputs, batch):
+    labels = batch['labels']
+    ref_lengths = jnp.where(batch['lengths'] > 0, (labels >= 0).sum(-1), 0).astype(jnp.int32)
+    path, emit, _ = greedy_emissions(outputs, batch['lengths'])
+    dist = edit_distances(emit, path, labels, ref_lengths)
+    return {
+      'loss': self._ctc(outputs, batch),
+      'der': (dist.sum().astype(jnp.float32), ref_lengths.sum().astype(jnp.float32)),
+    }
+
+  def combine(self, member_outputs):
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    """Greedy transcription with timing, in fixed-size arrays (the tail is -1).
+
+    Returns:
+      'digits' int32[batch, max_tokens], 'num_digits' int32[batch], 'start_s' and
+      'end_s' float32[batch, max_tokens]: the first and last sample time covered by the
+      frames each digit is emitted on (CTC emits a digit as a short spike inside it: the
+      times place the digit, they are not its boundaries; see DigitFramesTask).
+    """
+    path, emit, next_run = greedy_emissions(outputs, batch['lengths'])
+    batch_size, m = path.shape[0], self.max_tokens
+    slot = jnp.where(emit, jnp.cumsum(emit, 1) - 1, m)
+    rows = jnp.arange(batch_size)[:, None]
+    hop, win, rate = self.step_timing
+    rate = float(rate)
+    steps = jnp.arange(path.shape[1])[None, :]
+    start = (steps * hop / rate).astype(jnp.float32)
+    end = (((next_run - 1) * hop + win) / rate).astype(jnp.float32)
+
+    def put(values, fill):
+      out = jnp.full((batch_size, m), fill, values.dtype)
+      return out.at[rows, slot].set(values, mode='drop')
+
+    return {
+      'digits': put(path, -1),
+      'num_digits': emit.sum(1).astype(jnp.int32),
+      'start_s': put(jnp.broadcast_to(start, path.shape), -1.0),
+      'end_s': put(end, -1.0),
+    }
+
+  def final_line(self, train, dev, extra):
+    return (
+      f'Final CTC loss train {train["loss"]:.4f} dev {dev["loss"]:.4f};  digit error rate '
+      f'(greedy) train {100 * train["der"]:.2f}% dev {100 * dev["der"]:.2f}%'
+    )
+
+
+# ------------------------------------------------------------------ host decoding
+
+
+def logits_of(trained, dataset: dict) -> np.ndarray:
+  """float32[n, time, classes]: a loaded run's per-frame logits for a dataset."""
+  from bilstm_jax.data import batching
+
+  if trained.num_members is not None:
+    raise ValueError('Host decoding takes a single model, not an ensemble.')
+  model = trained.task.make_model()
+  apply = jax.jit(lambda p, x, n: model.apply({'params': p}, x, n))
+  n = len(dataset['lengths'])
+  outs = [
+    np.asarray(apply(trained.state.params, b['inputs'], b['lengths']))
+    for b in batching.batches(dataset, trained.batch_size, shuffle=False, drop_remainder=False)
+  ]
+  return np.concatenate(outs)[:n]
+
+
+def spans_to_rows(decoded, task: DigitCTCTask) -> list[dict]:
+  """Decoded (tokens, frame spans) pairs as JSON-able rows with times in seconds."""
+  hop, win, rate = task.step_timing
+  rows = []
+  for tokens, spans in decoded:
+    rows.append(
+      {
+        'transcript': ''.join(str(int(t)) for t in tokens),
+        'digits': [
+          {
+            'digit': int(t),
+            'start_s': round(float(s * hop / rate), 4),
+            'end_s': round(float(((e - 1) * hop + win) / rate), 4),
+          }
+          for t, (s, e) in zip(tokens, spans, strict=True)
+        ],
+      }
+    )
+  return rows
+
+
+def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
+  """Transcriptions with per-digit timing from a loaded `fsdd_ctc` run.
+
+  Args:
+    trained: `bilstm_jax.load(workdir)` of a DigitCTCTask run.
+    data: a source (folder, .wav, .txt list, split) or {'inputs', 'lengths'} features.
+    beam_width: 0 for greedy decoding; else prefix beam search with this many prefixes
+      (timings from the forced alignment of the best labelling).
+
+  Returns:
+    per utterance {'transcript': '407', 'digits': [{'digit', 'start_s', 'end_s'}, ...]}.
+  """
+  dataset = trained.dataset(data, labelled=False)
+  logits = logits_of(trained, dataset)
+  if beam_width:
+    decoded = ctc.beam_decode(logits, dataset['lengths'], beam_width, BLANK)
+  else:
+    decoded = ctc.greedy_decode(logits, dataset['lengths'], BLANK)
+  return spans_to_rows(decoded, trained.task)
+
+
+def levenshtein(a, b) -> int:
+  """Edit distance between two sequences (host reference for `edit_distances`)."""
+  row = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    prev, row[0] = row[0], i
+    for j, y in enumerate(b, 1):
+      prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+  return row[-1]
+
+
+def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
+  """Digit error rates of greedy and prefix-beam decoding on a labelled source.
+
+  Returns:
+    {'der_greedy', 'der_beam', 'utterance_error_greedy', 'utterance_error_beam',
+    'num_utterances', 'num_digits'}.
+  """
+  dataset = trained.dataset(source, labelled=True)
+  logits = logits_of(trained, dataset)
+  lengths = dataset['lengths']
+  refs = [row[row >= 0].tolist() for row in dataset['labels']]
+  greedy = ctc.greedy_decode(logits, lengths, BLANK)
+  beam = ctc.beam_decode(logits, lengths, beam_width, BLANK)
+  total = sum(len(r) for r in refs)
+  out = {'num_utterances': len(refs), 'num_digits': total, 'beam_width': beam_width}
+  for name, decoded in (('greedy', greedy), ('beam', beam)):
+    hyps = [t.tolist() for t, _ in decoded]
+    out[f'der_{name}'] = sum(levenshtein(h, r) for h, r in zip(hyps, refs, strict=True)) / total
+    out[f'utterance_error_{name}'] = float(
+      np.mean([h != r for h, r in zip(hyps, refs, strict=True)])
+    )
+  return out
+
+
+def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
+  """JSON-able predictions for wav files, each row naming its file.
+
+  Args:
+    trained: `bilstm_jax.load(workdir)` of an 'fsdd' or 'fsdd_ctc' run.
+    source: a folder of wavs, one .wav, or a .txt list of wav paths.
+    beam_width: CTC only: 0 greedy, else prefix beam search.
+
+  Returns:
+    per file {'file', 'digit', 'probability'} (classifier) or {'file', 'transcript',
+    'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
+  """
+  task = trained.task
+  if task.name not in (SpokenDigitTask.name, DigitCTCTask.name):
+    raise ValueError(f'predict_wavs takes an fsdd or fsdd_ctc run, not {task.name!r}.')
+  files = [r.path for r in task.recordings(source, labelled=False)]
+  if task.name == DigitCTCTask.name:
+    rows = transcribe(trained, source, beam_width)
+  else:
+    preds = trained.predict(source)
+    rows = [
+      {'digit': int(d), 'probability': round(float(p), 6)}
+      for d, p in zip(preds['label'], preds['probability'], strict=True)
+    ]
+  return [{'file': f, **row} for f, row in zip(files, rows, strict=True)]
