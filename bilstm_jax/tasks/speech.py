@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bilstm_jax.data import audio, fsdd
+from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.tasks import base
 from bilstm_jax.tasks.classification import ClassificationTask
@@ -299,7 +299,7 @@ class SpokenDigitTask(SpeechData, ClassificationTask):
     fc, out = self.feature_config, []
     for i, r in enumerate(recs):
       wave, _ = fsdd.augment_waveform(
-        audio.read_wav(r.path, fc.sample_rate, fc.resample), aug, self.data_seed, copy, i
+        wav.read_wav(r.path, fc.sample_rate, fc.resample), aug, self.data_seed, copy, i
       )
       (f,) = self.normalised([audio.compute_features(wave, fc)], stats)
       out.append(fsdd.spec_augment(f, aug, self.data_seed, copy, i))

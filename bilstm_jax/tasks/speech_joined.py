@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax import models
-from bilstm_jax.data import audio, fsdd
+from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
 from bilstm_jax.tasks import base
@@ -67,7 +67,7 @@ class JoinedData(SpeechData):
     """The joined utterances of a source (seeded as the module docstring says)."""
     recs = self.recordings(source, labelled=True)
     fc = self.feature_config
-    waves = [audio.read_wav(r.path, fc.sample_rate, fc.resample) for r in recs]
+    waves = [wav.read_wav(r.path, fc.sample_rate, fc.resample) for r in recs]
     pool = fsdd.make_pool(recs, waves)
     num = self.num_train if source == 'train' else self.num_dev
     # Distinct from DEV_SEED, so training never redraws the dev set's choices.

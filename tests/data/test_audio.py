@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 
-from bilstm_jax.data import audio
+from bilstm_jax.data import audio, wav
 from bilstm_jax.errors import DataFileError
 
 RATE = 8000
@@ -48,7 +48,7 @@ def float_wav(path) -> str:
 def test_read_wav_gives_the_int16_values_over_32768(tmp_path):
   x = tone(440, 0.1)
   path = write(tmp_path / 'a.wav', x)
-  got = audio.read_wav(path, RATE)
+  got = wav.read_wav(path, RATE)
   assert got.dtype == np.float32
   np.testing.assert_array_equal(got, np.round(x.astype(np.float64) * 32767) / 32768)
 
@@ -56,8 +56,8 @@ def test_read_wav_gives_the_int16_values_over_32768(tmp_path):
 def test_write_wav_round_trips(tmp_path):
   x = np.array([0.0, 0.5, -0.5, -1.0, 32767 / 32768], np.float32)
   path = str(tmp_path / 'b.wav')
-  audio.write_wav(path, x, RATE)
-  np.testing.assert_array_equal(audio.read_wav(path, RATE), x)
+  wav.write_wav(path, x, RATE)
+  np.testing.assert_array_equal(wav.read_wav(path, RATE), x)
 
 
 def _truncated(tmp_path, keep=-101):
@@ -102,7 +102,7 @@ def test_read_wav_errors_name_the_file_and_the_problem(tmp_path, case):
   make, message = ERROR_CASES[case]
   path = make(tmp_path)
   with pytest.raises(DataFileError) as e:
-    audio.read_wav(path, RATE)
+    wav.read_wav(path, RATE)
   assert str(e.value).startswith(f'{path}: ')
   assert message in str(e.value)
   assert '\n' not in str(e.value)
@@ -111,7 +111,7 @@ def test_read_wav_errors_name_the_file_and_the_problem(tmp_path, case):
 def test_resampling_is_explicit_and_band_limited(tmp_path):
   # 440 whole periods in one second: FFT resampling is exact up to int16 rounding.
   path = write(tmp_path / 'hi.wav', tone(440, 1.0, 16000), 16000)
-  got = audio.read_wav(path, RATE, resample=True)
+  got = wav.read_wav(path, RATE, resample=True)
   assert got.shape == (RATE,)
   np.testing.assert_allclose(got, tone(440, 1.0), atol=2e-4)
 
@@ -255,7 +255,7 @@ def test_cache_hits_on_a_second_call_and_misses_on_any_change(tmp_path, monkeypa
   first = audio.load_features(paths, cfg, cache, name='set')
   assert os.listdir(cache) == [os.path.basename(audio.cache_file(paths, cfg, cache, 'set'))]
 
-  real_read = audio.read_wav
+  real_read = wav.read_wav
   reads = []
 
   def counting_read(path, *args):

@@ -20,7 +20,7 @@ import pytest
 
 import bilstm_jax
 from bilstm_jax import app, readable, tasks
-from bilstm_jax.data import audio, fsdd
+from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
 from bilstm_jax.tasks import speech, speech_joined
@@ -47,7 +47,7 @@ def folder(tmp_path_factory):
   for s in SPEAKERS:
     for d in DIGITS:
       for i in INDICES:
-        audio.write_wav(str(path / f'{d}_{s}_{i}.wav'), tone(d, rng), fsdd.SAMPLE_RATE)
+        wav.write_wav(str(path / f'{d}_{s}_{i}.wav'), tone(d, rng), fsdd.SAMPLE_RATE)
   return str(path)
 
 
@@ -80,7 +80,7 @@ def test_splits_features_and_saved_stats(folder):
   np.testing.assert_array_equal(restored.read('dev')['inputs'], dev['inputs'])
   # A raw dev file, featurised and normalised by hand, is what the task reads.
   path = sorted(r.path for r in task.recordings('dev', True))[0]
-  raw = audio.compute_features(audio.read_wav(path, 8000), task.feature_config)
+  raw = audio.compute_features(wav.read_wav(path, 8000), task.feature_config)
   manual = (raw - np.array(task.stats['mean'])) / np.array(task.stats['std'])
   one = task.read(path)
   np.testing.assert_allclose(one['inputs'][0, : len(raw)], manual, rtol=1e-5, atol=1e-5)
@@ -223,7 +223,7 @@ def test_classifier_learns_evaluates_and_predicts(folder, tmp_path):
   dataset = trained.task.read(str(test_dir), labelled=False)
   again = trained.predict({'inputs': dataset['inputs'], 'lengths': dataset['lengths']})
   np.testing.assert_array_equal(again['label'], preds['label'])
-  waves = [audio.read_wav(str(test_dir / n), fsdd.SAMPLE_RATE) for n in names]
+  waves = [wav.read_wav(str(test_dir / n), fsdd.SAMPLE_RATE) for n in names]
   from_waves = trained.predict(speech.waveform_dataset(trained.task, waves))
   np.testing.assert_array_equal(from_waves['label'], preds['label'])
   rows = speech_joined.predict_wavs(trained, str(test_dir))
@@ -251,7 +251,7 @@ def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
   wavs = tmp_path / 'wavs'
   wavs.mkdir()
   for i, u in enumerate(trained.task.utterances('dev')[:2]):
-    audio.write_wav(str(wavs / f'utt{i}.wav'), u.waveform, fsdd.SAMPLE_RATE)
+    wav.write_wav(str(wavs / f'utt{i}.wav'), u.waveform, fsdd.SAMPLE_RATE)
   out = str(tmp_path / 'out.jsonl')
   readable.main(['--workdir', workdir, '--input', str(wavs), '--beam_width', '3', '--output', out])
   with open(out) as f:
