@@ -33,8 +33,8 @@ from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
 
+from bilstm_jax.data import csv_series, ts_baselines
 from bilstm_jax.data import timeseries as ts
-from bilstm_jax.data import ts_baselines
 from bilstm_jax.errors import ConfigError, DataFileError
 from bilstm_jax.tasks import base, forecast_output
 from bilstm_jax.tasks.forecast_models import WindowForecaster
@@ -123,7 +123,7 @@ class ForecastTask(base.Task):
 
   # ------------------------------------------------------------------------- data
 
-  def series(self, path: str | None = None) -> ts.Series:
+  def series(self, path: str | None = None) -> csv_series.Series:
     """The CSV (default: the configured one) with this task's columns."""
     d = self.data
     return _read(path or d['path'], d['time_column'], d['input_columns'], d['target_columns'])
@@ -148,7 +148,7 @@ class ForecastTask(base.Task):
     s = self.sizes['scaler']
     return ts.Scaler(tuple(s['columns']), np.asarray(s['mean']), np.asarray(s['std']))
 
-  def _checked_series(self, path: str | None = None) -> ts.Series:
+  def _checked_series(self, path: str | None = None) -> csv_series.Series:
     series = self.series(path)
     if not set(series.target_index) <= set(series.input_index):
       raise ConfigError(
@@ -194,7 +194,7 @@ class ForecastTask(base.Task):
       dataset.update(task.baselines(inputs, series))
     return dataset
 
-  def _future(self, series: ts.Series) -> dict:
+  def _future(self, series: csv_series.Series) -> dict:
     """The last window of a table and the time stamps of the `horizon` rows after it."""
     d = self.data
     if len(series) < d['input_len']:
@@ -206,7 +206,7 @@ class ForecastTask(base.Task):
       dataset['time'] = forecast_output.future_times(series.time, d['horizon'])[None]
     return dataset
 
-  def fit_series(self, series: ts.Series) -> ForecastTask:
+  def fit_series(self, series: csv_series.Series) -> ForecastTask:
     """This task with sizes and a scaler fitted on the training rows of `series`."""
     train = self.borders(len(series))['train']
     scaler = ts.Scaler.fit(series.values, train, series.columns)
@@ -240,7 +240,7 @@ class ForecastTask(base.Task):
   def spec(self) -> dict:
     return {**super().spec(), 'input_len': self.data['input_len'], 'horizon': self.data['horizon']}
 
-  def baselines(self, inputs: np.ndarray, series: ts.Series) -> dict:
+  def baselines(self, inputs: np.ndarray, series: csv_series.Series) -> dict:
     """The last-value and linear forecasts of windows, on the targets' channels.
 
     Args:
@@ -369,8 +369,8 @@ def _absolute(predictions, targets, lengths):
 
 
 @functools.lru_cache(maxsize=4)
-def _read(path, time_column, input_columns, target_columns) -> ts.Series:
-  return ts.read_csv(path, time_column, input_columns, target_columns)
+def _read(path, time_column, input_columns, target_columns) -> csv_series.Series:
+  return csv_series.read_csv(path, time_column, input_columns, target_columns)
 
 
 @functools.lru_cache(maxsize=4)

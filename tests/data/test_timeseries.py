@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bilstm_jax.data import csv_series
 from bilstm_jax.data import timeseries as ts
 from bilstm_jax.errors import DataFileError
 
@@ -29,7 +30,9 @@ def table(tmp_path):
 
 def test_read_csv_columns_and_values(table):
   path, cols = table
-  series = ts.read_csv(path, 'date', input_columns=['sine', 'trend'], target_columns=['step'])
+  series = csv_series.read_csv(
+    path, 'date', input_columns=['sine', 'trend'], target_columns=['step']
+  )
   assert series.columns == ('sine', 'trend', 'step')
   assert series.input_columns == ('sine', 'trend')
   assert series.target_columns == ('step',)
@@ -40,7 +43,7 @@ def test_read_csv_columns_and_values(table):
 
 
 def test_read_csv_defaults_to_every_column_but_time(table):
-  series = ts.read_csv(table[0])
+  series = csv_series.read_csv(table[0])
   assert series.columns == ('sine', 'trend', 'step')
   np.testing.assert_array_equal(series.input_index, [0, 1, 2])
   np.testing.assert_array_equal(series.target_index, [0, 1, 2])
@@ -48,9 +51,9 @@ def test_read_csv_defaults_to_every_column_but_time(table):
 
 def test_read_csv_numeric_time_and_no_time(tmp_path):
   path = write_csv(tmp_path / 'a.csv', ['t', 'x'], [[0.5, 1], [1.0, 2], [1.5, 3]])
-  series = ts.read_csv(path, 't')
+  series = csv_series.read_csv(path, 't')
   np.testing.assert_array_equal(series.time, [0.5, 1.0, 1.5])
-  series = ts.read_csv(path, None, input_columns=['x'])
+  series = csv_series.read_csv(path, None, input_columns=['x'])
   assert series.time is None and series.columns == ('x',)
 
 
@@ -69,20 +72,20 @@ def test_read_csv_numeric_time_and_no_time(tmp_path):
 def test_read_csv_bad_cells_name_line_and_column(tmp_path, rows, message):
   path = write_csv(tmp_path / 'bad.csv', ['date', 'x', 'y'], rows)
   with pytest.raises(DataFileError, match=f'^{path}{message}'):
-    ts.read_csv(path)
+    csv_series.read_csv(path)
 
 
 def test_read_csv_bad_cell_in_unused_column_is_ignored(tmp_path):
   rows = [['2020-01-01 00:00:00', 1, 'n/a'], ['2020-01-01 01:00:00', 2, '']]
   path = write_csv(tmp_path / 'a.csv', ['date', 'x', 'notes'], rows)
-  np.testing.assert_array_equal(ts.read_csv(path, input_columns=['x']).values[:, 0], [1, 2])
+  np.testing.assert_array_equal(csv_series.read_csv(path, input_columns=['x']).values[:, 0], [1, 2])
 
 
 def test_read_csv_blank_lines_keep_line_numbers(tmp_path):
   path = tmp_path / 'a.csv'
   path.write_text('date,x\n2020-01-01 00:00:00,1\n\n2020-01-01 01:00:00,oops\n')
   with pytest.raises(DataFileError, match=":4: column 'x'"):
-    ts.read_csv(str(path))
+    csv_series.read_csv(str(path))
 
 
 @pytest.mark.parametrize(
@@ -96,19 +99,19 @@ def test_read_csv_blank_lines_keep_line_numbers(tmp_path):
 def test_read_csv_bad_column_choice(tmp_path, kwargs, message):
   path = write_csv(tmp_path / 'a.csv', ['date', 'x'], [['2020-01-01 00:00:00', 1]])
   with pytest.raises(DataFileError, match=f'^{path}{message}'):
-    ts.read_csv(path, **kwargs)
+    csv_series.read_csv(path, **kwargs)
 
 
 def test_read_csv_file_problems(tmp_path):
   with pytest.raises(DataFileError, match='cannot be read'):
-    ts.read_csv(str(tmp_path / 'missing.csv'))
+    csv_series.read_csv(str(tmp_path / 'missing.csv'))
   (tmp_path / 'empty.csv').write_text('')
   with pytest.raises(DataFileError, match=':1: the file is empty'):
-    ts.read_csv(str(tmp_path / 'empty.csv'))
+    csv_series.read_csv(str(tmp_path / 'empty.csv'))
   with pytest.raises(DataFileError, match='no data rows'):
-    ts.read_csv(write_csv(tmp_path / 'h.csv', ['date', 'x'], []))
+    csv_series.read_csv(write_csv(tmp_path / 'h.csv', ['date', 'x'], []))
   with pytest.raises(DataFileError, match=":1: column 'x': named twice"):
-    ts.read_csv(write_csv(tmp_path / 'd.csv', ['date', 'x', 'x'], [['2020-01-01', 1, 2]]))
+    csv_series.read_csv(write_csv(tmp_path / 'd.csv', ['date', 'x', 'x'], [['2020-01-01', 1, 2]]))
 
 
 def test_gaps_and_duplicates_are_reported_not_raised(tmp_path):
@@ -116,7 +119,7 @@ def test_gaps_and_duplicates_are_reported_not_raised(tmp_path):
   stamps = stamps[:3] + [stamps[2]] + stamps[3:5] + stamps[8:]  # line 5 repeats; 3 missing
   stamps.append(hourly(1, start=1)[0])  # back in time
   path = write_csv(tmp_path / 'g.csv', ['date', 'x'], [[s, i] for i, s in enumerate(stamps)])
-  series = ts.read_csv(path)
+  series = csv_series.read_csv(path)
   assert len(series) == len(stamps)
   warnings = series.warnings
   assert len(warnings) == 3, warnings
@@ -128,8 +131,8 @@ def test_gaps_and_duplicates_are_reported_not_raised(tmp_path):
 
 
 def test_describe_spacing_numeric():
-  assert ts.describe_spacing(np.arange(5.0)) == []
-  (msg,) = ts.describe_spacing(np.array([0.0, 2, 4, 8, 10]))
+  assert csv_series.describe_spacing(np.arange(5.0)) == []
+  (msg,) = csv_series.describe_spacing(np.array([0.0, 2, 4, 8, 10]))
   assert msg.startswith(':5: time 8.0 follows 4.0: a gap of 4') and '1 rows missing' in msg
 
 
