@@ -1,7 +1,7 @@
 """SST-2 (GLUE) sentence sentiment: word embeddings, BiLSTM, max pooling over valid words.
 
   python train.py --config=sst2 --workdir=runs/sst2
-  python -m bilstm_jax.tasks.text runs/sst2 reviews.txt labels.jsonl
+  python -m bilstm_jax.readable --workdir runs/sst2 --input reviews.txt --output labels.jsonl
 
 No pretrained embeddings, no character features (the GLUE text is lowercased). SST-2 has
 no open license (../shared/data/sst2/SOURCE.md): never commit it.

@@ -30,7 +30,7 @@ TASKS: dict[str, str] = {
   'fsdd_ctc': 'bilstm_jax.tasks.speech_joined:DigitCTCTask',
   'fsdd_frames': 'bilstm_jax.tasks.speech_joined:DigitFramesTask',
   'text_tagging': 'bilstm_jax.tasks.text:TextTaggingTask',
-  'text_classification': 'bilstm_jax.tasks.text:TextClassificationTask',
+  'text_classification': 'bilstm_jax.tasks.text_classification:TextClassificationTask',
 }
 
 

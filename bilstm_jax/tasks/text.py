@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import ClassVar
 
@@ -39,10 +38,10 @@ from bilstm_jax.data import tag_schemes, text, vocab
 from bilstm_jax.errors import CheckpointError, DataFileError
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.tasks import base, losses, text_models
+from bilstm_jax.tasks.span_metrics import scheme_tables, span_sums
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RAW_SUFFIXES = ('.txt',)
-_PREFIX = {'O': 0, 'B': 1, 'I': 2, 'E': 3, 'S': 4}
 
 
 def find_file(path: str) -> str:
@@ -63,7 +62,7 @@ def _read_cached(path: str, mtime: float, reader: str, args: tuple):
   return getattr(text, reader)(path, *args)
 
 
-def _read(path: str, reader: str, *args):
+def read_file(path: str, reader: str, *args):
   path = find_file(path)
   mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
   return _read_cached(path, mtime, reader, args)
@@ -196,7 +195,7 @@ class _TextTask(base.Task):
     path = self.resolve(source)
     vocabs = self._vocabs()
     if not labelled and path.endswith(RAW_SUFFIXES):
-      tokens, labels = _read(path, 'read_raw'), None
+      tokens, labels = read_file(path, 'read_raw'), None
     else:
       tokens, labels = self._sentences(path)
     dataset = encode_words(tokens, vocabs['words'], vocabs.get('chars'), self.max_word_len)
@@ -268,64 +267,6 @@ class _TextTask(base.Task):
 # ---------------------------------------------------------------------------- tagging
 
 
-def scheme_tables(tag_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-  """(prefix code int32[tags]: O 0, B 1, I 2, E 3, S 4; entity type int32[tags], 0 for O)."""
-  prefixes, kinds, types = [], [], {'': 0}
-  for name in tag_names:
-    prefix, _, kind = name.partition('-')
-    if name == 'O' or prefix not in _PREFIX or not kind:
-      prefix, kind = 'O', ''
-    prefixes.append(_PREFIX[prefix])
-    kinds.append(types.setdefault(kind, len(types)))
-  return np.array(prefixes, np.int32), np.array(kinds, np.int32)
-
-
-def span_marks(tags: jax.Array, lengths: jax.Array, prefix_of, type_of):
-  """Where conlleval's entities start, their type, and where each one ends (traceable).
-
-  Args:
-    tags: int[batch, time] tag ids (anything at t >= lengths, e.g. -1).
-    lengths: int[batch].
-    prefix_of, type_of: the tables of `scheme_tables`.
-
-  Returns:
-    (starts bool[batch, time], kinds int32[batch, time], stop int32[batch, time]): `stop`
-    at a start is the index of the entity's last token.
-  """
-  time = tags.shape[1]
-  valid = losses.step_mask(lengths, time)
-  safe = jnp.clip(tags, 0, len(prefix_of) - 1)
-  p = jnp.where(valid, jnp.asarray(prefix_of)[safe], 0)
-  k = jnp.where(valid, jnp.asarray(type_of)[safe], 0)
-  prev_p = jnp.pad(p, ((0, 0), (1, 0)))[:, :-1]
-  prev_k = jnp.pad(k, ((0, 0), (1, 0)))[:, :-1]
-  inside = p != 0
-  starts = inside & ((p == 1) | (p == 4) | (prev_p == 0) | (prev_p == 3) | (prev_p == 4))
-  starts = starts | (inside & (prev_k != k))
-  next_p = jnp.pad(p, ((0, 0), (0, 1)))[:, 1:]
-  next_starts = jnp.pad(starts, ((0, 0), (0, 1)))[:, 1:]
-  ends = inside & ((next_p == 0) | next_starts)
-  idx = jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), tags.shape)
-  stop = jax.lax.cummin(jnp.where(ends, idx, time), axis=1, reverse=True)
-  return starts, k, stop
-
-
-def span_sums(gold, predicted, lengths, prefix_of, type_of) -> dict:
-  """Entity 'precision', 'recall' and 'f1' as (sum, count) pairs over a batch (conlleval).
-
-  F1 = 2 correct / (gold + predicted), so sums over batches give the corpus F1 exactly.
-  """
-  gs, gk, ge = span_marks(gold, lengths, prefix_of, type_of)
-  ps, pk, pe = span_marks(predicted, lengths, prefix_of, type_of)
-  correct = (gs & ps & (gk == pk) & (ge == pe)).sum().astype(jnp.float32)
-  n_gold, n_pred = gs.sum().astype(jnp.float32), ps.sum().astype(jnp.float32)
-  return {
-    'precision': (correct, n_pred),
-    'recall': (correct, n_gold),
-    'f1': (2 * correct, n_gold + n_pred),
-  }
-
-
 @dataclasses.dataclass(frozen=True)
 class TextTaggingTask(_TextTask):
   """Tags per word from CoNLL-U or CoNLL column files.
@@ -373,9 +314,9 @@ class TextTaggingTask(_TextTask):
 
   def _sentences(self, path):
     if self.format == 'conllu':
-      sents = _read(path, 'read_conllu', self.tag_column)
+      sents = read_file(path, 'read_conllu', self.tag_column)
     elif self.format == 'conll':
-      sents = _read(path, 'read_conll', self.token_column, int(self.tag_column))
+      sents = read_file(path, 'read_conll', self.token_column, int(self.tag_column))
     else:
       raise ValueError(f"data.format must be 'conllu' or 'conll'; got {self.format!r}.")
     tags = [s.tags for s in sents]
@@ -482,61 +423,6 @@ class TextTaggingTask(_TextTask):
 # ---------------------------------------------------------------------- classification
 
 
-@dataclasses.dataclass(frozen=True)
-class TextClassificationTask(_TextTask):
-  """A label per sentence from `sentence<TAB>label` files; words are whitespace tokens.
-
-  Attributes:
-    pooling: 'mean', 'max' or 'attention' over valid words.
-  """
-
-  name: ClassVar[str] = 'text_classification'
-  metrics: ClassVar[tuple[str, ...]] = ('loss', 'accuracy')
-  metric_modes: ClassVar[dict] = {'loss': 'min', 'accuracy': 'max'}
-  per_step: ClassVar[bool] = False
-
-  pooling: str = 'max'
-
-  @classmethod
-  def from_config(cls, config):
-    return cls(**cls._common(config), pooling=config.model.get('pooling', 'max'))
-
-  def _sentences(self, path):
-    rows = _read(path, 'read_tsv')
-    return [r.text.split() for r in rows], [r.label for r in rows]
-
-  def _label_vocab(self, labels):
-    return vocab.Vocabulary.build([[x] for x in labels], pad_token=None, unk_token=None)
-
-  def _encode_labels(self, labels, label_vocab, dataset, path):
-    try:
-      return np.array(label_vocab.encode(labels), np.int32)
-    except KeyError as e:
-      raise DataFileError(f'{path}: label {e.args[0]!r} is not in the training data.') from e
-
-  def make_model(self):
-    return text_models.TextClassifier(
-      encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
-    )
-
-  def loss(self, outputs, batch):
-    return losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths'])
-
-  def eval_sums(self, outputs, batch):
-    return {
-      'loss': losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths']),
-      'accuracy': losses.sequence_accuracy(outputs, batch['labels'], batch['lengths']),
-    }
-
-  def combine(self, member_outputs):
-    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
-    return jnp.log(jnp.maximum(probs, 1e-30))
-
-  def predictions(self, outputs, batch):
-    probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
-    return {'label': jnp.argmax(probs, -1).astype(jnp.int32), 'probability': probs.max(-1)}
-
-
 # ------------------------------------------------------------------ text predictions
 
 
@@ -565,34 +451,11 @@ def predict_sentences(trained, sentences: list[list[str]]) -> list[dict]:
   return rows
 
 
-def write_text_predictions(trained, source: str, output: str) -> int:
-  """Predicts a file (raw `.txt` lines, or the task's format) and writes JSON lines with
-  tags and confidences, or labels and probabilities; returns the number of lines."""
+def readable_predictions(trained, source: str) -> list[dict]:
+  """Predictions of a loaded run for a file (raw `.txt` lines, or the task's format), one
+  row per sentence with its tokens and tag names, or its label (`predict_sentences`)."""
   task = trained.task
   path = task.resolve(source)
   raw = path.endswith(RAW_SUFFIXES)
-  sentences = _read(path, 'read_raw') if raw else task._sentences(path)[0]
-  rows = predict_sentences(trained, sentences)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output + '.tmp', 'w', encoding='utf-8') as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + '\n')
-  os.replace(output + '.tmp', output)
-  return len(rows)
-
-
-def main(argv=None) -> None:
-  """`python -m bilstm_jax.tasks.text WORKDIR INPUT OUTPUT`: tags or labels by name."""
-  import sys
-
-  from bilstm_jax.training import inference
-
-  args = sys.argv[1:] if argv is None else argv
-  if len(args) != 3:
-    raise SystemExit('usage: python -m bilstm_jax.tasks.text WORKDIR INPUT OUTPUT.jsonl')
-  n = write_text_predictions(inference.load(args[0]), args[1], args[2])
-  print(json.dumps({'input': args[1], 'output': args[2], 'num_examples': n}))
-
-
-if __name__ == '__main__':
-  main()
+  sentences = read_file(path, 'read_raw') if raw else task._sentences(path)[0]
+  return predict_sentences(trained, sentences)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import bilstm_jax
-from bilstm_jax import app, errors
+from bilstm_jax import app, errors, readable
 from bilstm_jax.data import tag_schemes
 from bilstm_jax.heads import crf as crf_lib
-from bilstm_jax.tasks import text
+from bilstm_jax.tasks import span_metrics, text
 from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
 from tests.tasks import text_fixtures
 from tests.utils import ROOT
@@ -46,7 +46,7 @@ def test_span_sums_equal_conlleval_on_random_tag_sequences():
   gold = rng.integers(0, len(TAGS), (64, 9)).astype(np.int32)
   pred = np.where(rng.random((64, 9)) < 0.7, gold, rng.integers(0, len(TAGS), (64, 9)))
   pred = np.where(np.arange(9)[None] < lengths[:, None], pred, -1).astype(np.int32)
-  sums = text.span_sums(gold, pred, lengths, *text.scheme_tables(TAGS))
+  sums = span_metrics.span_sums(gold, pred, lengths, *span_metrics.scheme_tables(TAGS))
   names = [
     [[TAGS[t] for t in row[:n]] for row, n in zip(x, lengths, strict=True)] for x in (gold, pred)
   ]
@@ -61,7 +61,9 @@ def test_span_sums_equal_conlleval_on_random_tag_sequences():
 def test_span_sums_hand_cases_iob1_stray_and_adjacent():
   tags = ['O', 'I-PER', 'I-PER', 'B-PER', 'O', 'I-LOC', 'I-PER']
   ids = np.array([[TAGS.index(t) for t in tags]], np.int32)
-  starts, kinds, stop = text.span_marks(ids, np.array([7]), *text.scheme_tables(TAGS))
+  starts, kinds, stop = span_metrics.span_marks(
+    ids, np.array([7]), *span_metrics.scheme_tables(TAGS)
+  )
   got = [(i, int(stop[0, i]) + 1) for i in np.flatnonzero(starts[0])]
   want = [(s, e) for _, s, e in tag_schemes.spans(tags)]
   assert got == want == [(1, 3), (3, 4), (5, 6), (6, 7)]
@@ -135,8 +137,9 @@ def test_pos_tagger_learns_and_reloads_exactly(pos_run, corpora, tmp_path):
   raw = tmp_path / 'in.txt'
   raw.write_text('the dog sees a walk .\nA big cat fish\n')
   out = tmp_path / 'tags.jsonl'
-  assert text.write_text_predictions(trained, str(raw), str(out)) == 2
+  readable.main(['--workdir', workdir, '--input', str(raw), '--output', str(out)])
   rows = [json.loads(x) for x in out.read_text().splitlines()]
+  assert len(rows) == 2
   assert rows[0]['tags'] == ['DET', 'NOUN', 'VERB', 'DET', 'NOUN', 'PUNCT']
   assert rows[1]['tokens'] == ['A', 'big', 'cat', 'fish'] and rows[1]['tags'][-1] == 'VERB'
   assert all(0.2 < c <= 1.0 for row in rows for c in row['confidence'])

@@ -1,0 +1,71 @@
+"""Sentence classification from `sentence<TAB>label` files (GLUE SST-2 and the like):
+the words of `bilstm_jax.tasks.text`, pooled over valid words only."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilstm_jax.data import vocab
+from bilstm_jax.errors import DataFileError
+from bilstm_jax.tasks import losses, text_models
+from bilstm_jax.tasks.text import _TextTask, read_file
+
+
+@dataclasses.dataclass(frozen=True)
+class TextClassificationTask(_TextTask):
+  """A label per sentence from `sentence<TAB>label` files; words are whitespace tokens.
+
+  Attributes:
+    pooling: 'mean', 'max' or 'attention' over valid words.
+  """
+
+  name: ClassVar[str] = 'text_classification'
+  metrics: ClassVar[tuple[str, ...]] = ('loss', 'accuracy')
+  metric_modes: ClassVar[dict] = {'loss': 'min', 'accuracy': 'max'}
+  per_step: ClassVar[bool] = False
+
+  pooling: str = 'max'
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**cls._common(config), pooling=config.model.get('pooling', 'max'))
+
+  def _sentences(self, path):
+    rows = read_file(path, 'read_tsv')
+    return [r.text.split() for r in rows], [r.label for r in rows]
+
+  def _label_vocab(self, labels):
+    return vocab.Vocabulary.build([[x] for x in labels], pad_token=None, unk_token=None)
+
+  def _encode_labels(self, labels, label_vocab, dataset, path):
+    try:
+      return np.array(label_vocab.encode(labels), np.int32)
+    except KeyError as e:
+      raise DataFileError(f'{path}: label {e.args[0]!r} is not in the training data.') from e
+
+  def make_model(self):
+    return text_models.TextClassifier(
+      encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
+    )
+
+  def loss(self, outputs, batch):
+    return losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths'])
+
+  def eval_sums(self, outputs, batch):
+    return {
+      'loss': losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths']),
+      'accuracy': losses.sequence_accuracy(outputs, batch['labels'], batch['lengths']),
+    }
+
+  def combine(self, member_outputs):
+    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+    return jnp.log(jnp.maximum(probs, 1e-30))
+
+  def predictions(self, outputs, batch):
+    probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
+    return {'label': jnp.argmax(probs, -1).astype(jnp.int32), 'probability': probs.max(-1)}
