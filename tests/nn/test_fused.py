@@ -82,7 +82,15 @@ def test_full_length_without_lengths_or_state(impl):
 
 @pytest.mark.parametrize('impl', FAST)
 @pytest.mark.parametrize('d', [1, 2])
-@pytest.mark.parametrize('shape', [(T, B, F, H), (9, 13, 6, 20), (6, 37, 21, 20), (1, 1, 1, 1)])
+@pytest.mark.parametrize(
+  'shape',
+  [
+    (T, B, F, H),
+    pytest.param((9, 13, 6, 20), marks=pytest.mark.slow),  # larger shapes: the full suite
+    pytest.param((6, 37, 21, 20), marks=pytest.mark.slow),
+    (1, 1, 1, 1),
+  ],
+)
 def test_layer_gradients_match_autodiff_directly(d, impl, shape):
   """The raw layer with a mask that is not a prefix (held carry in the middle).
 

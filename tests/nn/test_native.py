@@ -226,6 +226,7 @@ def _parity(cache, variant):
   return dict(zip(out[::2], out[1::2], strict=True))
 
 
+@pytest.mark.slow  # builds the kernel once per variant (about 30 s each)
 @pytest.mark.parametrize('variant', [v.name for v in _build.runnable()])
 def test_each_variant_this_cpu_runs_matches_autodiff(shared_cache, variant):
   """Each instruction-set variant (the wheel's, built here with the same command) gives the
