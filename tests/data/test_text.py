@@ -64,20 +64,20 @@ def test_conllu_malformed(tmp_path, bad_line, message):
 def test_conll_2003_layout(tmp_path):
   content = (
     '-DOCSTART- -X- O O\n\n'
-    'EU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n\n\n'
-    'Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n'
+    'Acme NNP I-NP I-ORG\nbuilds VBZ I-VP O\nNordic JJ I-NP I-MISC\n\n\n'
+    'Ada NNP I-NP I-PER\nQuill NNP I-NP I-PER\n'
     '-DOCSTART- -X- O O\n\n'
-    'BRUSSELS NNP I-NP I-LOC\n'
+    'OSLO NNP I-NP I-LOC\n'
   )
   path = _write(tmp_path, content)
   got = text.read_conll(path)
   assert got == [
-    (['EU', 'rejects', 'German'], ['I-ORG', 'O', 'I-MISC']),
-    (['Peter', 'Blackburn'], ['I-PER', 'I-PER']),
-    (['BRUSSELS'], ['I-LOC']),
+    (['Acme', 'builds', 'Nordic'], ['I-ORG', 'O', 'I-MISC']),
+    (['Ada', 'Quill'], ['I-PER', 'I-PER']),
+    (['OSLO'], ['I-LOC']),
   ]
   assert text.read_conll(path, tag_column=2)[0].tags == ['I-NP', 'I-VP', 'I-NP']
-  assert text.read_conll(path, token_column=1, tag_column=0)[2] == (['NNP'], ['BRUSSELS'])
+  assert text.read_conll(path, token_column=1, tag_column=0)[2] == (['NNP'], ['OSLO'])
 
 
 def test_conll_wnut_layout(tmp_path):
@@ -99,8 +99,8 @@ def test_conll_malformed(tmp_path):
 
 
 def test_tsv_with_and_without_header(tmp_path):
-  rows = "it 's charming . \t1\nbleak and desperate \t0\n"
-  want = [("it 's charming .", '1'), ('bleak and desperate', '0')]
+  rows = "the soup was warm . \t1\ncold tea and no chairs \t0\n"
+  want = [('the soup was warm .', '1'), ('cold tea and no chairs', '0')]
   assert text.read_tsv(_write(tmp_path, 'sentence\tlabel\n' + rows)) == want
   assert text.read_tsv(_write(tmp_path, rows + '\n')) == want
 
