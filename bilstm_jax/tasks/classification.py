@@ -76,8 +76,7 @@ class ClassificationTask(base.Task):
 
   def combine(self, member_outputs):
     """The log of the members' mean probabilities."""
-    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
-    return jnp.log(jnp.maximum(probs, 1e-30))
+    return losses.mean_probability_logits(member_outputs)
 
   def predictions(self, outputs, batch):
     probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)

@@ -71,3 +71,10 @@ def sequence_accuracy(logits: jax.Array, labels: jax.Array, lengths: jax.Array):
   real = lengths > 0
   hit = (jnp.argmax(logits, -1) == labels) & real
   return hit.sum().astype(jnp.float32), real.sum().astype(jnp.float32)
+
+
+def mean_probability_logits(member_outputs: jax.Array) -> jax.Array:
+  """An ensemble's logits from its members' float[N, ..., classes]: the log of the members'
+  mean probabilities, so argmax, softmax and cross-entropy see the averaged distribution."""
+  probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
+  return jnp.log(jnp.maximum(probs, 1e-30))

@@ -26,7 +26,7 @@ from bilstm_jax import models
 from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
-from bilstm_jax.tasks import base
+from bilstm_jax.tasks import base, losses
 from bilstm_jax.tasks.speech import (
   BLANK,
   SpeechData,
@@ -300,8 +300,7 @@ class DigitCTCTask(JoinedData):
     }
 
   def combine(self, member_outputs):
-    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
-    return jnp.log(jnp.maximum(probs, 1e-30))
+    return losses.mean_probability_logits(member_outputs)
 
   def predictions(self, outputs, batch):
     """Greedy transcription with timing, in fixed-size arrays (the tail is -1).

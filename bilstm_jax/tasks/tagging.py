@@ -63,8 +63,7 @@ class TaggingTask(base.Task):
 
   def combine(self, member_outputs):
     """The log of the members' mean probabilities (so argmax and cross-entropy use them)."""
-    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
-    return jnp.log(jnp.maximum(probs, 1e-30))
+    return losses.mean_probability_logits(member_outputs)
 
   def predictions(self, outputs, batch):
     probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)

@@ -408,8 +408,7 @@ class TextTaggingTask(_TextTask):
     emissions and transition scores, decoded by one Viterbi pass."""
     if self.crf:
       return jax.tree.map(lambda x: x.mean(0), member_outputs)
-    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
-    return jnp.log(jnp.maximum(probs, 1e-30))
+    return losses.mean_probability_logits(member_outputs)
 
   def predictions(self, outputs, batch):
     tags, conf = self.decode(outputs, batch['lengths'])

@@ -12,7 +12,8 @@ import numpy as np
 
 from bilstm_jax.data import vocab
 from bilstm_jax.errors import DataFileError
-from bilstm_jax.tasks import losses, text_models
+from bilstm_jax.tasks import text_models
+from bilstm_jax.tasks.classification import ClassificationTask
 from bilstm_jax.tasks.text import _TextTask, read_file
 
 
@@ -53,18 +54,10 @@ class TextClassificationTask(_TextTask):
       encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
     )
 
-  def loss(self, outputs, batch):
-    return losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths'])
-
-  def eval_sums(self, outputs, batch):
-    return {
-      'loss': losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths']),
-      'accuracy': losses.sequence_accuracy(outputs, batch['labels'], batch['lengths']),
-    }
-
-  def combine(self, member_outputs):
-    probs = jax.nn.softmax(member_outputs.astype(jnp.float32), -1).mean(0)
-    return jnp.log(jnp.maximum(probs, 1e-30))
+  # One label per sentence: the generic classification task's loss, metrics and ensemble.
+  loss = ClassificationTask.loss
+  eval_sums = ClassificationTask.eval_sums
+  combine = ClassificationTask.combine
 
   def predictions(self, outputs, batch):
     probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
