@@ -12,6 +12,7 @@ good, so a run that cannot start leaves no workdir behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -39,7 +40,17 @@ def validate(config) -> None:
   _check(m.dtype in ('float32', 'bfloat16'), 'model.dtype', m.dtype, "'float32' or 'bfloat16'")
   _check(o.name in OPTIMIZERS, 'optim.name', o.name, f'must be one of {list(OPTIMIZERS)}')
   _check(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {list(SCHEDULES)}')
-  _check(o.learning_rate >= 0, 'optim.learning_rate', o.learning_rate, 'must be >= 0')
+  _check(
+    math.isfinite(o.learning_rate) and o.learning_rate >= 0,
+    'optim.learning_rate',
+    o.learning_rate,
+    'must be finite and >= 0',
+  )
+  for key in ('weight_decay', 'grad_clip_norm', 'warmup_steps', 'decay_every_steps'):
+    value = o.get(key, 0)
+    _check(math.isfinite(value) and value >= 0, f'optim.{key}', value, 'must be finite and >= 0')
+  seed = config.get('seed', 0)
+  _check(isinstance(seed, int) and seed >= 0, 'seed', seed, 'must be an integer >= 0')
   _check(t.batch_size >= 1, 'train.batch_size', t.batch_size, 'must be >= 1')
   _check(t.epochs >= 0, 'train.epochs', t.epochs, 'must be >= 0')
   _check(t.num_steps >= 0, 'train.num_steps', t.num_steps, 'must be >= 0')
@@ -47,11 +58,27 @@ def validate(config) -> None:
   _check(t.log_every_epochs >= 1, 'train.log_every_epochs', t.log_every_epochs, 'must be >= 1')
   _check(t.steps_per_call >= 0, 'train.steps_per_call', t.steps_per_call, 'must be >= 0')
   _check(t.metric_mode in ('min', 'max'), 'train.metric_mode', t.metric_mode, "'min' or 'max'")
+  patience = t.get('early_stopping_patience', 0)
+  _check(patience >= 0, 'train.early_stopping_patience', patience, 'must be >= 0 (0: never)')
+  keep = config.get('checkpoint', {}).get('keep_best', 1)
+  _check(keep >= 1, 'checkpoint.keep_best', keep, 'must be >= 1')
   buckets = d.get('buckets', 0)
   _check(buckets >= 0, 'data.buckets', buckets, 'must be >= 0 (0: no length buckets)')
+  _validate_sizes(d)
   if config.get('ensemble') is not None:
     e = config.ensemble
     _check(e.num_members >= 1, 'ensemble.num_members', e.num_members, 'must be >= 1')
+
+
+def _validate_sizes(d) -> None:
+  """The synthetic tasks' sizes (other tasks take them from their data files)."""
+  for key in ('seq_len', 'input_size', 'output_size', 'num_train', 'num_dev'):
+    value = d.get(key)
+    if value is not None:
+      _check(value >= 1, f'data.{key}', value, 'must be >= 1')
+  low, seq_len = d.get('min_length'), d.get('seq_len')
+  if low is not None and seq_len is not None:
+    _check(1 <= low <= seq_len, 'data.min_length', low, f'must lie in [1, data.seq_len={seq_len}]')
 
 
 def load_task_data(config) -> tuple[tasks.Task, dict, dict]:

@@ -103,6 +103,9 @@ def _one_line(e: BaseException) -> str:
   if 'Failed loading config file' in text:  # ml_collections: the file's own error
     found = re.findall(r'\[Errno \d+\] (.*)', text)
     text = found[-1] if found else text.splitlines()[-1]
+  elif 'Error whilst parsing config file' in text:  # ml_collections: get_config raised
+    last = text.strip().splitlines()[-1]  # the exception's own line, after its traceback
+    text = '--config: ' + re.sub(r'^[\w.]+: ', '', last)
   return re.sub(r'\s+', ' ', text).strip()
 
 

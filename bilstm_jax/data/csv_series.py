@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import io
 import math
 from collections.abc import Sequence
 
@@ -81,29 +82,28 @@ def read_csv(
       header, or a cell of a used column is empty, not a number (or, in the time
       column, not a date) or not finite; the message names the line and column.
   """
+  reader = csv.reader(io.StringIO(_decode(path), newline=''))
   try:
-    with open(path, newline='') as f:
-      reader = csv.reader(f)
-      header = next(reader, None)
-      if header is None:
-        raise DataFileError(f'{path}:1: the file is empty; expected a header line.')
-      header = [name.strip() for name in header]
-      used, input_names, target_names = _choose_columns(
-        path, header, time_column, input_columns, target_columns
-      )
-      cells, lines = [], []
-      for row in reader:
-        if not any(cell.strip() for cell in row):
-          continue  # blank lines carry no row
-        if len(row) > len(header):
-          raise DataFileError(
-            f'{path}:{reader.line_num}: row has {len(row)} cells; the header names '
-            f'{len(header)} columns.'
-          )
-        cells.append(row)
-        lines.append(reader.line_num)
-  except (OSError, UnicodeDecodeError, csv.Error) as e:
-    raise DataFileError(f'{path}: cannot be read: {e}') from e
+    header = next(reader, None)
+    if header is None:
+      raise DataFileError(f'{path}:1: the file is empty; expected a header line.')
+    header = [name.strip() for name in header]
+    used, input_names, target_names = _choose_columns(
+      path, header, time_column, input_columns, target_columns
+    )
+    cells, lines = [], []
+    for row in reader:
+      if not any(cell.strip() for cell in row):
+        continue  # blank lines carry no row
+      if len(row) > len(header):
+        raise DataFileError(
+          f'{path}:{reader.line_num}: row has {len(row)} cells; the header names '
+          f'{len(header)} columns.'
+        )
+      cells.append(row)
+      lines.append(reader.line_num)
+  except csv.Error as e:
+    raise DataFileError(f'{path}:{reader.line_num + 1}: not CSV ({e}).') from e
   if not cells:
     raise DataFileError(f'{path}: holds a header but no data rows.')
 
@@ -127,6 +127,20 @@ def read_csv(
     lines=lines,
     warnings=tuple(describe_spacing(time, lines, path)) if time is not None else (),
   )
+
+
+def _decode(path: str) -> str:
+  """The file's text (UTF-8, a leading byte-order mark dropped); errors name the line."""
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise DataFileError(f'{path}: cannot be read: {e.strerror or e}.') from e
+  try:
+    return data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    line = data[: e.start].count(b'\n') + 1
+    raise DataFileError(f'{path}:{line}: not UTF-8 ({e.reason}).') from e
 
 
 def _choose_columns(path, header, time_column, input_columns, target_columns):
@@ -173,14 +187,24 @@ def _parse_time(path, cells, lines, index, name) -> np.ndarray:
   """float64[rows] if every stamp is a number, else datetime64[s][rows]."""
   stamps = [_cell(path, line, row, index, name) for row, line in zip(cells, lines, strict=True)]
   try:
-    return np.array([float(s) for s in stamps], np.float64)
+    numbers = np.array([float(s) for s in stamps], np.float64)
   except ValueError:
-    pass
+    numbers = None
+  if numbers is not None:
+    bad = ~np.isfinite(numbers)
+    if bad.any():
+      i = int(np.argmax(bad))
+      raise DataFileError(
+        f'{path}:{lines[i]}: column {name!r}: {stamps[i]!r} is not a finite time stamp.'
+      )
+    return numbers
   out = np.empty(len(stamps), 'datetime64[s]')
   for i, (stamp, line) in enumerate(zip(stamps, lines, strict=True)):
     try:
       out[i] = np.datetime64(stamp.replace(' ', 'T', 1), 's')
-    except ValueError:
+      if np.isnat(out[i]):
+        raise ValueError(stamp)
+    except (ValueError, OverflowError):
       raise DataFileError(
         f'{path}:{line}: column {name!r}: {stamp!r} is neither a number nor an ISO date.'
       ) from None

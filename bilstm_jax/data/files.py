@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from bilstm_jax.errors import DataFileError
 
 FORMATS = ('.npz', '.jsonl')
 KEYS = ('inputs', 'lengths', 'targets', 'labels')
+_INT32 = np.iinfo(np.int32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def read(path: str) -> dict:
@@ -68,13 +71,13 @@ def from_arrays(path: str, dataset: dict) -> dict:
       raise DataFileError(
         f'Data file {path}: float inputs must be [n, time, features]; got shape {x.shape}.'
       )
-    x = x.astype(np.float32)
+    x = _to_float32(path, 'inputs', x)
   elif np.issubdtype(x.dtype, np.integer):
     if x.ndim != 2:
       raise DataFileError(
         f'Data file {path}: integer inputs (token ids) must be [n, time]; got shape {x.shape}.'
       )
-    x = x.astype(np.int32)
+    x = _to_int32(path, 'inputs', x)
   else:
     raise DataFileError(f'Data file {path}: inputs must be float or integer; got {x.dtype}.')
   n, time = x.shape[:2]
@@ -93,7 +96,7 @@ def from_arrays(path: str, dataset: dict) -> dict:
       f'Data file {path}: lengths must lie in [0, {time}] (the time axis); example {i} has '
       f'{lengths[i]}.'
     )
-  out['lengths'] = lengths.astype(np.int32)
+  out['lengths'] = _to_int32(path, 'lengths', lengths)
   if 'targets' in dataset:
     t = np.asarray(dataset['targets'])
     if not np.issubdtype(t.dtype, np.floating) or t.ndim != 3 or t.shape[:2] != (n, time):
@@ -101,7 +104,7 @@ def from_arrays(path: str, dataset: dict) -> dict:
         f'Data file {path}: targets must be float[{n}, {time}, outputs]; got '
         f'{t.dtype}{list(t.shape)}.'
       )
-    out['targets'] = t.astype(np.float32)
+    out['targets'] = _to_float32(path, 'targets', t)
   if 'labels' in dataset:
     y = np.asarray(dataset['labels'])
     if not np.issubdtype(y.dtype, np.integer) or y.shape not in ((n,), (n, time)):
@@ -109,34 +112,68 @@ def from_arrays(path: str, dataset: dict) -> dict:
         f'Data file {path}: labels must be int[{n}] (one per sequence) or int[{n}, {time}] '
         f'(one per step); got {y.dtype}{list(y.shape)}.'
       )
-    out['labels'] = y.astype(np.int32)
-  for key in ('inputs', 'targets'):
-    if key in out and np.issubdtype(out[key].dtype, np.floating):
-      bad = ~np.isfinite(out[key])
-      if bad.any():
-        raise DataFileError(
-          f'Data file {path}: {key} contain NaN or inf (first at index '
-          f'{np.argwhere(bad)[0].tolist()}).'
-        )
+    out['labels'] = _to_int32(path, 'labels', y)
   return out
 
 
+def _to_float32(path: str, key: str, a: np.ndarray) -> np.ndarray:
+  """`a` as float32; DataFileError for NaN, inf or a value float32 cannot hold."""
+  bad = ~np.isfinite(a)
+  if bad.any():
+    raise DataFileError(
+      f'Data file {path}: {key} contain NaN or inf (first at index {np.argwhere(bad)[0].tolist()}).'
+    )
+  big = np.abs(a) > _FLOAT32_MAX
+  if big.any():
+    i = np.argwhere(big)[0].tolist()
+    raise DataFileError(
+      f'Data file {path}: {key} hold {float(a[tuple(i)])!r} at index {i}, beyond the float32 range.'
+    )
+  return a.astype(np.float32)
+
+
+def _to_int32(path: str, key: str, a: np.ndarray) -> np.ndarray:
+  """`a` as int32; DataFileError for a value int32 cannot hold (no silent wrap-around)."""
+  if a.size and (a.min() < _INT32.min or a.max() > _INT32.max):
+    i = np.argwhere((a < _INT32.min) | (a > _INT32.max))[0].tolist()
+    raise DataFileError(
+      f'Data file {path}: {key} hold {int(a[tuple(i)])} at index {i}, beyond the int32 range.'
+    )
+  return a.astype(np.int32)
+
+
 def _read_npz(path: str) -> dict:
+  if not zipfile.is_zipfile(path):  # np.load would try to unpickle anything else
+    raise DataFileError(f'Data file {path} is not a readable .npz archive (no zip structure).')
   try:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
+  except (
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+  ) as e:
     raise DataFileError(f'Data file {path} is not a readable .npz archive: {e}') from e
 
 
 def _read_jsonl(path: str) -> dict:
   rows = []
   try:
-    with open(path, encoding='utf-8') as f:
-      for lineno, line in enumerate(f, 1):
+    with open(path, 'rb') as f:
+      for lineno, raw in enumerate(f, 1):
+        try:
+          line = raw.decode('utf-8-sig' if lineno == 1 else 'utf-8')
+        except UnicodeDecodeError as e:
+          raise DataFileError(
+            f'Data file {path} cannot be read: line {lineno} is not UTF-8 ({e.reason} at '
+            f'byte {e.start} of the line).'
+          ) from e
         if line.strip():
           rows.append((lineno, _parse_line(path, lineno, line)))
-  except (OSError, UnicodeDecodeError) as e:
+  except OSError as e:
     raise DataFileError(f'Data file {path} cannot be read: {e}') from e
   if not rows:
     raise DataFileError(f'Data file {path} holds no sequences.')
@@ -201,6 +238,8 @@ def _parse_line(path: str, lineno: int, line: str) -> dict:
     obj = json.loads(line)
   except json.JSONDecodeError as e:
     raise DataFileError(f'{path}:{lineno}: not valid JSON ({e.msg}).') from e
+  except RecursionError:
+    raise DataFileError(f'{path}:{lineno}: JSON nested too deeply.') from None
   if not isinstance(obj, dict) or 'inputs' not in obj:
     raise DataFileError(f'{path}:{lineno}: expected an object with "inputs".')
   unknown = sorted(set(obj) - set(KEYS) - {'lengths'})

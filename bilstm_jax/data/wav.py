@@ -16,11 +16,16 @@ Plain numpy and the standard library's `wave` module, not soundfile or scipy:
 from __future__ import annotations
 
 import os
+import struct
 import wave
 
 import numpy as np
 
 from bilstm_jax.errors import DataFileError
+
+# Sample rates a header may plausibly hold; outside them it is damaged, and resampling
+# from, say, 1 Hz would allocate thousands of output samples per input sample.
+MIN_RATE, MAX_RATE = 1000, 768_000
 
 
 def read_wav(path: str, sample_rate: int, resample: bool = False) -> np.ndarray:
@@ -57,7 +62,7 @@ def read_wav(path: str, sample_rate: int, resample: bool = False) -> np.ndarray:
       if width != 2:
         raise DataFileError(f'{path}: {8 * width}-bit samples; expected 16-bit PCM.')
       data = f.readframes(count)
-  except EOFError as e:
+  except (EOFError, struct.error) as e:
     raise DataFileError(f'{path}: truncated wav header.') from e
   except wave.Error as e:
     msg = str(e)
@@ -72,6 +77,11 @@ def read_wav(path: str, sample_rate: int, resample: bool = False) -> np.ndarray:
   if len(data) < 2 * count:
     raise DataFileError(
       f'{path}: truncated: header says {count} samples, file holds {len(data) // 2}.'
+    )
+  if not MIN_RATE <= rate <= MAX_RATE:
+    raise DataFileError(
+      f'{path}: sample rate {rate} Hz in the header; expected {sample_rate} Hz (a damaged '
+      f'header: plausible rates lie in [{MIN_RATE}, {MAX_RATE}]).'
     )
   x = np.frombuffer(data, '<i2').astype(np.float32) / np.float32(32768.0)
   if rate != sample_rate:

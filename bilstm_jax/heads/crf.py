@@ -350,9 +350,27 @@ class CRF(nn.Module):
         f'CRF emissions must be [batch, time, {self.num_tags}]; got shape {emissions.shape}.'
       )
 
+  def _check_tags(self, emissions: jax.Array, tags: jax.Array, lengths: jax.Array) -> None:
+    """Gold tags must match the emissions' shape and, outside jit, lie in [0, num_tags) at
+    valid steps (a gather would silently clamp an out-of-range tag)."""
+    if tuple(tags.shape) != tuple(emissions.shape[:2]):
+      raise ValueError(
+        f'CRF tags must be int[batch, time]={tuple(emissions.shape[:2])}; got shape '
+        f'{tuple(tags.shape)}.'
+      )
+    if isinstance(tags, jax.core.Tracer) or isinstance(lengths, jax.core.Tracer):
+      return
+    t = np.asarray(tags)
+    valid = np.arange(t.shape[1])[None, :] < np.asarray(lengths).reshape(-1, 1)
+    bad = valid & ((t < 0) | (t >= self.num_tags))
+    if bad.any():
+      i = np.argwhere(bad)[0].tolist()
+      raise ValueError(f'CRF tags must lie in [0, {self.num_tags}); got {t[tuple(i)]} at {i}.')
+
   def __call__(self, emissions: jax.Array, tags: jax.Array, lengths: jax.Array) -> jax.Array:
     """log p(tags | emissions): float[batch], see `crf_log_likelihood`."""
     self._check(emissions)
+    self._check_tags(emissions, tags, lengths)
     return crf_log_likelihood(emissions, tags, lengths, *self.scores())
 
   def log_partition(self, emissions: jax.Array, lengths: jax.Array) -> jax.Array:

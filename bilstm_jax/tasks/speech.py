@@ -42,6 +42,19 @@ NORMALISE = ('train', 'utterance', 'none')
 BLANK = fsdd.NUM_DIGITS  # CTC blank: the last of 11 classes, the id framewise silence has
 
 
+def _list_lines(path: str) -> list[str]:
+  """The lines of a .txt list of wavs (UTF-8); DataFileError naming a line that is not."""
+  with open(path, 'rb') as f:
+    raw = f.read().split(b'\n')
+  lines = []
+  for lineno, line in enumerate(raw, 1):
+    try:
+      lines.append(line.decode('utf-8'))
+    except UnicodeDecodeError as e:
+      raise DataFileError(f'{path}:{lineno}: not UTF-8 ({e.reason}).') from e
+  return lines
+
+
 def feature_settings(data) -> dict:
   """`audio.FeatureConfig` keyword arguments from a config's `data` block."""
   return {
@@ -185,8 +198,7 @@ class SpeechData(base.Task):
     elif source.endswith('.txt'):
       if not os.path.isfile(source):
         raise DataFileError(f'{source}: no such file list.')
-      with open(source) as f:
-        lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith('#')]
+      lines = [ln.strip() for ln in _list_lines(source) if ln.strip() and ln[0] != '#']
       root = os.path.dirname(os.path.abspath(source))
       paths = [os.path.join(root, ln) for ln in lines]
       if not paths:
