@@ -82,13 +82,27 @@ def test_train_steps_equals_repeated_train_step():
 
 
 def test_dropout_differs_per_step_and_is_seeded():
+  """Dropout draws from fold_in(rng, state.step): the same rng and step give the same masks,
+  another step (same parameters) or another rng give other masks."""
   state, batch = _state_and_batch(dropout=0.5)
   step = jax.jit(STEP)
-  a, ma = step(state, batch, jax.random.key(0))
-  b, mb = step(state, batch, jax.random.key(0))
-  c, mc = step(state, batch, jax.random.key(1))
-  assert float(ma['loss']) == float(mb['loss'])
-  assert float(ma['loss']) != float(mc['loss'])
+  key = jax.random.key(0)
+  later = state.replace(step=state.step + 5)  # the same parameters, five steps on
+
+  def loss(state, rng):
+    return float(step(state, batch, rng)[1]['loss'])
+
+  assert loss(state, key) == loss(state, key)
+  assert loss(state, key) != loss(later, key)
+  assert loss(state, key) != loss(state, jax.random.key(1))
+  # The step's loss is the model's with the masks of fold_in(key, step), drawn by hand.
+  for s in (state, later):
+    outputs, _ = train_lib.apply_model(s, s.params, batch, TASK, jax.random.fold_in(key, s.step))
+    total, weight = TASK.loss(outputs, batch)
+    np.testing.assert_allclose(loss(s, key), float(total / weight), rtol=1e-6)
+  outputs, _ = train_lib.apply_model(state, state.params, batch, TASK)  # dropout off
+  total, weight = TASK.loss(outputs, batch)
+  assert abs(loss(state, key) - float(total / weight)) > 1e-4
 
 
 def test_masked_mse_ignores_padding_and_matches_mean():
