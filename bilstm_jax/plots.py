@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from bilstm_jax import faults
+
 try:
   import matplotlib
 except ImportError:  # the [plots] extra is not installed: every plot is skipped
@@ -36,6 +38,18 @@ def available() -> bool:
   return plt is not None
 
 
+def _save(fig, path: str) -> None:
+  """Writes and closes `fig`. A plot that cannot be written (a full disk, no permission)
+  is a warning: it must neither fail a finished run nor hide the error that stopped one."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path)
+  except OSError as e:
+    warnings.warn(f'bilstm_jax: the plot {path} was not written: {e}', stacklevel=3)
+  finally:
+    plt.close(fig)
+
+
 def loss_curves(history: list[dict], path: str, labels: dict | None = None) -> None:
   """Losses against the step, log scale, from the run's 'eval' rows.
 
@@ -44,10 +58,10 @@ def loss_curves(history: list[dict], path: str, labels: dict | None = None) -> N
     path: the PNG to write.
     labels: {key: legend label} of the curves; default train and dev loss.
   """
+  faults.point('plot')
   if not available():
     return
   labels = labels or DEFAULT_LOSSES
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
   steps = [h['step'] for h in history]
   for (key, label), style in zip(labels.items(), ('o-', 's--', '^:', 'd-.'), strict=False):
@@ -61,8 +75,7 @@ def loss_curves(history: list[dict], path: str, labels: dict | None = None) -> N
   ax.grid(True, alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def predictions(
@@ -77,9 +90,9 @@ def predictions(
     num_seqs: how many sequences (the first ones) to draw.
     output: which output unit to draw.
   """
+  faults.point('plot')
   if not available():
     return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   num_seqs = min(num_seqs, len(preds))
   fig, axes = plt.subplots(num_seqs, 1, figsize=(7, 1.8 * num_seqs + 0.6), dpi=120, sharex=True)
   axes = np.atleast_1d(axes)
@@ -94,5 +107,4 @@ def predictions(
   axes[0].set_title('Dev predictions against targets')
   axes[-1].set_xlabel('time step')
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  _save(fig, path)

@@ -8,8 +8,21 @@ Each checkpoint holds three items:
 
 Orbax writes a checkpoint into a temporary directory and renames it when complete, so a
 process killed at any moment (also mid-save) leaves only complete checkpoints; the
-partial directory is deleted when the manager is next opened. The newest checkpoint is
-always kept (to resume from), plus the best `keep_best` by the chosen dev metric.
+partial directory is deleted when the manager is next opened. The two newest checkpoints
+are always kept (to resume from, and one to fall back to), plus the best `keep_best` by
+the chosen dev metric.
+
+Damage after the fact (a truncated or edited file, a deleted item, unreadable metadata) is
+caught when a checkpoint is opened or restored: each checkpoint gets a manifest of its
+files' sizes and SHA-256 digests (`integrity.MANIFEST`, written atomically once orbax has committed
+it), so even a changed byte that still deserialises is found. A damaged checkpoint is
+skipped for the next one (newest first, or best first), with a warning on stderr naming
+it; a training run moves it to `workdir/checkpoints_damaged/` so its step can be saved
+again. A checkpoint without a manifest (a run killed between the commit and the manifest,
+or one written before manifests) is checked by loading it.
+
+A save that fails for lack of space or permission raises a CheckpointError naming the
+checkpoint, the reason and the last good checkpoint (left as it was).
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -24,11 +38,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from bilstm_jax.errors import CheckpointError
+from bilstm_jax import faults
+from bilstm_jax.errors import CheckpointError, RunError
+from bilstm_jax.training import integrity
 
 # Test hook: seconds to sleep inside each save, after the files are written and before
 # the checkpoint is committed, so a test can SIGKILL a run in the middle of a save.
 SAVE_DELAY_ENV = 'BILSTM_JAX_TEST_SAVE_DELAY_S'
+# Where a training run moves the damaged checkpoints it finds (beside checkpoints/).
+DAMAGED = 'checkpoints_damaged'
 
 # Config keys that may change when a run is resumed (how long to train, how to log or
 # save); every other key must match the run already in the workdir.
@@ -94,6 +112,8 @@ class Checkpoints:
     read_only: bool = False,
   ):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.workdir, self.read_only = os.path.abspath(workdir), read_only
+    self.metric, self.mode = metric, mode
     if mode not in ('min', 'max'):
       raise ValueError(f"checkpoint.metric_mode must be 'min' or 'max'; got {mode!r}.")
     if keep_best < 1:
@@ -107,7 +127,7 @@ class Checkpoints:
       best_mode=mode,
       preservation_policy=policies.AnyPreservationPolicy(
         [
-          policies.LatestN(n=1),
+          policies.LatestN(n=2),  # the newest, and one to fall back to if it is damaged
           policies.BestN(
             get_metric_fn=score,
             reverse=mode == 'min',
@@ -121,6 +141,13 @@ class Checkpoints:
       create=not read_only,
       read_only=read_only,
     )
+    # Orbax reads every checkpoint's metrics file on opening, and one it cannot parse
+    # fails the whole manager: set such checkpoints aside first.
+    self._hidden = set()
+    for step, reason in integrity.unreadable_metrics(self.directory).items():
+      self._set_aside(step, reason)
+    if self._hidden:
+      options.step_name_format = _Hiding(self._hidden)
     self.manager = ocp.CheckpointManager(
       self.directory,
       options=options,
@@ -147,6 +174,7 @@ class Checkpoints:
     one per member, so its loop passes the host's count).
     """
     step = int(state.step) if step is None else step
+    faults.point('save')
     params = state.params
     train = _train_item(state, rng)
     if all(getattr(a, 'is_fully_addressable', True) for a in jax.tree.leaves((params, train))):
@@ -154,17 +182,112 @@ class Checkpoints:
       # per-array path for jax.Arrays (replica slices, transfers; benchmarks/NOTES.md).
       # Restoring gives jax.Arrays placed like the target.
       params, train = jax.device_get((params, train))
-    self.manager.save(
-      step,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        train=ocp.args.StandardSave(train),
-        meta=_MetaSave(meta),
-      ),
-      metrics={k: float(v) for k, v in metrics.items()},
-      force=True,
+    previous = self.latest_step()
+    try:
+      self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params),
+          train=ocp.args.StandardSave(train),
+          meta=_MetaSave(meta),
+        ),
+        metrics={k: float(v) for k, v in metrics.items()},
+        force=True,
+      )
+      self.manager.wait_until_finished()
+      if jax.process_index() == 0:
+        integrity.write_manifest(self.path(step))
+    except Exception as e:
+      reason = integrity.storage_reason(e)
+      if reason is None:
+        raise
+      # Nothing of this step stays: orbax's partial copy, or (when the manifest could not
+      # be written) the committed but unverified checkpoint. That also frees the space.
+      self._remove_partial(step)
+      kept = 'none was saved yet' if previous is None else f'{self.path(previous)}, kept'
+      raise CheckpointError(
+        f'{reason} while saving checkpoint {step} to {self.path(step)} (the last good '
+        f'checkpoint: {kept}). Free space or fix the permissions of {self.directory}, '
+        'then rerun the same command to resume.'
+      ) from e
+
+  def restore_good(self, state, rng: jax.Array):
+    """Restores the newest checkpoint that is not damaged (`restore`, skipping damage).
+
+    Returns:
+      (step, state, rng, meta), or None if there is no checkpoint.
+
+    Raises:
+      CheckpointError: every checkpoint is damaged, or one holds another model shape.
+    """
+    found = self._first_good('latest', lambda step: self.restore(step, state, rng))
+    return None if found is None else (found[0], *found[1])
+
+  def restore_params_good(self, which: str, params_like):
+    """The params of the best (`which='best'`) or newest undamaged checkpoint.
+
+    Returns:
+      (step, params), or None if there is no checkpoint.
+    """
+    return self._first_good(which, lambda step: self.restore_params(step, params_like))
+
+  def _candidates(self, which: str) -> list[int]:
+    """Steps in the order to try: newest first, or best first (by `metric`, then newest)."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if which == 'latest':
+      return steps
+    sign = 1.0 if self.mode == 'min' else -1.0
+
+    def key(step):
+      value = (self.manager.metrics(step) or {}).get(self.metric)
+      return (value is None, sign * value if value is not None else 0.0)
+
+    return sorted(steps, key=key)  # stable: ties stay newest first
+
+  def _first_good(self, which: str, restore):
+    damaged = []
+    try:
+      for step in self._candidates(which):
+        try:
+          integrity.verify(self.path(step))
+          return step, restore(step)
+        except RunError:  # another model shape or config: not damage
+          raise
+        except Exception as e:
+          damaged.append(step)
+          self._set_aside(step, integrity.short(e))
+    finally:
+      if damaged and not self.read_only:
+        self.manager.reload()
+    if not damaged:
+      return None
+    where = f'; moved to {os.path.join(self.workdir, DAMAGED)}' if not self.read_only else ''
+    raise CheckpointError(
+      f'No usable checkpoint in {self.workdir}: every one is damaged '
+      f'(steps {", ".join(map(str, damaged))}{where}). Rerun training to start again, or '
+      'use another --workdir.'
     )
-    self.manager.wait_until_finished()
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    """Warns about damaged checkpoint `step`; hides it, or (training) moves it aside."""
+    path = self.path(step)
+    if self.read_only:
+      self._hidden.add(step)
+      integrity.warn(f'checkpoint {path} is damaged ({reason}); skipping it.')
+      return
+    dest = os.path.join(self.workdir, DAMAGED, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest, n = os.path.join(self.workdir, DAMAGED, f'{step}.{n}'), n + 1
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.replace(path, dest)
+    integrity.warn(f'checkpoint {path} is damaged ({reason}); moved it to {dest} and skipped it.')
+
+  def _remove_partial(self, step: int) -> None:
+    for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+      if name == str(step) or (name.startswith(f'{step}.') and 'tmp' in name):
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    self.manager.reload()
 
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=_MetaRestore()))['meta']
@@ -223,6 +346,24 @@ class Checkpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+class _Hiding:
+  """Orbax's standard step names, with some steps left out (damaged, read-only runs)."""
+
+  def __init__(self, hidden: set[int]):
+    self.base, self.hidden = ocp.step.standard_name_format(), hidden
+
+  def build_name(self, step: int) -> str:
+    return self.base.build_name(step)
+
+  def find_all(self, base_path):
+    return (m for m in self.base.find_all(base_path) if m.step not in self.hidden)
+
+  def find_step(self, base_path, step: int):
+    if step in self.hidden:
+      raise ValueError(f'checkpoint {step} is damaged')
+    return self.base.find_step(base_path, step)
 
 
 def _train_item(state, rng: jax.Array) -> dict:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import export as jax_export  # a submodule that `import jax` alone may not load
 
+from bilstm_jax import faults
 from bilstm_jax.nn import native
 
 FILENAME = 'predict.jaxexport'
@@ -39,6 +40,8 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
   Returns:
     The `jax.export.Exported`.
   """
+
+  faults.point('export')
 
   def predict(*inputs):
     return model.apply(variables, *inputs)

@@ -138,8 +138,11 @@ def load(
     config: the config to use; default the run's own config.json. Its model must match
       the checkpoint's.
 
+  A damaged checkpoint is skipped for the next best (or newest) one, with a warning on
+  stderr naming it.
+
   Raises:
-    CheckpointError: no run, no checkpoint, or a checkpoint of another model shape.
+    CheckpointError: no run, no undamaged checkpoint, or one of another model shape.
   """
   if checkpoint not in ('best', 'latest'):
     raise ValueError(f"checkpoint must be 'best' or 'latest'; got {checkpoint!r}.")
@@ -176,10 +179,10 @@ def load(
       read_only=True,
     )
     try:
-      step = ckpts.best_step() if checkpoint == 'best' else ckpts.latest_step()
-      if step is None:
+      found = ckpts.restore_params_good(checkpoint, like.params)
+      if found is None:
         raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
-      params = ckpts.restore_params(step, like.params)
+      step, params = found
       path = ckpts.path(step)
     finally:
       ckpts.close()

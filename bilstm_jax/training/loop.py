@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from bilstm_jax import errors
+from bilstm_jax import errors, faults
 from bilstm_jax.parallel import sharding
 from bilstm_jax.training import checkpoint, monitor
 
@@ -111,15 +111,15 @@ def chunks_from(program, progress: Progress):
 
 
 def restore_or_start(program, ckpts, state, rng, config_dict: dict):
-  """Resumes from the newest complete checkpoint, if any; else the fresh state.
+  """Resumes from the newest complete, undamaged checkpoint, if any; else the fresh state.
 
   Returns:
     (state, rng, Progress).
   """
-  step = ckpts.latest_step()
-  if step is None:
+  found = ckpts.restore_good(state, rng)
+  if found is None:
     return state, rng, Progress()
-  state, rng, meta = ckpts.restore(step, state, rng)
+  step, state, rng, meta = found
   checkpoint.check_compatible(meta['config'], config_dict, ckpts.path(step))
   return state, rng, Progress.from_meta(meta['progress'])
 
@@ -185,6 +185,7 @@ def train(
     if epoch not in cache:
       cache = {epoch: program.epoch(epoch)[0]}
     before = progress.step
+    faults.point('step')
     state, sums = program.train_chunk(state, cache[epoch][lo:hi], rng)
     progress.add_sums(sums)
     progress.step += hi - lo
@@ -198,6 +199,7 @@ def train(
     if not save_now:
       continue
     train_metrics = train_metrics_or_raise(program, progress, ckpts)
+    faults.point('eval')
     metrics = {**program.evaluate(state), **train_metrics}
     if log_now:
       row = {'epoch': epoch, 'step': progress.step, **metrics}

@@ -23,11 +23,25 @@ LOCK = '.lock'
 
 
 def write_json(path: str, obj) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
+  """Writes JSON atomically (temporary file, then rename).
+
+  Raises:
+    errors.RunError: the file cannot be written (no permission, a full disk), naming it.
+  """
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise _not_writable(path, e) from e
+
+
+def _not_writable(path: str, e: OSError) -> errors.RunError:
+  return errors.RunError(
+    f'Cannot write {path}: {e.strerror or e}. Make {os.path.dirname(path)} writable (or free '
+    'space) and rerun, or use another --workdir.'
+  )
 
 
 def read_json(path: str) -> dict | None:
@@ -54,7 +68,10 @@ class Lock:
     self.fd = None
 
   def acquire(self) -> Lock:
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise _not_writable(self.path, e) from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
