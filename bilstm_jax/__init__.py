@@ -4,7 +4,7 @@ training and inference around it.
 The names below are the public API; submodules load when first used, so importing the
 package (and `train.py --help`) stays quick.
 
-  layer        BiLSTM (`bilstm_jax.nn`)
+  layers       BiLSTM, MaskedBatchNorm (`bilstm_jax.nn`)
   models       BiLSTMRegressor, BiLSTMTagger, BiLSTMClassifier
   heads        CRF (a linear-chain CRF for any per-step logits)
   training     TrainState, create_train_state, train_step, train_steps, eval_step
@@ -23,6 +23,7 @@ from bilstm_jax._version import __version__
 
 _EXPORTS = {
   'BiLSTM': 'bilstm_jax.nn.lstm',
+  'MaskedBatchNorm': 'bilstm_jax.nn.norm',
   'BiLSTMRegressor': 'bilstm_jax.models',
   'BiLSTMTagger': 'bilstm_jax.models',
   'BiLSTMClassifier': 'bilstm_jax.models',

@@ -39,7 +39,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.dropout = 0.33
   config.model.embed_dropout = 0.33
   config.model.word_dropout = 0.05  # replace a word by <unk> in training
-  config.model.norm = ''  # '' or 'layer' between stacked layers
+  config.model.norm = ''  # '', 'layer' or 'batch' (over valid steps) between stacked layers
   config.model.crf = False
 
   config.optim.name = 'adam'

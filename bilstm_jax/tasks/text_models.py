@@ -5,7 +5,7 @@ and optionally character ids `int32[batch, time, chars]` (0 = padding). Modules 
 attributes, never a ConfigDict; `bilstm_jax.tasks.text` builds them from a config.
 
   TextEncoder     embeddings (+ CharCNN or CharLSTM) -> dropout -> BiLSTM layers with
-                  dropout and an optional layer norm between them -> float[b, t, 2h]
+                  dropout and an optional layer or batch norm between them -> float[b, t, 2h]
   TextTagger      per-token logits, or a CRF's emissions and scores (`crf=True`)
   TextClassifier  pooled over valid words (mean, max or attention) -> logits
 """
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.heads import pooling
 from bilstm_jax.nn.lstm import BiLSTM
+from bilstm_jax.nn.norm import MaskedBatchNorm
 
 UNK_ID = 1  # `bilstm_jax.data.vocab.Vocabulary` puts '<unk>' right after '<pad>'
 
@@ -109,7 +110,9 @@ class TextEncoder(nn.Module):
     word_dropout: training only: the probability of replacing a word id by the unknown id,
       so the unknown embedding learns from real contexts (Lample et al. 2016).
     dropout: between stacked layers and on the top layer's outputs.
-    norm: '' or 'layer': layer norm on each layer's outputs before the next layer.
+    norm: '', 'layer' or 'batch': normalisation of each layer's outputs before the next
+      layer: layer norm, or batch norm over valid steps (`bilstm_jax.nn.MaskedBatchNorm`,
+      running statistics in the 'batch_stats' collection).
     dtype, impl: passed to `BiLSTM`.
   """
 
@@ -163,10 +166,12 @@ class TextEncoder(nn.Module):
     for layer in range(self.num_layers):
       x, _ = BiLSTM(self.hidden_size, dtype=self.dtype, name=f'lstm_{layer}', **kwargs)(x, lengths)
       x = x.astype(jnp.float32)
+      if self.norm not in ('', 'layer', 'batch'):
+        raise ValueError(f"norm must be '', 'layer' or 'batch'; got {self.norm!r}.")
       if self.norm == 'layer' and layer < self.num_layers - 1:
         x = jnp.where(mask[..., None], nn.LayerNorm(name=f'norm_{layer}')(x), 0.0)
-      elif self.norm not in ('', 'layer'):
-        raise ValueError(f"norm must be '' or 'layer'; got {self.norm!r}.")
+      elif self.norm == 'batch' and layer < self.num_layers - 1:
+        x = MaskedBatchNorm(name=f'norm_{layer}')(x, mask, use_running_average=deterministic)
       x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     return x
 
