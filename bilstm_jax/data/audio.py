@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -400,8 +401,15 @@ def _read_cache(path: str, count: int) -> list[np.ndarray] | None:
   try:
     with np.load(path, allow_pickle=False) as f:
       feats, offsets = f['features'], f['offsets']
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
     return None
-  if len(offsets) != count + 1 or offsets[-1] != len(feats):
+  if (
+    feats.ndim != 2
+    or offsets.shape != (count + 1,)
+    or not np.issubdtype(offsets.dtype, np.integer)
+    or offsets[0] != 0
+    or offsets[-1] != len(feats)
+    or (np.diff(offsets) < 0).any()
+  ):
     return None
   return [feats[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]

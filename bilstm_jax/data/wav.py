@@ -64,6 +64,8 @@ def read_wav(path: str, sample_rate: int, resample: bool = False) -> np.ndarray:
       data = f.readframes(count)
   except (EOFError, struct.error) as e:
     raise DataFileError(f'{path}: truncated wav header.') from e
+  except RuntimeError as e:  # wave's chunk reader, on a chunk size past the end
+    raise DataFileError(f'{path}: malformed wav (a chunk runs past the end of the file).') from e
   except wave.Error as e:
     msg = str(e)
     if msg.startswith('unknown format'):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import files
-from bilstm_jax.errors import DataFileError
+from bilstm_jax.errors import CheckpointError, DataFileError
 
 SPLITS = ('train', 'dev', 'test')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -152,8 +152,12 @@ class Task:
 
   def with_spec(self, spec: dict) -> Task:
     """This task with the sizes of a saved `spec()`."""
+    if not isinstance(spec, dict):
+      raise CheckpointError(f'task.json holds a JSON {type(spec).__name__}, not an object.')
     if spec.get('task') != self.name:
       raise DataFileError(f'The saved task is {spec.get("task")!r}, not {self.name!r}.')
+    if not isinstance(spec.get('sizes'), dict):
+      raise CheckpointError(f'task.json: "sizes" must be an object; got {spec.get("sizes")!r}.')
     return dataclasses.replace(self, sizes=dict(spec['sizes']))
 
   @property

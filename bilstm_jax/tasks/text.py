@@ -93,13 +93,21 @@ def _vocab_spec(vocabs: dict) -> dict:
   }
 
 
-def _vocabs_from_spec(spec: dict) -> dict:
+def _vocabs_from_spec(spec: dict, need: tuple[str, ...]) -> dict:
+  saved = spec.get('vocabularies')
+  if not isinstance(saved, dict) or not set(need) <= set(saved):
+    found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+    raise CheckpointError(
+      f'task.json holds no readable vocabularies (need {list(need)}; found {found}).'
+    )
   try:
-    vocabs = {k: vocab.Vocabulary.from_json(v) for k, v in spec['vocabularies'].items()}
-  except (KeyError, ValueError) as e:
+    vocabs = {k: vocab.Vocabulary.from_json(v) for k, v in saved.items()}
+  except ValueError as e:
     raise CheckpointError(f'task.json holds no readable vocabularies ({e}).') from e
+  fingerprints = spec.get('fingerprints')
+  fingerprints = fingerprints if isinstance(fingerprints, dict) else {}
   for k, v in vocabs.items():
-    if v.fingerprint() != spec.get('fingerprints', {}).get(k):
+    if v.fingerprint() != fingerprints.get(k):
       raise CheckpointError(
         f'task.json: the {k} vocabulary does not match its fingerprint, so it is not the one '
         'the checkpoints were trained with.'
@@ -221,7 +229,7 @@ class _TextTask(base.Task):
 
   def with_spec(self, spec: dict):
     task = super().with_spec(spec)
-    vocabs = _vocabs_from_spec(spec)
+    vocabs = _vocabs_from_spec(spec, ('words', 'labels', 'chars')[: 3 if self.chars else 2])
     sizes = spec['sizes']
     found = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
     if 'chars' in vocabs:
