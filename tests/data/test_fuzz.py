@@ -152,8 +152,23 @@ JSONL = fx.jsonl(
 )
 
 
+NUMBERS = st.recursive(
+  st.integers() | st.floats() | st.none() | st.booleans() | st.text(max_size=2),
+  lambda inner: st.lists(inner, max_size=3),
+  max_leaves=8,
+)
+
+
+@st.composite
+def jsonl_docs(draw) -> bytes:
+  """Lines of JSON objects with the reader's keys holding random nested numbers."""
+  keys = st.sampled_from([*files.KEYS, 'other'])
+  rows = draw(st.lists(st.dictionaries(keys, NUMBERS, max_size=4), min_size=1, max_size=3))
+  return ''.join(json.dumps(r) + '\n' for r in rows).encode()
+
+
 @FUZZ
-@given(inputs(JSONL))
+@given(st.one_of(inputs(JSONL), jsonl_docs()))
 def test_jsonl(data):
   d = _outcome(files.read, data, 'x.jsonl')
   if d is not None:
@@ -183,8 +198,20 @@ def test_npz(data):
     check_dataset(d)
 
 
+@st.composite
+def conllu_docs(draw) -> bytes:
+  """Lines of 8-11 tab-separated fields with random IDs, comments and blank lines."""
+  ids = st.sampled_from(['1', '2', '3', '0', '1-2', '2.1', '1-x', 'x', '', '-1', '01'])
+  word = st.lists(st.sampled_from(['a', '_', '', ' ']), min_size=7, max_size=10)
+  line = st.one_of(
+    st.tuples(ids, word).map(lambda t: '\t'.join([t[0], *t[1]])),
+    st.sampled_from(['', '# c', ' ', '\t']),
+  )
+  return '\n'.join(draw(st.lists(line, max_size=8))).encode()
+
+
 @FUZZ
-@given(inputs(fx.CONLLU.encode()))
+@given(st.one_of(inputs(fx.CONLLU.encode()), conllu_docs()))
 def test_conllu(data):
   sentences = _outcome(text.read_conllu, data, 'x.conllu')
   if sentences is not None:
@@ -235,8 +262,21 @@ def test_wav(data, resample):
     assert np.isfinite(x).all()
 
 
+CELLS = ('1', '2.5', '-3', '', ' ', 'nan', 'inf', '1e999', 'x', '"a,b"', '"', 'NaT',
+         '2020-01-01', '2020-01-01 01:00:00', '2020-13-45', '99999-01-01')  # fmt: skip
+
+
+@st.composite
+def csv_tables(draw) -> bytes:
+  """A header of (possibly repeated) names and rows of random cells of random widths."""
+  header = draw(st.lists(st.sampled_from(['date', 'a', 'b', '']), min_size=1, max_size=4))
+  row = st.lists(st.sampled_from(CELLS), max_size=5).map(','.join)
+  rows = draw(st.lists(row, max_size=5))
+  return '\n'.join([','.join(header), *rows]).encode()
+
+
 @FUZZ
-@given(inputs(fx.CSV.encode()), st.sampled_from(['date', None]))
+@given(st.one_of(inputs(fx.CSV.encode()), csv_tables()), st.sampled_from(['date', None]))
 def test_csv(data, time_column):
   series = _outcome(lambda p: csv_series.read_csv(p, time_column), data, 'x.csv')
   if series is not None:
