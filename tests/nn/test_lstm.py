@@ -2,12 +2,10 @@
 
 import flax
 import flax.linen as nn
-import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import strategies as st
 
 from bilstm_jax.nn.lstm import BiLSTM
 
@@ -119,45 +117,20 @@ def test_length_zero_gives_zeros():
   assert np.all(np.abs(c_n[:, 1]) > 0)
 
 
-PADDING_MODEL = random_params(5, 2, True)
-# Jitted: one compile per padded length instead of eager dispatch per example. The value
-# checks that jit skips are tested eagerly below.
-PADDING_APPLY = jax.jit(PADDING_MODEL[0].apply)
+@pytest.mark.parametrize('impl', ['reference', 'fused', 'native'])
+def test_empty_time_axis_passes_the_initial_state_through(impl):
+  """time = 0: no outputs, and the final states are the initial ones, in every impl."""
+  _, params = random_params(13, 2, True)
+  state = (normal((4, 2, HIDDEN), 1), normal((4, 2, HIDDEN), 2))
+  module = BiLSTM(HIDDEN, num_layers=2, impl=impl)
+  x = np.zeros((2, 0, FEATURES), np.float32)
+  y, (h_n, c_n) = module.apply({'params': params}, x, jnp.array([0, 0]), initial_state=state)
+  assert y.shape == (2, 0, 2 * HIDDEN) and y.dtype == jnp.float32
+  np.testing.assert_array_equal(h_n, state[0])
+  np.testing.assert_array_equal(c_n, state[1])
 
 
-@hypothesis.settings(max_examples=20, deadline=None)
-@hypothesis.given(
-  lengths=st.lists(st.integers(0, TIME), min_size=2, max_size=2),
-  extra=st.integers(0, 2),
-  pad_value=st.one_of(
-    st.sampled_from([0.0, 1e30, -1e30, 3e38, -3e38]),
-    st.floats(allow_nan=False, allow_infinity=False, width=32),
-  ),
-  noise=st.booleans(),
-)
-def test_padding_never_changes_valid_results(lengths, extra, pad_value, noise):
-  """Whatever sits after a sequence's end (and however much of it) is invisible."""
-  params = PADDING_MODEL[1]
-  lengths = jnp.array(lengths)
-  x = inputs(batch=2)
-  y, (h_n, c_n) = PADDING_APPLY({'params': params}, x, lengths)
-
-  total = TIME + extra
-  padded = np.zeros((2, total, FEATURES), np.float32)
-  padded[:, :TIME] = x
-  invalid = np.arange(total)[None, :] >= np.asarray(lengths)[:, None]
-  fill = np.full((2, total, FEATURES), pad_value, np.float32)
-  if noise:  # varying values, not only a constant
-    fill *= np.random.default_rng(0).uniform(-1, 1, fill.shape).astype(np.float32)
-  padded[invalid] = fill[invalid]
-  y_pad, (h_pad, c_pad) = PADDING_APPLY({'params': params}, padded, lengths)
-
-  valid = ~invalid[:, :TIME]
-  np.testing.assert_allclose(np.asarray(y_pad)[:, :TIME][valid], np.asarray(y)[valid], atol=1e-6)
-  np.testing.assert_array_equal(np.asarray(y_pad)[invalid], 0.0)
-  np.testing.assert_array_equal(np.asarray(y)[~valid], 0.0)
-  np.testing.assert_allclose(h_pad, h_n, rtol=0, atol=1e-6)
-  np.testing.assert_allclose(c_pad, c_n, rtol=0, atol=1e-6)
+# The padding invariant over random lengths, values, layers and impls: test_properties.py.
 
 
 def test_padding_never_changes_gradients():
