@@ -243,9 +243,7 @@ class BiLSTM(nn.Module):
       if time == 0:  # no steps: the states pass through (the scans cannot run zero steps)
         hs, (hn, cn) = jnp.zeros((0, batch, d * h), jnp.float32), (h0[sl], c0[sl])
       else:
-        hs, (hn, cn) = run_layer(
-          x, valid, p['w_ih'], bias, p['w_hh'], h0[sl], c0[sl], matmul_dtype
-        )
+        hs, (hn, cn) = run_layer(x, valid, p['w_ih'], bias, p['w_hh'], h0[sl], c0[sl], matmul_dtype)
       x = hs.astype(self.dtype)  # [T, B, D * H]: forward units, then backward
       h_n.append(hn)
       c_n.append(cn)
