@@ -9,13 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bilstm_jax.heads import dense, pooling
 from bilstm_jax.nn.lstm import BiLSTM
+
+
+def _check_ids(inputs: jax.Array, vocab_size: int) -> None:
+  """Token ids must be int[batch, time] and, outside jit, lie in [0, vocab_size) (an
+  embedding lookup would silently clamp an id past the table)."""
+  if inputs.ndim != 2 or not jnp.issubdtype(inputs.dtype, jnp.integer):
+    raise ValueError(
+      f'inputs must be token ids int[batch, time] (vocab_size={vocab_size}); got '
+      f'{inputs.dtype}{list(inputs.shape)}.'
+    )
+  if not isinstance(inputs, jax.core.Tracer):
+    ids = np.asarray(inputs)
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+      i = np.argwhere(bad)[0].tolist()
+      raise ValueError(f'inputs: token id {ids[tuple(i)]} at {i} is outside [0, {vocab_size}).')
 
 
 class _Encoder(nn.Module):
@@ -42,12 +58,15 @@ class _Encoder(nn.Module):
   def encode(self, inputs: jax.Array, lengths: jax.Array | None, deterministic: bool):
     """float[batch, time, dirs * hidden_size]: zero at padded steps."""
     if self.vocab_size is not None:
-      chex.assert_rank(inputs, 2)
-      chex.assert_type(inputs, int)
+      _check_ids(inputs, self.vocab_size)
       x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(inputs)
       x = nn.Dropout(self.embed_dropout)(x, deterministic=deterministic)
     else:
-      chex.assert_rank(inputs, 3)
+      if inputs.ndim != 3:
+        raise ValueError(
+          f'inputs must be float[batch, time, features] (the model has no vocab_size); got '
+          f'shape {inputs.shape}.'
+        )
       x = inputs
     kwargs = {} if self.impl is None else {'impl': self.impl}
     features, _ = BiLSTM(

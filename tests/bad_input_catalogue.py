@@ -493,6 +493,16 @@ def _api_rows() -> list[Row]:
 
     return call
 
+  def model(name, inputs, **kwargs):
+    def call(tmp):
+      import jax
+
+      import bilstm_jax
+
+      return getattr(bilstm_jax, name)(hidden_size=2, **kwargs).init(jax.random.key(0), inputs())
+
+    return call
+
   def load(tmp):
     from bilstm_jax import load
 
@@ -537,6 +547,16 @@ def _api_rows() -> list[Row]:
         crf((2, 5, 3), (2, 4))),
     api('api-crf-tag-range', 'a CRF gold tag outside [0, num_tags)', 'ValueError',
         r'CRF tags must lie in \[0, 3\); got 3 at \[0, 0\]', crf((2, 5, 3), (2, 5), tag_value=3)),
+    api('api-regressor-rank', 'BiLSTMRegressor inputs of rank 2', 'ValueError',
+        r'inputs must be float\[batch, time, features\] .*got shape \(2, 3\)',
+        model('BiLSTMRegressor', lambda: np.zeros((2, 3), f))),
+    api('api-tagger-float-ids', 'BiLSTMTagger with a vocabulary given float features',
+        'ValueError', r'inputs must be token ids int\[batch, time\] \(vocab_size=5\); got '
+        r'float32\[2, 3, 1\]', model('BiLSTMTagger', lambda: np.zeros((2, 3, 1), f), vocab_size=5)),
+    api('api-classifier-id-range', 'a token id past the embedding table (clamped before)',
+        'ValueError', r'inputs: token id 5 at \[1, 2\] is outside \[0, 5\)',
+        model('BiLSTMClassifier', lambda: np.array([[1, 2, 3], [0, 0, 5]], np.int32),
+              vocab_size=5)),
     api('api-load-empty', 'load() on a directory without a run', 'CheckpointError',
         r'No checkpoints in .*/checkpoints; train first', load),
     api('api-vocab-json', 'Vocabulary.from_json of something else', 'ValueError',
