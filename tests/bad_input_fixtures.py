@@ -105,6 +105,23 @@ def text_run_files(edit) -> dict:
   }
 
 
+def fsdd_run_files(spec: dict) -> dict:
+  """A workdir of an FSDD run (configs/fsdd.py:tiny) whose task.json is `spec`."""
+
+  def config_json(tmp: str) -> bytes:
+    from configs import fsdd
+
+    config = fsdd.get_config('tiny')
+    config.data.folder = os.path.join(tmp, 'rec')
+    return json.dumps(config.to_dict()).encode()
+
+  return {
+    'run/checkpoints/.keep': b'',
+    'run/config.json': config_json,
+    'run/task.json': json.dumps(spec).encode(),
+  }
+
+
 def write_files(tmp: str, files: dict) -> None:
   """Writes {relative path: bytes or tmp -> bytes} under `tmp`, in order."""
   for name, content in files.items():

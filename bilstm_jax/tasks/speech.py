@@ -34,7 +34,7 @@ from typing import ClassVar
 import numpy as np
 
 from bilstm_jax.data import audio, fsdd, wav
-from bilstm_jax.errors import DataFileError
+from bilstm_jax.errors import CheckpointError, DataFileError
 from bilstm_jax.tasks import base
 from bilstm_jax.tasks.classification import ClassificationTask
 
@@ -260,13 +260,16 @@ class SpeechData(base.Task):
 
   def with_spec(self, spec: dict):
     task = super().with_spec(spec)
-    return dataclasses.replace(
-      task,
-      features=dict(spec['features']),
-      normalise=spec['normalise'],
-      stats=spec['stats'],
-      frame_stack=int(spec.get('frame_stack', 1)),
-    )
+    try:
+      return dataclasses.replace(
+        task,
+        features=dict(spec['features']),
+        normalise=spec['normalise'],
+        stats=spec['stats'],
+        frame_stack=int(spec.get('frame_stack', 1)),
+      )
+    except (KeyError, TypeError, ValueError) as e:
+      raise CheckpointError(f'task.json: no readable feature settings ({e!r}).') from e
 
   @property
   def sizes_dims(self) -> int:
