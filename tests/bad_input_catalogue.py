@@ -11,8 +11,10 @@ FSDD folders and lists, CSV, a workdir's task.json and config.json) or the Pytho
 A train.py row must end with exit status 1 and exactly one stderr line `Error: ...` that
 matches `message`; a reader or API row must raise `error` with a message matching it.
 `error` 'warning' marks an irregularity that is reported, not raised (the reader returns
-warnings naming the line). Messages name what and where: the file and line, the config
-key, the argument and its shape.
+warnings naming the line); 'usage' a train.py misuse caught before a run starts (flags, or
+a config file that does not load), which is no `RunError`. For the other train.py rows the
+class is checked too: it is the one the command line caught. Messages name what and where:
+the file and line, the config key, the argument and its shape.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Row:
     id: a unique slug (the test id).
     surface: 'train.py', 'Python API' or the reader's name.
     bad: what is wrong, in words.
-    error: the error class's name (bilstm_jax.errors or a builtin), or 'warning'.
+    error: the error class's name (bilstm_jax.errors or a builtin), 'warning' or 'usage'.
     message: a regex `re.search` must find in the message (the `Error:` line for train.py).
     argv: train.py rows: the flags after `train.py`; `{tmp}` is the test's directory,
       `{trained}` a workdir holding a trained tiny run. `--workdir={tmp}/run` is added
@@ -86,9 +88,9 @@ def _cli_rows() -> list[Row]:
   tagging = (D, '--config.data.task=tagging', '--config.data.train={tmp}/t.jsonl')
   return [
     _cli('cli-key-typo', 'a misspelt config key', [D, '--config.model.hiden_size=4'],
-         r"no config key 'hiden_size' \(did you mean 'hidden_size'\?\)"),
+         r"no config key 'hiden_size' \(did you mean 'hidden_size'\?\)", 'usage'),
     _cli('cli-value-type', 'a float for an int key', [D, '--config.model.hidden_size=4.5'],
-         r'--config\.model\.hidden_size=4\.5: invalid literal for int'),
+         r'--config\.model\.hidden_size=4\.5: invalid literal for int', 'usage'),
     _cli('cli-hidden-0', 'hidden size 0', [D, '--config.model.hidden_size=0'],
          r'config\.model\.hidden_size=0: must be >= 1'),
     _cli('cli-layers-0', 'no layers', [D, '--config.model.num_layers=0'],
@@ -145,7 +147,7 @@ def _cli_rows() -> list[Row]:
          ['--config=ensemble', '--config.ensemble.num_members=0'],
          r'config\.ensemble\.num_members=0: must be >= 1'),
     _cli('cli-no-train-file', 'a task without data files', [D, '--config.data.task=tagging'],
-         r'No train data: set config\.data\.train'),
+         r'No train data: set config\.data\.train', 'DataFileError'),
     _cli('cli-missing-train-file', 'a training file that does not exist',
          [D, '--config.data.task=tagging', '--config.data.train=missing.npz'],
          r'missing\.npz does not exist', 'DataFileError', subprocess=True),
@@ -192,21 +194,23 @@ def _cli_rows() -> list[Row]:
          ['--config=fsdd', '--config.data.folder={tmp}/none'],
          r'none: no such folder', 'DataFileError'),
     _cli('cli-config-file', 'a config file that does not exist', ['--config=configs/nope.py'],
-         r"No such file or directory: 'configs/nope\.py'"),
-    _cli('cli-no-config', 'no --config to train with', [], r'--config is required'),
+         r"No such file or directory: 'configs/nope\.py'", 'usage'),
+    _cli('cli-no-config', 'no --config to train with', [], r'--config is required', 'usage'),
     _cli('cli-stray-argument', 'a positional argument', [D, 'extra'],
-         r"unexpected arguments \['extra'\]"),
+         r"unexpected arguments \['extra'\]", 'usage'),
     _cli('cli-unknown-flag', 'an unknown flag', [D, '--epochs=3'],
-         r"Unknown command line flag 'epochs'"),
+         r"Unknown command line flag 'epochs'", 'usage'),
     _cli('cli-evaluate-empty', 'evaluate a workdir with no run', ['--mode=evaluate'],
-         r'run/config\.json does not exist: .*holds no trained run'),
+         r'run/config\.json does not exist: .*holds no trained run', 'usage'),
     _cli('cli-saved-config-binary', "a workdir's config.json that is not text",
-         ['--mode=evaluate'], r'run/config\.json: not UTF-8', files={'run/config.json': LATIN1}),
+         ['--mode=evaluate'], r'run/config\.json: not UTF-8', 'usage',
+         files={'run/config.json': LATIN1}),
     _cli('cli-saved-config-cut', "a workdir's config.json cut short", ['--mode=evaluate'],
-         r'run/config\.json:1: not valid JSON', files={'run/config.json': b'{"model": {"hid'}),
+         r'run/config\.json:1: not valid JSON', 'usage',
+         files={'run/config.json': b'{"model": {"hid'}),
     _cli('cli-saved-config-list', "a workdir's config.json holding a list",
          ['--mode=evaluate'], r'run/config\.json: holds a JSON list, not a config object',
-         files={'run/config.json': b'[1, 2]'}),
+         'usage', files={'run/config.json': b'[1, 2]'}),
     _cli('cli-vocab-fingerprint', "a workdir's vocabulary edited after training",
          ['--mode=evaluate'], r'task\.json: the words vocabulary does not match its fingerprint',
          'CheckpointError',

@@ -30,8 +30,9 @@ MARKERS = ('<!-- bad-input-catalogue:start -->', '<!-- bad-input-catalogue:end -
 QUIET = ('--notune_cpu', '--compilation_cache=')
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-  """(exit status, stdout, stderr) of `train.py ARGV`, run in this process.
+def run_cli(argv: list[str]) -> tuple[int, str, str, list[type]]:
+  """(exit status, stdout, stderr, classes) of `train.py ARGV`, run in this process;
+  `classes` are those of the exceptions the command line turned into its `Error:` line.
 
   absl's flags are global: each run starts from their defaults, and the `--config.*`
   override flags ml_collections defined for the previous run are removed (it reads the
@@ -48,7 +49,8 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
   out, err = io.StringIO(), io.StringIO()
   saved_argv = sys.argv
   sys.argv = cli.resolve_argv(full)
-  code = 0
+  code, classes, one_line = 0, [], cli._one_line
+  cli._one_line = lambda e: classes.append(type(e)) or one_line(e)
   # Warnings as a fresh `python train.py` shows them (DeprecationWarnings hidden), added
   # to stderr, so a stray RuntimeWarning breaks the one-line rule here too.
   with warnings.catch_warnings(record=True) as caught:
@@ -61,18 +63,19 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
       code = e.code
     finally:
       sys.argv = saved_argv
+      cli._one_line = one_line
       flags.FLAGS.unparse_flags()
   shown = ''.join(
     warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught
   )
-  return code, out.getvalue(), shown + err.getvalue()
+  return code, out.getvalue(), shown + err.getvalue(), classes
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory) -> str:
   """A workdir holding a trained tiny run of configs/default.py (5 float features)."""
   workdir = str(tmp_path_factory.mktemp('trained') / 'run')
-  code, _, err = run_cli([*catalogue.TINY, f'--workdir={workdir}'])
+  code, _, err, _ = run_cli([*catalogue.TINY, f'--workdir={workdir}'])
   assert code in (0, None), err[-2000:]
   return workdir
 
@@ -99,7 +102,10 @@ def test_the_catalogue_is_complete():
   assert all(surfaces.get(s, 0) >= 2 for s in readers), surfaces
   for row in catalogue.ROWS:
     assert (row.argv is None) != (row.call is None), row.id
-    assert row.error == 'warning' or issubclass(_error_class(row.error), Exception), row.id
+    if row.error == 'usage':  # flags or a config file that would not load: no RunError
+      assert row.argv is not None, row.id
+    elif row.error != 'warning':
+      assert issubclass(_error_class(row.error), Exception), row.id
     re.compile(row.message)
 
 
@@ -133,10 +139,15 @@ def test_bad_input(row_id, tmp_path, request):
       text=True,
       timeout=300,
     )
-    code, err = out.returncode, out.stderr
+    code, err, classes = out.returncode, out.stderr, None
   else:
-    code, _, err = run_cli(argv)
+    code, _, err, classes = run_cli(argv)
   assert code == 1, (code, err[-3000:])
+  if classes is not None:  # the class the row names is the one the command line caught
+    if row.error == 'usage':
+      assert not any(issubclass(c, errors.RunError) for c in classes), classes
+    else:
+      assert classes and issubclass(classes[-1], _error_class(row.error)), classes
   if '--traceback' in argv:
     assert 'Traceback (most recent call last)' in err and re.search(row.message, err), err
     return

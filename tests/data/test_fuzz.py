@@ -32,7 +32,7 @@ from bilstm_jax.data import audio, csv_series, files, fsdd, text, wav
 from bilstm_jax.errors import RunError
 from tests import bad_input_fixtures as fx
 
-EXAMPLES = int(os.environ.get('BILSTM_FUZZ_EXAMPLES', '0')) or 60
+EXAMPLES = int(os.environ.get('BILSTM_FUZZ_EXAMPLES', '0')) or 150
 FUZZ = settings(
   max_examples=EXAMPLES,
   deadline=datetime.timedelta(seconds=5),  # a tiny file read in seconds is a bug
