@@ -92,3 +92,119 @@ def test_gather_cuts_time_keys_and_zeroes_padding_rows():
   assert not batch['inputs'][1].any()
   padded = batching.gather(data, np.array([1]), time=7, time_keys=('inputs',))
   assert padded['inputs'].shape == (1, 7, 2) and not padded['inputs'][0, 5:].any()
+
+
+def test_padding_stats_by_hand():
+  plan = batching.EpochPlan(np.array([[0, 1], [2, -1]]), (3, None), ((0, 2),))
+  stats = batching.padding_stats(plan, np.array([2, 3, 1]), 5)
+  # Real steps 2 + 3 + 1; computed 2 rows x 3 steps + 2 rows x 5; full length 4 rows x 5.
+  assert stats == {
+    'real_steps': 6,
+    'padded_steps': 16,
+    'full_length_steps': 20,
+    'padding_fraction': 1.0 - 6 / 16,
+  }
+  empty = batching.EpochPlan(np.zeros((0, 2), np.int64), (), ())
+  assert batching.padding_stats(empty, np.array([2]), 5)['padding_fraction'] == 0.0
+
+
+def test_plans_without_buckets_by_hand():
+  lengths = _lengths(10)
+  plan = batching.eval_plan(lengths, 4)
+  assert plan.indices.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]]
+  assert plan.times == (None,) * 3 and plan.indices.dtype == np.int64
+  # The training defaults: shuffled by (seed 0, epoch 0), the short last batch dropped.
+  plan = batching.epoch_plan(lengths, 4)
+  order = np.random.default_rng([0, 2, 0]).permutation(10)
+  assert plan.indices.tolist() == [order[:4].tolist(), order[4:8].tolist()]
+  assert plan.chunks == ((0, 2),) and plan.indices.dtype == np.int64
+
+
+def test_bucketed_plan_pads_only_the_last_bucket_when_keeping_the_remainder():
+  lengths = _lengths(37)
+  buckets = batching.Buckets.from_lengths(lengths, 3)
+  plan = batching.epoch_plan(lengths, 8, seed=2, epoch=1, buckets=buckets, drop_remainder=False)
+  assert plan.indices.dtype == np.int64 and plan.indices.shape == (5, 8)
+  used = plan.indices[plan.indices >= 0]
+  assert sorted(used.tolist()) == list(range(37))
+  assert (plan.indices[plan.indices < 0] == -1).sum() == 3  # 40 rows - 37 examples
+  [padded] = [b for b, row in enumerate(plan.indices) if (row < 0).any()]
+  assert plan.times[padded] == buckets.boundaries[-1]
+  for idx, t in zip(plan.indices, plan.times, strict=True):
+    assert lengths[idx[idx >= 0]].max() <= t
+  empty = batching.epoch_plan(np.zeros(0, np.int64), 4, buckets=buckets)
+  assert empty.indices.shape == (0, 4) and empty.indices.dtype == np.int64
+  assert empty.times == () and empty.chunks == ()
+
+
+def test_eval_plan_with_buckets_by_brute_force():
+  rng = np.random.default_rng(4)
+  lengths = rng.integers(1, 6, 100)  # many ties: the order must be the stable sort's
+  lengths[0] = 9  # the longest is example 0, alone in the last batch
+  buckets = batching.Buckets.from_lengths(lengths[1:], 3)
+  plan = batching.eval_plan(lengths, 8, buckets)
+  want = sorted(range(100), key=lambda i: (lengths[i], i))
+  assert plan.indices.dtype == np.int64 and plan.indices.shape == (13, 8)
+  assert plan.indices.ravel()[:100].tolist() == want
+  assert plan.indices.ravel()[100:].tolist() == [-1] * 4
+  assert plan.chunks == tuple((i, i + 1) for i in range(13))
+  for row, t in zip(plan.indices, plan.times, strict=True):
+    longest = lengths[row[row >= 0]].max()
+    fits = [b for b in buckets.boundaries if b >= longest]
+    assert t == (min(fits) if fits else None)
+  assert plan.times[-1] is None  # example 0 (9 steps) is longer than every bucket
+
+
+def test_buckets_from_lengths_edge_cases():
+  assert batching.Buckets.from_lengths(np.array([3, 9, 5]), 1).boundaries == (9,)
+  assert batching.Buckets.from_lengths(np.array([1, 1, 1]), 2).boundaries == (1,)
+  assert batching.Buckets.from_lengths(np.zeros(0, np.int64), 3).boundaries == (1,)
+  with pytest.raises(ValueError, match='num_buckets must be >= 1; got 0'):
+    batching.Buckets.from_lengths(np.array([3]), 0)
+
+
+def _dataset(n=11, time=5):
+  rng = np.random.default_rng(5)
+  return {
+    'inputs': rng.normal(size=(n, time, 2)).astype(np.float32) + 3,
+    'targets': rng.integers(1, 4, (n, time)).astype(np.int32),
+    'lengths': rng.integers(1, time + 1, n).astype(np.int32),
+    'labels': rng.integers(1, 4, n).astype(np.int32),
+    'pair': rng.normal(size=(n, 3)).astype(np.float32),  # rank 2, but no time axis
+  }
+
+
+def test_default_time_keys():
+  data = _dataset()
+  assert batching.default_time_keys(data) == ('inputs', 'targets')
+  assert batching.default_time_keys({'lengths': data['lengths']}) == ()
+  assert batching.default_time_keys({'inputs': data['labels'], 'pair': data['pair']}) == ()
+
+
+def test_plan_batches_and_batches_gather_each_planned_row():
+  data = _dataset()
+  buckets = batching.Buckets.from_lengths(data['lengths'], 2)
+  plan = batching.epoch_plan(data['lengths'], 4, buckets=buckets, drop_remainder=False)
+  got = batching.plan_batches(data, plan)
+  assert len(got) == len(plan)
+  for batch, idx, t in zip(got, plan.indices, plan.times, strict=True):
+    assert batch['inputs'].shape == (4, t, 2) and batch['targets'].shape == (4, t)
+    assert batch['pair'].shape == (4, 3)
+    for r, i in enumerate(idx):
+      if i < 0:
+        assert not any(batch[k][r].any() for k in batch)
+      else:
+        np.testing.assert_array_equal(batch['inputs'][r], data['inputs'][i, :t])
+        np.testing.assert_array_equal(batch['pair'][r], data['pair'][i])
+  # `batches`: the full-length batches of `epoch_plan` with the same arguments, from `start`.
+  for kwargs in ({}, {'seed': 3, 'epoch': 2, 'drop_remainder': False, 'start': 1}):
+    start = kwargs.pop('start', 0)
+    rows = batching.epoch_plan(data['lengths'], 4, **kwargs).indices[start:]
+    got = list(batching.batches(data, 4, start=start, **kwargs))
+    assert len(got) == len(rows) > 0
+    for batch, idx in zip(got, rows, strict=True):
+      np.testing.assert_array_equal(batch['inputs'], batching.gather(data, idx)['inputs'])
+      assert batch['inputs'].shape == (4, 5, 2)
+  stacked = batching.stack(got)
+  assert set(stacked) == set(data) and stacked['inputs'].shape == (len(got), 4, 5, 2)
+  np.testing.assert_array_equal(stacked['labels'][-1], got[-1]['labels'])
