@@ -201,8 +201,8 @@ class Checkpoints:
       reason = integrity.storage_reason(e)
       if reason is None:
         raise
-      # Nothing of this step stays: orbax's partial copy, or (when the manifest could not
-      # be written) the committed but unverified checkpoint. That also frees the space.
+      # Nothing of this step is left as a checkpoint, not even a committed one whose
+      # manifest could not be written.
       self._remove_partial(step)
       kept = 'none was saved yet' if previous is None else f'{self.path(previous)}, kept'
       raise CheckpointError(
@@ -253,7 +253,7 @@ class Checkpoints:
           return step, restore(step)
         except RunError:  # another model shape or config: not damage
           raise
-        except Exception as e:
+        except _DAMAGE as e:
           damaged.append(step)
           self._set_aside(step, integrity.short(e))
     finally:
@@ -284,9 +284,11 @@ class Checkpoints:
     integrity.warn(f'checkpoint {path} is damaged ({reason}); moved it to {dest} and skipped it.')
 
   def _remove_partial(self, step: int) -> None:
-    for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
-      if name == str(step) or (name.startswith(f'{step}.') and 'tmp' in name):
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    # Orbax's temporary copy is left to orbax (its other items may still be writing
+    # into it; the next open deletes it); a committed copy is removed here.
+    path = self.path(step)
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
     self.manager.reload()
 
   def read_meta(self, step: int) -> dict:
@@ -346,6 +348,12 @@ class Checkpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+# What reading a damaged checkpoint raises: the manifest's difference, a missing file or
+# item, unparseable JSON, tensorstore's errors (ValueErrors). Anything else is a bug and
+# keeps its traceback (it must not set good checkpoints aside).
+_DAMAGE = (integrity.Damaged, OSError, ValueError, KeyError)
 
 
 class _Hiding:

@@ -20,9 +20,9 @@ from tests.utils import ROOT, TINY, load_state, tiny_config
 VARIANTS = {'full_length': {}, 'buckets': {'data.buckets': 3, 'data.min_length': 1}}
 
 
-def _start(workdir, delay_s=0.0, variant='full_length'):
+def _start(workdir, delay_s=0.0, variant='full_length', env=None):
   flags = [f'--config.{k}={v}' for k, v in {**TINY, **VARIANTS[variant]}.items()]
-  env = {**os.environ, checkpoint.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT}
+  env = {**os.environ, checkpoint.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT, **(env or {})}
   cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', workdir]
   return subprocess.Popen(
     cmd + flags, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
