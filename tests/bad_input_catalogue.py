@@ -473,6 +473,9 @@ def _csv_rows() -> list[Row]:
         r"x\.csv:2: column 'date': '2020-13-45' is neither a number nor an ISO date"),
     row('csv-nat', "a 'NaT' date (accepted before)", h + b'2020-01-01,1\nNaT,2\n',
         r"x\.csv:3: column 'date': 'NaT' is neither a number nor an ISO date"),
+    row('csv-time-zone', 'a time stamp with a time zone (a numpy warning before)',
+        h + b'2020-01-01T00:00Z,1\n', r"x\.csv:2: column 'date': '2020-01-01T00:00Z' has a time "
+        'zone'),
     row('csv-column', 'no time column of that name', b'time,a\n1,2\n',
         r"x\.csv:1: column 'date': not in the header"),
     row('csv-duplicate-column', 'a column named twice', b'date,a,a\n1,2,3\n',
@@ -531,7 +534,10 @@ def _api_rows() -> list[Row]:
   def vocab(tmp):
     from bilstm_jax.data.vocab import Vocabulary
 
-    return Vocabulary.from_json('{"format": "other"}')
+    return Vocabulary.from_json(
+      '{"format": "bilstm_jax.Vocabulary/1", "tokens": ["<pad>", "<unk>"], "counts": [0, '
+      'Infinity], "lowercase": false, "pad_token": "<pad>", "unk_token": "<unk>"}'
+    )
 
   def api(id, bad, error, message, call):
     return Row(id, 'Python API', bad, error, message, call=call)
@@ -579,8 +585,8 @@ def _api_rows() -> list[Row]:
               vocab_size=5)),
     api('api-load-empty', 'load() on a directory without a run', 'CheckpointError',
         r'No checkpoints in .*/checkpoints; train first', load),
-    api('api-vocab-json', 'Vocabulary.from_json of something else', 'ValueError',
-        r"Not a saved Vocabulary: format 'other'", vocab),
+    api('api-vocab-json', 'a saved Vocabulary with an infinite count (OverflowError before)',
+        'ValueError', r'Not a saved Vocabulary: cannot convert float infinity', vocab),
   ]  # fmt: skip
 
 

@@ -399,7 +399,7 @@ def _read_cache(path: str, count: int) -> list[np.ndarray] | None:
   if not os.path.isfile(path):
     return None
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with open(path, 'rb') as fh, np.load(fh, allow_pickle=False) as f:
       feats, offsets = f['features'], f['offsets']
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
     return None

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import io
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -201,9 +202,18 @@ def _parse_time(path, cells, lines, index, name) -> np.ndarray:
   out = np.empty(len(stamps), 'datetime64[s]')
   for i, (stamp, line) in enumerate(zip(stamps, lines, strict=True)):
     try:
-      out[i] = np.datetime64(stamp.replace(' ', 'T', 1), 's')
+      with warnings.catch_warnings():
+        # numpy warns, then converts to UTC, on a time zone: mixed with local stamps that
+        # would shift rows silently, so it is an error here.
+        warnings.simplefilter('error', UserWarning)
+        out[i] = np.datetime64(stamp.replace(' ', 'T', 1), 's')
       if np.isnat(out[i]):
         raise ValueError(stamp)
+    except UserWarning:
+      raise DataFileError(
+        f'{path}:{line}: column {name!r}: {stamp!r} has a time zone; write every time '
+        'stamp without one.'
+      ) from None
     except (ValueError, OverflowError):
       raise DataFileError(
         f'{path}:{line}: column {name!r}: {stamp!r} is neither a number nor an ISO date.'

@@ -123,7 +123,7 @@ def _to_float32(path: str, key: str, a: np.ndarray) -> np.ndarray:
     raise DataFileError(
       f'Data file {path}: {key} contain NaN or inf (first at index {np.argwhere(bad)[0].tolist()}).'
     )
-  big = np.abs(a) > _FLOAT32_MAX
+  big = np.abs(a) > _FLOAT32_MAX if a.dtype.itemsize > 4 else np.zeros(a.shape, bool)
   if big.any():
     i = np.argwhere(big)[0].tolist()
     raise DataFileError(
@@ -146,7 +146,8 @@ def _read_npz(path: str) -> dict:
   if not zipfile.is_zipfile(path):  # np.load would try to unpickle anything else
     raise DataFileError(f'Data file {path} is not a readable .npz archive (no zip structure).')
   try:
-    with np.load(path, allow_pickle=False) as f:
+    # An open file of our own: numpy leaves its own open when the archive is malformed.
+    with open(path, 'rb') as fh, np.load(fh, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
   except (
     OSError,

@@ -181,7 +181,7 @@ class Vocabulary:
       if d.get('format') != _FORMAT:
         raise ValueError(f'format {d.get("format")!r}, expected {_FORMAT!r}')
       return cls(d['tokens'], d['counts'], d['lowercase'], d['pad_token'], d['unk_token'])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as e:
       raise ValueError(f'Not a saved Vocabulary: {e}') from e
 
   def fingerprint(self) -> str:

@@ -32,6 +32,8 @@ from bilstm_jax.data import audio, csv_series, files, fsdd, text, wav
 from bilstm_jax.errors import RunError
 from tests import bad_input_fixtures as fx
 
+# A warning from a reader is a stray stderr line in train.py's one-line error: a failure.
+pytestmark = pytest.mark.filterwarnings('error')
 EXAMPLES = int(os.environ.get('BILSTM_FUZZ_EXAMPLES', '0')) or 150
 FUZZ = settings(
   max_examples=EXAMPLES,
