@@ -56,6 +56,12 @@ def test_span_sums_equal_conlleval_on_random_tag_sequences():
   np.testing.assert_allclose(got['precision'], want.precision, atol=1e-6)
   np.testing.assert_allclose(got['recall'], want.recall, atol=1e-6)
   np.testing.assert_allclose(got['f1'], want.f1, atol=1e-6)
+  # The sums themselves are the counts, as float32 (ratios of sums across batches).
+  total = want.total
+  assert [float(x) for x in sums['precision']] == [total.correct, total.predicted]
+  assert [float(x) for x in sums['recall']] == [total.correct, total.gold]
+  assert [float(x) for x in sums['f1']] == [2 * total.correct, total.gold + total.predicted]
+  assert all(x.dtype == jnp.float32 for pair in sums.values() for x in pair)
 
 
 def test_span_sums_hand_cases_iob1_stray_and_adjacent():
