@@ -112,18 +112,37 @@ def same(a, b) -> bool:
   )
 
 
+def starts(workdir: str) -> int:
+  return sum(e['event'] in ('start', 'resume') for e in events(workdir))
+
+
+def wait_for_start(workdir: str, proc: subprocess.Popen, since: int | None = None) -> bool:
+  """Waits until `proc` has logged its start or resume (its training begins)."""
+  since = starts(workdir) if since is None else since
+  while proc.poll() is None:
+    try:
+      if starts(workdir) > since:
+        return True
+    except (OSError, ValueError):  # metrics.jsonl being rewritten
+      pass
+    time.sleep(0.005)
+  return False
+
+
 def attempt(workdir: str, epochs: int, phase: str, rng: random.Random, wall_s: float) -> dict:
   """One start of the run, SIGKILLed in `phase` (or at a random moment); what happened."""
   # Counted, not sliced: a resumed run drops the events logged after its checkpoint.
   before, seen = latest(workdir), sum(e['event'] == 'resume' for e in events(workdir))
   if phase == 'random':
     proc = start(workdir, epochs)
-    when = rng.uniform(0.0, wall_s / 2)  # startup and the first part of training
+    # At a random moment of the first fifth of its training (after its start-up).
+    started = wait_for_start(workdir, proc)
+    when = rng.uniform(0.0, wall_s / 5)
     try:
       proc.wait(timeout=when)
     except subprocess.TimeoutExpired:
       proc.send_signal(signal.SIGKILL)
-    spec = f'at {when:.2f} s'
+    spec = f'at {when:.2f} s' + ('' if started else ' (ended first)')
   else:
     nth = 1 if phase in FINISH_PHASES else rng.choice((1, 1, 2))
     nth = rng.choice((1, 2)) if phase == 'plot' else nth  # 2: the loss curve, after the run
@@ -239,10 +258,11 @@ def main() -> None:
   with tempfile.TemporaryDirectory(prefix='faults_') as tmp:
     ref_dir, run_dir = os.path.join(tmp, 'reference'), os.path.join(tmp, 'killed')
     out['train_command'] = ' '.join(command('WORKDIR', args.epochs)[1:])
-    start_s = time.perf_counter()
     proc = start(ref_dir, args.epochs)
+    wait_for_start(ref_dir, proc, since=0)
+    start_s = time.perf_counter()
     err = proc.communicate(timeout=600)[1]
-    wall_s = time.perf_counter() - start_s
+    wall_s = time.perf_counter() - start_s  # its training and outputs, without start-up
     if proc.returncode:
       raise SystemExit(err[-3000:])
     reference = params(ref_dir)
@@ -256,7 +276,7 @@ def main() -> None:
       if row['killed']:
         per_phase[row['phase']] = per_phase.get(row['phase'], 0) + 1
     out.update(
-      reference_wall_s=round(wall_s, 2),
+      reference_train_wall_s=round(wall_s, 2),
       kills=sum(r['killed'] for r in rows),
       attempts=len(rows),
       kills_per_phase=per_phase,
