@@ -154,6 +154,7 @@ class Checkpoints:
       item_handlers={
         'params': ocp.StandardCheckpointHandler(),
         'train': ocp.StandardCheckpointHandler(),
+        'model_state': ocp.StandardCheckpointHandler(),  # only when the model has one
         'meta': _MetaHandler(),
       },
     )
@@ -177,11 +178,16 @@ class Checkpoints:
     faults.point('save')
     params = state.params
     train = _train_item(state, rng)
-    if all(getattr(a, 'is_fully_addressable', True) for a in jax.tree.leaves((params, train))):
+    # Batch statistics and the like: an item of their own, so inference restores them
+    # with the params and without the optimiser state.
+    model_state = getattr(state, 'model_state', None) or {}
+    values = (params, train, model_state)
+    if all(getattr(a, 'is_fully_addressable', True) for a in jax.tree.leaves(values)):
       # This process holds every value: hand orbax numpy copies, cheaper than its
       # per-array path for jax.Arrays (replica slices, transfers; benchmarks/NOTES.md).
       # Restoring gives jax.Arrays placed like the target.
-      params, train = jax.device_get((params, train))
+      params, train, model_state = jax.device_get(values)
+    items = {'model_state': ocp.args.StandardSave(model_state)} if model_state else {}
     previous = self.latest_step()
     try:
       self.manager.save(
@@ -190,6 +196,7 @@ class Checkpoints:
           params=ocp.args.StandardSave(params),
           train=ocp.args.StandardSave(train),
           meta=_MetaSave(meta),
+          **items,
         ),
         metrics={k: float(v) for k, v in metrics.items()},
         force=True,
@@ -261,17 +268,23 @@ class Checkpoints:
         self.manager.reload()
     if not damaged:
       return None
-    where = f'; moved to {os.path.join(self.workdir, DAMAGED)}' if not self.read_only else ''
+    if self.read_only:
+      where, then = '', 'Train again (training moves damaged checkpoints aside)'
+    else:
+      where = f'; moved to {os.path.join(self.workdir, DAMAGED)}'
+      then = 'Rerun to train from the start'
     raise CheckpointError(
       f'No usable checkpoint in {self.workdir}: every one is damaged '
-      f'(steps {", ".join(map(str, damaged))}{where}). Rerun training to start again, or '
-      'use another --workdir.'
+      f'(steps {", ".join(map(str, damaged))}{where}). {then}, or use another --workdir.'
     )
 
   def _set_aside(self, step: int, reason: str) -> None:
-    """Warns about damaged checkpoint `step`; hides it, or (training) moves it aside."""
+    """Warns about damaged checkpoint `step`; hides it, or (training) moves it aside.
+
+    Of several training processes, process 0 moves it; the others only skip it.
+    """
     path = self.path(step)
-    if self.read_only:
+    if self.read_only or jax.process_index() != 0:
       self._hidden.add(step)
       integrity.warn(f'checkpoint {path} is damaged ({reason}); skipping it.')
       return
@@ -308,6 +321,19 @@ class Checkpoints:
     )
     return out['params']
 
+  def restore_model_state(self, step: int, model_state_like: dict) -> dict:
+    """The model's other collections (e.g. 'batch_stats') in checkpoint `step`.
+
+    `model_state_like` gives the structure; empty (most models) restores nothing.
+    """
+    if not model_state_like:
+      return model_state_like
+    target = jax.tree.map(_restore_target, model_state_like)
+    out = self.manager.restore(
+      step, args=ocp.args.Composite(model_state=ocp.args.StandardRestore(target))
+    )
+    return out['model_state']
+
   def restore(self, step: int, state, rng: jax.Array):
     """Restores a full TrainState, the rng and the meta dict of checkpoint `step`.
 
@@ -324,7 +350,7 @@ class Checkpoints:
       params=params,
       opt_state=train['opt_state'],
       step=train['step'],
-      model_state=train.get('model_state', state.model_state),
+      model_state=self.restore_model_state(step, state.model_state),
     )
     return state, jax.random.wrap_key_data(train['rng']), out['meta']
 
@@ -375,11 +401,8 @@ class _Hiding:
 
 
 def _train_item(state, rng: jax.Array) -> dict:
-  """What a checkpoint's `train` item holds: all of the state but the params."""
-  item = {'opt_state': state.opt_state, 'step': state.step, 'rng': jax.random.key_data(rng)}
-  if getattr(state, 'model_state', None):  # batch statistics and the like
-    item['model_state'] = state.model_state
-  return item
+  """What a checkpoint's `train` item holds: all of the state but params and model_state."""
+  return {'opt_state': state.opt_state, 'step': state.step, 'rng': jax.random.key_data(rng)}
 
 
 def _shapes(tree) -> dict[str, tuple]:

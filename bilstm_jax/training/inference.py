@@ -183,8 +183,11 @@ def load(
       if found is None:
         raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
       step, params = found
+      model_state = ckpts.restore_model_state(step, like.model_state)
       path = ckpts.path(step)
     finally:
       ckpts.close()
-  state = steps.TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())
+  state = steps.TrainState.create(
+    apply_fn=model.apply, params=params, tx=optax.identity(), model_state=model_state
+  )
   return Trained(task=task, config=config, state=state, checkpoint=path, num_members=members)

@@ -221,10 +221,16 @@ def test_crf_confidence_is_a_marginal_probability():
 
 @pytest.mark.slow
 def test_sentence_classifier_learns_from_tsv(corpora, tmp_path):
-  cfg = _config(sst2, corpora['cls_train'], corpora['cls_dev'])
+  # Two layers with batch norm between them: reloading must bring back its statistics.
+  overrides = {'model.num_layers': 2, 'model.norm': 'batch'}
+  cfg = _config(sst2, corpora['cls_train'], corpora['cls_dev'], **overrides)
   summary = app.train_and_evaluate(cfg, str(tmp_path / 'cls'))
   assert summary['final_dev_accuracy'] > 0.8, summary['final_dev_accuracy']  # chance ~0.5
   trained = bilstm_jax.load(str(tmp_path / 'cls'))
+  stats = trained.state.model_state['batch_stats']['encoder']['norm_0']
+  assert np.any(np.asarray(stats['mean']) != 0) and np.any(np.asarray(stats['var']) != 1)
+  dev = trained.evaluate('dev')
+  np.testing.assert_allclose(dev['accuracy'], summary['final_dev_accuracy'], rtol=1e-6)
   rows = text.predict_sentences(trained, [['very', 'good', 'movie'], []])
   assert rows[0]['label'] == '1' and rows[1]['label'] is None
 
