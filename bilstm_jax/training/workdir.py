@@ -37,6 +37,14 @@ def write_json(path: str, obj) -> None:
     raise _not_writable(path, e) from e
 
 
+def create(workdir: str) -> None:
+  """Creates `workdir` (and its parents); a RunError naming it if it cannot be created."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise _not_writable(workdir, e) from e
+
+
 def _not_writable(path: str, e: OSError) -> errors.RunError:
   return errors.RunError(
     f'Cannot write {path}: {e.strerror or e}. Make {os.path.dirname(path)} writable (or free '
