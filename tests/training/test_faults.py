@@ -187,3 +187,21 @@ def test_a_bug_while_restoring_is_not_taken_for_damage(finished, tmp_path, monke
     train_lib.train_and_evaluate(tiny_config(), workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '12', '8']
   assert not os.path.exists(os.path.join(workdir, checkpoint.DAMAGED))
+
+
+def test_storage_errors_are_named_from_oserrors_and_tensorstore_text():
+  # tensorstore reports a full disk as a ValueError carrying the OS's text (seen on a tmpfs)
+  full = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "head.kernel/0.0" in OCDBT database at local file '
+    '"/w/checkpoints/6.orbax-checkpoint-tmp/params.orbax-checkpoint-tmp/ocdbt.process_0/": '
+    "Failed to write 237 bytes to file 24: No space left on device [os_error_code='28']"
+  )
+  assert integrity.storage_reason(full) == 'No space left on device'
+  try:
+    try:
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), '/w/checkpoints')
+    except OSError as e:
+      raise RuntimeError('wrapped') from e
+  except RuntimeError as e:
+    assert integrity.storage_reason(e) == os.strerror(errno.EACCES)
+  assert integrity.storage_reason(ValueError('OUT_OF_RANGE: byte range [0, 987)')) is None
