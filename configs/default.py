@@ -47,8 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.seed = 0  # the data is a pure function of this seed
   # --mode=evaluate/predict: a split ('train', 'dev') or a file (.npz or .jsonl).
   config.data.test = 'dev'
-  # > 0: pad each batch to one of this many length buckets (quantiles of the training
-  # lengths) instead of the longest sequence; bounds the compiled shapes.
+  # > 0: pad each batch to one of this many length buckets (the boundaries of least total
+  # padding of the training lengths) instead of the longest sequence; bounds the shapes.
   config.data.buckets = 0
 
   config.optim = ml_collections.ConfigDict()
