@@ -38,16 +38,17 @@ class LossesTest(parameterized.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_sequence_losses_skip_padding_examples(self):
-    logits = self.logits[:, 0]
+    logits = self.logits[:, :2].reshape(6, 4)[:4]
     best = np.argmax(np.asarray(logits), -1)
-    # Example 0 (length 1) is right, example 1 wrong, example 2 right but padding.
-    labels = jnp.array([best[0], (best[1] + 1) % 4, best[2]], jnp.int32)
-    lengths = jnp.array([1, 3, 0], jnp.int32)
+    # Examples 0 (length 1) and 1 are right, 2 wrong, 3 right but padding.
+    labels = jnp.array([best[0], best[1], (best[2] + 1) % 4, best[3]], jnp.int32)
+    lengths = jnp.array([1, 3, 2, 0], jnp.int32)
     total, count = self.variant(losses.sequence_cross_entropy)(logits, labels, lengths)
     logp = np.asarray(jax.nn.log_softmax(logits))
-    np.testing.assert_allclose(float(total), -(logp[0, best[0]] + logp[1, labels[1]]), rtol=1e-5)
+    want = -sum(logp[b, int(labels[b])] for b in range(3))
+    np.testing.assert_allclose(float(total), want, rtol=1e-5)
     hits, n = self.variant(losses.sequence_accuracy)(logits, labels, lengths)
-    assert (float(hits), float(n), float(count)) == (1.0, 2.0, 2.0)
+    assert (float(hits), float(n), float(count)) == (2.0, 3.0, 3.0)
     for value in (total, count, hits, n):
       assert value.dtype == jnp.float32
 
