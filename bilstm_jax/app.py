@@ -159,7 +159,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   task, prog, mesh, settings = prepare(config, workdir)
   config_dict = config.to_dict()
   writer = distributed.is_writer()
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.create(workdir)
   lock = workdir_lib.Lock(workdir).acquire() if writer else None
   try:
     workdir_lib.check_config(workdir, config_dict)

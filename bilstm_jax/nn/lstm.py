@@ -212,6 +212,8 @@ class BiLSTM(nn.Module):
     impl = self.impl
     if impl == 'auto':
       impl = 'native' if fused.native_supports(matmul_dtype) and native.preferred() else 'fused'
+    elif impl == 'native' and native.is_disabled():  # e.g. jax.export: no custom call
+      impl = 'fused'
     if impl not in _LAYER_IMPLS:
       known = sorted([*_LAYER_IMPLS, 'auto'])
       raise ValueError(f'Unknown BiLSTM impl {self.impl!r}; known: {known}.')

@@ -245,3 +245,25 @@ def test_each_variant_this_cpu_runs_matches_autodiff(shared_cache, variant):
 def test_the_bf16_variant_computes_float32_bit_for_bit_like_avx512(shared_cache):
   """The AVX512-BF16 instructions only serve bf16=True: float32 results are the same bits."""
   assert _parity(shared_cache, 'x86-64-v4')['F32'] == _parity(shared_cache, 'x86-64-v4-bf16')['F32']
+
+
+def test_export_traces_the_portable_scan_even_for_impl_native():
+  """jax.export cannot serialize the kernel's custom call: `native.disabled()` (which the
+  run's export uses) swaps an explicit impl='native' for 'fused', as it does for 'auto'."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax import export as jax_export
+
+  from bilstm_jax import BiLSTM
+
+  model = BiLSTM(4, impl='native')
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)), jnp.float32)
+  lengths = jnp.array([5, 2], jnp.int32)
+  variables = model.init(jax.random.key(0), x, lengths)
+  with native.disabled():
+    exported = jax_export.export(jax.jit(lambda x, n: model.apply(variables, x, n)[0]))(x, lengths)
+  assert 'custom_call' not in exported.mlir_module()
+  np.testing.assert_allclose(
+    exported.call(x, lengths), model.apply(variables, x, lengths)[0], rtol=1e-5, atol=1e-6
+  )

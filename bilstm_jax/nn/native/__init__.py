@@ -282,8 +282,9 @@ _disabled = threading.local()
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-  """Within this context `BiLSTM(impl='auto')` traces the portable scan ('fused'), e.g. for
-  `jax.export`, which cannot serialize a machine-local custom call."""
+  """Within this context `BiLSTM(impl='auto')` and `impl='native'` trace the portable scan
+  ('fused', the same numbers within float32 rounding), e.g. for `jax.export`, which cannot
+  serialize a machine-local custom call."""
   before = getattr(_disabled, 'on', False)
   _disabled.on = True
   try:
@@ -292,12 +293,17 @@ def disabled() -> Iterator[None]:
     _disabled.on = before
 
 
+def is_disabled() -> bool:
+  """Whether a `disabled()` context is in effect."""
+  return getattr(_disabled, 'on', False)
+
+
 def preferred() -> bool:
   """Whether `BiLSTM(impl='auto')` runs this kernel: JAX computes on one CPU device, the
   kernel builds here, and `disabled()` is not in effect. With several devices the layer may
   be sharded, which the custom call cannot be (XLA would gather its operands onto every
   device), so the scan is used."""
-  if getattr(_disabled, 'on', False):
+  if is_disabled():
     return False
   return jax.default_backend() == 'cpu' and jax.device_count() == 1 and _builds()
 
