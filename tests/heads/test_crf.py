@@ -120,7 +120,14 @@ def test_empty_time_axis():
   ll = crf_lib.crf_log_likelihood(emissions, np.zeros((2, 0), np.int32), lengths, *_args(p))
   tags, scores = crf_lib.viterbi_decode(emissions, lengths, *_args(p))
   chex.assert_trees_all_close((ll, scores), (np.zeros(2), np.zeros(2)))
-  assert tags.shape == (2, 0)
+  assert tags.shape == (2, 0) and tags.dtype == jnp.int32
+  # The scores keep the emissions' dtype, float64 too.
+  with jax.enable_x64(True):
+    p = _random_problem(4, dtype=np.float64)
+    emissions = np.zeros((2, 0, NUM_TAGS), np.float64)
+    score = crf_lib.sequence_score(emissions, np.zeros((2, 0), np.int32), lengths, *_args(p))
+    _, best = crf_lib.viterbi_decode(emissions, lengths, *_args(p))
+    assert score.dtype == best.dtype == jnp.float64
 
 
 @pytest.mark.slow  # finite differences, each a compiled call
@@ -264,6 +271,35 @@ def test_module_matches_functions_and_checks_shapes():
     crf_lib.CRF(NUM_TAGS, allowed_transitions=bad).init(
       jax.random.key(1), p['emissions'], tags, LENGTHS
     )
+
+
+def test_module_init_and_gold_tag_checks():
+  n = 8
+  emissions = np.zeros((2, 3, n), np.float32)
+  tags = np.array([[0, 7, -1], [1, -1, -1]], np.int32)  # -1 right at each sequence's end
+  lengths = np.array([2, 1], np.int32)
+  model = crf_lib.CRF(n)
+  params = model.init(jax.random.key(0), emissions, tags, lengths)['params']
+  for name, shape in (('transitions', (n, n)), ('start', (n,)), ('end', (n,))):
+    a = np.asarray(params[name])
+    assert a.shape == shape and a.dtype == np.float32
+    assert -0.1 <= a.min() < -0.01 and 0.01 < a.max() <= 0.1, name  # U(-0.1, 0.1)
+  half = crf_lib.CRF(n, param_dtype=jnp.bfloat16).init(jax.random.key(0), emissions, tags, lengths)
+  assert {a.dtype for a in jax.tree.leaves(half)} == {jnp.dtype(jnp.bfloat16)}
+  # Padding past the lengths is never checked; gold tags out of range or of the wrong shape are.
+  assert np.isfinite(model.apply({'params': params}, emissions, tags, lengths)).all()
+  with pytest.raises(ValueError, match=r'CRF tags must lie in \[0, 8\); got 8 at \[1, 0\]'):
+    model.apply({'params': params}, emissions, _set(tags, 8), lengths)
+  with pytest.raises(
+    ValueError, match=r'CRF tags must be int\[batch, time\]=\(2, 3\); got shape \(2, 2\)'
+  ):
+    model.apply({'params': params}, emissions, tags[:, :2], lengths)
+
+
+def _set(tags, value):
+  out = tags.copy()
+  out[1, 0] = value
+  return out
 
 
 @pytest.mark.slow  # compiles several programs
