@@ -230,13 +230,20 @@ class Checkpoints:
     found = self._first_good('latest', lambda step: self.restore(step, state, rng))
     return None if found is None else (found[0], *found[1])
 
-  def restore_params_good(self, which: str, params_like):
-    """The params of the best (`which='best'`) or newest undamaged checkpoint.
+  def restore_params_good(self, which: str, params_like, model_state_like=None):
+    """The params (and model_state) of the best (`which='best'`) or newest undamaged
+    checkpoint; `model_state_like` gives the model_state's structure (None: none).
 
     Returns:
-      (step, params), or None if there is no checkpoint.
+      (step, params, model_state), or None if there is no checkpoint.
     """
-    return self._first_good(which, lambda step: self.restore_params(step, params_like))
+
+    def restore(step):
+      like = model_state_like or {}
+      return self.restore_params(step, params_like), self.restore_model_state(step, like)
+
+    found = self._first_good(which, restore)
+    return None if found is None else (found[0], *found[1])
 
   def _candidates(self, which: str) -> list[int]:
     """Steps in the order to try: newest first, or best first (by `metric`, then newest)."""

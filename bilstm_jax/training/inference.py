@@ -179,11 +179,10 @@ def load(
       read_only=True,
     )
     try:
-      found = ckpts.restore_params_good(checkpoint, like.params)
+      found = ckpts.restore_params_good(checkpoint, like.params, like.model_state)
       if found is None:
         raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
-      step, params = found
-      model_state = ckpts.restore_model_state(step, like.model_state)
+      step, params, model_state = found
       path = ckpts.path(step)
     finally:
       ckpts.close()

@@ -80,7 +80,7 @@ def test_the_newest_and_the_best_checkpoint_are_chosen(tmp_path):
   assert step == 4 and meta == {'step': 4}
   _leaves_equal(state.params, states[4].params)
   np.testing.assert_array_equal(jax.random.key_data(rng), jax.random.key_data(jax.random.key(4)))
-  step, params = ckpts.restore_params_good('best', fresh.params)
+  step, params, _ = ckpts.restore_params_good('best', fresh.params)
   assert step == 2
   _leaves_equal(params, states[2].params)
   assert ckpts.restore_params_good('latest', fresh.params)[0] == 4
