@@ -179,6 +179,9 @@ def test_default_time_keys():
   assert batching.default_time_keys(data) == ('inputs', 'targets')
   assert batching.default_time_keys({'lengths': data['lengths']}) == ()
   assert batching.default_time_keys({'inputs': data['labels'], 'pair': data['pair']}) == ()
+  # Token ids: inputs int32[n, time], rank 2.
+  tokens = {'inputs': data['targets'], 'lengths': data['lengths'], 'pair': data['pair']}
+  assert batching.default_time_keys(tokens) == ('inputs',)
 
 
 def test_plan_batches_and_batches_gather_each_planned_row():
@@ -208,3 +211,4 @@ def test_plan_batches_and_batches_gather_each_planned_row():
   stacked = batching.stack(got)
   assert set(stacked) == set(data) and stacked['inputs'].shape == (len(got), 4, 5, 2)
   np.testing.assert_array_equal(stacked['labels'][-1], got[-1]['labels'])
+  assert batching.stack(got[:1])['inputs'].shape == (1, 4, 5, 2)  # one step per call
