@@ -312,7 +312,12 @@ def _nan_input():
     (np.zeros((TIME, 5), np.float32), {}, ValueError, r'rank 3'),
     (np.zeros((1, BATCH, TIME, 5), np.float32), {}, ValueError, r'rank 3'),
     (np.zeros((BATCH, TIME, 5), np.int32), {}, TypeError, r'floating point.*int32'),
-    (np.zeros((BATCH, TIME, 7), np.float32), {}, ValueError, r'7 features.*initialised for 5'),
+    (
+      np.zeros((BATCH, TIME, 7), np.float32),
+      {},
+      ValueError,
+      r'inputs have 7 features, but the parameters of layer_0 were initialised for 5',
+    ),
     (_nan_input(), {}, ValueError, r'NaN or inf \(first at index \[1, 3, 2\]\)'),
     (
       np.zeros((BATCH, TIME, 5), np.float32),
