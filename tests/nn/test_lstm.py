@@ -248,6 +248,21 @@ def test_bfloat16_close_to_float32():
   assert np.abs(np.asarray(y16, np.float32) - y).max() > 0  # bf16 was really used
 
 
+@pytest.mark.parametrize('impl', ['reference', 'fused'])
+def test_bfloat16_numbers_are_the_same_in_every_impl(impl):
+  """bfloat16 matmul operands in every matmul (the input projection too): each impl gives
+  the native kernel's numbers (a float32 projection moves outputs by a bfloat16 ulp)."""
+  _, params = random_params(14, 2, True, scale=0.5)
+  x, lengths = inputs(3), jnp.array([TIME, 3, 0])
+  want = BiLSTM(HIDDEN, num_layers=2, dtype=jnp.bfloat16, impl='native')
+  got = BiLSTM(HIDDEN, num_layers=2, dtype=jnp.bfloat16, impl=impl)
+  y_want, _ = want.apply({'params': params}, x, lengths)
+  y_got, _ = got.apply({'params': params}, x, lengths)
+  np.testing.assert_allclose(
+    np.asarray(y_got, np.float32), np.asarray(y_want, np.float32), rtol=0, atol=1e-3
+  )
+
+
 def test_custom_initialisers_are_used():
   module = BiLSTM(
     HIDDEN,
