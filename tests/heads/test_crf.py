@@ -121,14 +121,13 @@ def test_empty_time_axis():
   tags, scores = crf_lib.viterbi_decode(emissions, lengths, *_args(p))
   chex.assert_trees_all_close((ll, scores), (np.zeros(2), np.zeros(2)))
   assert tags.shape == (2, 0) and tags.dtype == jnp.int32
-  # The scores keep the emissions' dtype, float64 too.
-  with jax.enable_x64(True):
-    p = _random_problem(4, dtype=np.float64)
-    emissions = np.zeros((2, 0, NUM_TAGS), np.float64)
-    score = crf_lib.sequence_score(emissions, np.zeros((2, 0), np.int32), lengths, *_args(p))
-    _, best = crf_lib.viterbi_decode(emissions, lengths, *_args(p))
-    log_z = crf_lib.crf_log_partition(emissions, lengths, *_args(p))
-    assert score.dtype == best.dtype == log_z.dtype == jnp.float64
+  # The scores keep the emissions' dtype, a low-precision one too.
+  args = [a.astype(jnp.bfloat16) for a in _args(p)]
+  emissions = emissions.astype(jnp.bfloat16)
+  score = crf_lib.sequence_score(emissions, np.zeros((2, 0), np.int32), lengths, *args)
+  _, best = crf_lib.viterbi_decode(emissions, lengths, *args)
+  log_z = crf_lib.crf_log_partition(emissions, lengths, *args)
+  assert score.dtype == best.dtype == log_z.dtype == jnp.bfloat16
 
 
 @pytest.mark.slow  # finite differences, each a compiled call
