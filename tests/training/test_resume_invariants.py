@@ -4,13 +4,15 @@ checkpoint is chosen, and what cannot continue the run is refused with a clear m
 (tests/training/test_checkpoint.py kills real runs; these are the fast unit checks.)
 """
 
+import os
+
 import jax
 import numpy as np
 import optax
 import pytest
 
 from bilstm_jax.errors import CheckpointError
-from bilstm_jax.training import checkpoint
+from bilstm_jax.training import checkpoint, integrity
 from bilstm_jax.training.steps import TrainState
 
 
@@ -62,6 +64,12 @@ def test_restore_gives_back_exactly_what_was_saved(tmp_path, model_state):
   np.testing.assert_array_equal(jax.random.uniform(rng_back, (3,)), jax.random.uniform(rng, (3,)))
   _leaves_equal(reopened.restore_params(3, fresh.params), saved.params)
   assert reopened.read_meta(3) == meta
+  # The optimiser state comes back as optax's structure, and every array on this device.
+  assert jax.tree.structure(state.opt_state) == jax.tree.structure(saved.opt_state)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  for leaf in jax.tree.leaves((state.params, state.opt_state)):
+    assert isinstance(leaf, jax.Array) and leaf.sharding == device
+  assert os.path.exists(os.path.join(reopened.path(3), integrity.MANIFEST))
   reopened.close()
 
 
@@ -115,7 +123,22 @@ def test_another_model_shape_is_refused_naming_the_parameters(tmp_path):
   assert 'another model shape (2 differ' in message
   assert "['dense']['kernel']: checkpoint (3, 2), this config (3, 5)" in message
   assert "['dense']['extra']: checkpoint missing, this config (1,)" in message
-  assert ckpts.path(3) in message
+  assert ckpts.path(3) in message and 'Use the config it was trained with' in message
+  ckpts.close()
+
+
+def test_every_checkpoint_damaged_is_an_error_naming_them(tmp_path):
+  ckpts = checkpoint.Checkpoints(str(tmp_path))
+  for step in (1, 2):
+    ckpts.save(_state(step, steps=1), jax.random.key(0), {}, {'dev_loss': 1.0}, step=step)
+    with open(os.path.join(ckpts.path(step), integrity.MANIFEST), 'w') as f:
+      f.write('not json')
+  with pytest.raises(CheckpointError) as err:
+    ckpts.restore_good(_state(0, steps=0), jax.random.key(0))
+  message = str(err.value)
+  assert 'every one is damaged (steps 2, 1; moved to' in message
+  assert os.path.join(str(tmp_path), checkpoint.DAMAGED) in message
+  assert sorted(os.listdir(os.path.join(str(tmp_path), checkpoint.DAMAGED))) == ['1', '2']
   ckpts.close()
 
 
@@ -131,14 +154,24 @@ def test_check_compatible_allows_only_the_resumable_keys():
     'checkpoint': {'keep_best': 1},
   }
   checkpoint.check_compatible(saved, same, 'config.json')
-  changed = {**same, 'model': {'hidden_size': 16, 'layers': [1, 2]}, 'extra': 1}
+  changed = {
+    **same,
+    'model': {'hidden_size': 16},
+    'extra': 1,
+    'unset': None,
+    'checkpoint': {},
+  }
   with pytest.raises(CheckpointError) as err:
     checkpoint.check_compatible(saved, changed, '/w/config.json')
   message = str(err.value)
   assert '(/w/config.json)' in message
   assert 'model.hidden_size: 8 in the workdir, 16 now' in message
   assert "extra: '<absent>' in the workdir, 1 now" in message
-  assert 'train.epochs: ' not in message and 'keep_best: ' not in message
+  assert "unset: '<absent>' in the workdir, None now" in message
+  assert "model.layers: [1, 2] in the workdir, '<absent>' now" in message
+  assert 'Use another --workdir, or the same values (only ' in message
+  assert message.endswith(' may change on resume).')
+  assert 'train.epochs: ' not in message and 'keep_best: ' not in message  # resumable
 
 
 def test_flatten_and_shapes():
