@@ -99,7 +99,7 @@ def test_conll_malformed(tmp_path):
 
 
 def test_tsv_with_and_without_header(tmp_path):
-  rows = "the soup was warm . \t1\ncold tea and no chairs \t0\n"
+  rows = 'the soup was warm . \t1\ncold tea and no chairs \t0\n'
   want = [('the soup was warm .', '1'), ('cold tea and no chairs', '0')]
   assert text.read_tsv(_write(tmp_path, 'sentence\tlabel\n' + rows)) == want
   assert text.read_tsv(_write(tmp_path, rows + '\n')) == want
