@@ -40,17 +40,7 @@ from bilstm_jax import faults
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# The tests' tiny variant: 4 steps an epoch, 2 per compiled call, a checkpoint every 2.
-TINY = {
-  'data.num_train': 32,
-  'data.num_dev': 8,
-  'data.seq_len': 6,
-  'model.hidden_size': 4,
-  'train.batch_size': 8,
-  'train.log_every_epochs': 1,
-  'train.steps_per_call': 2,
-  'checkpoint.save_every_steps': 2,
-}
+sys.path.insert(0, ROOT)  # for tests.utils
 # The longest delay into each phase: under its typical length here (a 2-step call and an
 # evaluation take milliseconds, a save tens, the export and a plot hundreds).
 MAX_DELAY_S = {'step': 0.002, 'eval': 0.002, 'save': 0.02, 'export': 0.2, 'plot': 0.1}
@@ -59,6 +49,8 @@ FINISH_PHASES = ('export', 'plot')
 
 
 def command(workdir: str, epochs: int) -> list[str]:
+  from tests.utils import TINY  # the tests' tiny variant: 4 steps an epoch, a save every 2
+
   flags = [f'--config.{k}={v}' for k, v in {**TINY, 'train.epochs': epochs}.items()]
   return [
     sys.executable,
