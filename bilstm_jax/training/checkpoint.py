@@ -28,7 +28,6 @@ checkpoint, the reason and the last good checkpoint (left as it was).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -47,27 +46,6 @@ from bilstm_jax.training import integrity
 SAVE_DELAY_ENV = 'BILSTM_JAX_TEST_SAVE_DELAY_S'
 # Where a training run moves the damaged checkpoints it finds (beside checkpoints/).
 DAMAGED = 'checkpoints_damaged'
-
-# Config keys that may change when a run is resumed (how long to train, how to log or
-# save); every other key must match the run already in the workdir.
-RESUMABLE_KEYS = (
-  'train.epochs',
-  'train.num_steps',
-  'train.log_every_epochs',
-  'train.early_stopping_patience',
-  'checkpoint.save_every_steps',
-  'checkpoint.keep_best',
-  'data.test',
-  # How many devices and processes run it: a checkpoint restores on any mesh.
-  'mesh.member',
-  'mesh.data',
-  'mesh.model',
-  'distributed.coordinator',
-  'distributed.num_processes',
-  'distributed.process_id',
-  'distributed.auto_detect',
-  'distributed.timeout_s',
-)
 
 
 class _MetaHandler(ocp.JsonCheckpointHandler):
@@ -418,40 +396,6 @@ def _shapes(tree) -> dict[str, tuple]:
     jax.tree_util.keystr(p): tuple(np.shape(x) if not hasattr(x, 'shape') else x.shape)
     for p, x in leaves
   }
-
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
-def check_compatible(saved: dict, current: dict, where: str) -> None:
-  """Raises CheckpointError if `current` config cannot continue the run saved with `saved`.
-
-  Args:
-    saved, current: config dicts (`config.to_dict()`).
-    where: the file `saved` came from, for the message.
-  """
-  # As JSON stores them (a config's tuples come back as lists).
-  a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, current))
-  diffs = [
-    f'{k}: {a.get(k, "<absent>")!r} in the workdir, {b.get(k, "<absent>")!r} now'
-    for k in sorted(set(a) | set(b))
-    if k not in RESUMABLE_KEYS and a.get(k, '<absent>') != b.get(k, '<absent>')
-  ]
-  if diffs:
-    raise CheckpointError(
-      f'The workdir holds a run with an incompatible config ({where}): '
-      + '; '.join(diffs)
-      + '. Use another --workdir, or the same values (only '
-      + ', '.join(RESUMABLE_KEYS)
-      + ' may change on resume).'
-    )
 
 
 def _restore_target(x) -> jax.ShapeDtypeStruct:

@@ -17,7 +17,8 @@ import numpy as np
 
 from bilstm_jax import errors, faults
 from bilstm_jax.parallel import sharding
-from bilstm_jax.training import checkpoint, monitor
+from bilstm_jax.training import monitor
+from bilstm_jax.training import workdir as workdir_lib
 
 _MAX_PENDING = 64
 
@@ -120,7 +121,7 @@ def restore_or_start(program, ckpts, state, rng, config_dict: dict):
   if found is None:
     return state, rng, Progress()
   step, state, rng, meta = found
-  checkpoint.check_compatible(meta['config'], config_dict, ckpts.path(step))
+  workdir_lib.check_compatible(meta['config'], config_dict, ckpts.path(step))
   return state, rng, Progress.from_meta(meta['progress'])
 
 

@@ -1,4 +1,5 @@
-"""A run's directory: its files, its one-writer lock and its compatibility checks.
+"""A run's directory: its files, its one-writer lock and its compatibility checks (which
+config changes a resumed run accepts: `RESUMABLE_KEYS`, `check_compatible`).
 
 WORKDIR/config.json      the config the run was trained with
 WORKDIR/task.json        what the task found in the training data (sizes, vocabulary)
@@ -117,7 +118,7 @@ def check_config(workdir: str, config_dict: dict) -> bool:
   saved = read_json(path)
   if saved is None:
     return False
-  checkpoint.check_compatible(saved, config_dict, path)
+  check_compatible(saved, config_dict, path)
   return True
 
 
@@ -139,3 +140,59 @@ def open_checkpoints(
   return checkpoint.Checkpoints(
     workdir, metric=metric, mode=mode, keep_best=keep_best, read_only=read_only
   )
+
+
+# Config keys that may change when a run is resumed (how long to train, how to log or
+# save); every other key must match the run already in the workdir.
+RESUMABLE_KEYS = (
+  'train.epochs',
+  'train.num_steps',
+  'train.log_every_epochs',
+  'train.early_stopping_patience',
+  'checkpoint.save_every_steps',
+  'checkpoint.keep_best',
+  'data.test',
+  # How many devices and processes run it: a checkpoint restores on any mesh.
+  'mesh.member',
+  'mesh.data',
+  'mesh.model',
+  'distributed.coordinator',
+  'distributed.num_processes',
+  'distributed.process_id',
+  'distributed.auto_detect',
+  'distributed.timeout_s',
+)
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+  """Raises CheckpointError if `current` config cannot continue the run saved with `saved`.
+
+  Args:
+    saved, current: config dicts (`config.to_dict()`).
+    where: the file `saved` came from, for the message.
+  """
+  # As JSON stores them (a config's tuples come back as lists).
+  a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, current))
+  diffs = [
+    f'{k}: {a.get(k, "<absent>")!r} in the workdir, {b.get(k, "<absent>")!r} now'
+    for k in sorted(set(a) | set(b))
+    if k not in RESUMABLE_KEYS and a.get(k, '<absent>') != b.get(k, '<absent>')
+  ]
+  if diffs:
+    raise errors.CheckpointError(
+      f'The workdir holds a run with an incompatible config ({where}): '
+      + '; '.join(diffs)
+      + '. Use another --workdir, or the same values (only '
+      + ', '.join(RESUMABLE_KEYS)
+      + ' may change on resume).'
+    )

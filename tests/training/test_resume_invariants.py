@@ -13,6 +13,7 @@ import pytest
 
 from bilstm_jax.errors import CheckpointError
 from bilstm_jax.training import checkpoint, integrity
+from bilstm_jax.training import workdir as workdir_lib
 from bilstm_jax.training.steps import TrainState
 
 
@@ -153,7 +154,7 @@ def test_check_compatible_allows_only_the_resumable_keys():
     'train': {'epochs': 50, 'lr': 0.1},
     'checkpoint': {'keep_best': 1},
   }
-  checkpoint.check_compatible(saved, same, 'config.json')
+  workdir_lib.check_compatible(saved, same, 'config.json')
   changed = {
     **same,
     'model': {'hidden_size': 16},
@@ -162,7 +163,7 @@ def test_check_compatible_allows_only_the_resumable_keys():
     'checkpoint': {},
   }
   with pytest.raises(CheckpointError) as err:
-    checkpoint.check_compatible(saved, changed, '/w/config.json')
+    workdir_lib.check_compatible(saved, changed, '/w/config.json')
   message = str(err.value)
   assert '(/w/config.json)' in message
   assert 'model.hidden_size: 8 in the workdir, 16 now' in message
@@ -175,7 +176,7 @@ def test_check_compatible_allows_only_the_resumable_keys():
 
 
 def test_flatten_and_shapes():
-  assert checkpoint._flatten({'a': {'b': {'c': 1}, 'd': 2}, 'e': 3}) == {
+  assert workdir_lib._flatten({'a': {'b': {'c': 1}, 'd': 2}, 'e': 3}) == {
     'a.b.c': 1,
     'a.d': 2,
     'e': 3,
