@@ -53,12 +53,15 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   d.test = 'test'  # --mode=evaluate: 'test', 'dev' (= 'val') or another CSV
 
   m = config.model
-  m.hidden_size = 64
+  m.hidden_size = 256
   m.num_layers = 1
   m.bidirectional = True
-  m.dropout = 0.0
+  m.dropout = 0.5
   m.channel_independent = True  # every channel alone through shared weights
   m.norm = 'last'  # instance norm: 'none', 'last', 'mean' or 'revin'
+  # 0: the LSTM reads every step; k: it reads segments of k steps, each embedded by a
+  # dense layer (SegRNN, Lin et al. 2023); input_len must be a multiple of k.
+  m.segment_len = 16
   m.head_input = 'flatten'  # the head reads every step ('flatten') or final states ('final')
   m.linear_skip = False  # True: add a learned linear map of the window
   # True: the forecast is the fitted linear baseline's (frozen) plus the LSTM's, whose
@@ -85,6 +88,8 @@ def tiny(config: ml_collections.ConfigDict) -> None:
   config.data.input_len = 16
   config.data.horizon = 4
   config.model.hidden_size = 8
+  config.model.segment_len = 4
+  config.model.dropout = 0.0
   config.train.epochs = 3
   config.train.batch_size = 16
   config.train.early_stopping_patience = 0

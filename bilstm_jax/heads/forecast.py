@@ -11,6 +11,10 @@ long-horizon benchmarks do. Two options from those models:
   - Channel independence (`channel_independent`): every channel is a separate univariate
     sequence through the same weights (DLinear, PatchTST). The parameters then do not
     depend on the number of channels.
+
+And one from the segment-wise RNN of Lin et al. 2023 (SegRNN): with `segment_len` set,
+the window is cut into segments of that many steps, each embedded by a dense layer, and
+the LSTM runs over the segments (input_len / segment_len steps instead of input_len).
 """
 
 from __future__ import annotations
@@ -90,6 +94,9 @@ class Forecaster(nn.Module):
       from the number of input channels and the outputs are denormalised or channel
       independent (e.g. (6,) to forecast OT from all 7 ETT columns); None means
       outputs and inputs are the same channels.
+    segment_len: 0 (the LSTM reads every step) or the length of the segments the window
+      is cut into; each segment goes through Dense(hidden_size) and a ReLU, and the LSTM
+      reads one segment a step. The window length must be a multiple of it.
 
   Example:
     >>> model = Forecaster(hidden_size=8, horizon=4, out_channels=3, norm='last')
@@ -109,6 +116,7 @@ class Forecaster(nn.Module):
   norm: str = 'none'
   head_input: str = 'flatten'
   target_index: tuple[int, ...] | None = None
+  segment_len: int = 0
   impl: str | None = None
 
   def _targets(self, channels: int) -> tuple[int, ...] | None:
@@ -155,6 +163,13 @@ class Forecaster(nn.Module):
       affine = (weight, bias)
     if self.channel_independent:
       x = jnp.swapaxes(x, 1, 2).reshape(batch * channels, time, 1)
+    if self.segment_len:
+      if self.segment_len < 0 or time % self.segment_len:
+        raise ValueError(
+          f'segment_len {self.segment_len} does not divide the window length {time}.'
+        )
+      x = x.reshape(x.shape[0], time // self.segment_len, self.segment_len * x.shape[-1])
+      x = nn.relu(nn.Dense(self.hidden_size, dtype=jnp.float32, name='segment_embed')(x))
 
     kwargs = {} if self.impl is None else {'impl': self.impl}
     features, (h_n, _) = BiLSTM(

@@ -86,6 +86,12 @@ class ForecastTask(base.Task):
       raise ConfigError(f'config.data.features={d.features!r}: must be one of {FEATURES}.')
     if d.split not in SPLIT_MODES:
       raise ConfigError(f'config.data.split={d.split!r}: must be one of {SPLIT_MODES}.')
+    segment = int(m.get('segment_len', 0))
+    if segment < 0 or (segment and int(d.input_len) % segment):
+      raise ConfigError(
+        f'config.model.segment_len={segment}: must be 0 or divide '
+        f'config.data.input_len={d.input_len}.'
+      )
     inputs, targets = _names(d.input_columns), _names(d.target_columns)
     if d.features == 'S':
       inputs = targets = (d.target,)
@@ -115,6 +121,7 @@ class ForecastTask(base.Task):
       'channel_independent': m.channel_independent,
       'norm': m.norm,
       'head_input': m.head_input,
+      'segment_len': segment,
       'linear_skip': bool(m.get('linear_skip', False)),
       'linear_base': bool(m.get('linear_base', False)),
       'impl': m.get('impl') or None,

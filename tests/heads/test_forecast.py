@@ -96,6 +96,41 @@ def test_target_index_selects_the_statistics_of_its_channel():
   np.testing.assert_allclose(model.apply(params, x.at[:, :, 0].add(4.0)), y, rtol=1e-5)
 
 
+@pytest.mark.parametrize('channel_independent', [False, True])
+def test_segments_are_embedded_and_read_one_per_step(channel_independent):
+  # 12 steps in segments of 4: the LSTM reads 3 steps of Dense(hidden) features, and the
+  # flatten head reads 3 * 2 * hidden. The forecast of a window depends on its segments
+  # as a whole; changing one step of the first segment changes it.
+  channels, hidden = 3, 5
+  model = Forecaster(
+    hidden_size=hidden,
+    horizon=2,
+    out_channels=channels,
+    segment_len=4,
+    norm='last',
+    channel_independent=channel_independent,
+  )
+  x = series(steps=12, channels=channels)
+  params = model.init(jax.random.key(0), x)['params']
+  per_sequence = 1 if channel_independent else channels
+  assert params['segment_embed']['kernel'].shape == (4 * per_sequence, hidden)
+  assert params['lstm']['layer_0']['w_ih'].shape[1] == hidden
+  assert params['head']['kernel'].shape == (3 * 2 * hidden, 2 * per_sequence)
+  y = model.apply({'params': params}, x)
+  assert y.shape == (2, 2, channels)
+  assert not np.allclose(model.apply({'params': params}, x.at[:, 0, :].add(1.0)), y)
+  # Each step is its own segment: the same as an LSTM over steps behind a Dense + ReLU.
+  ones = Forecaster(hidden_size=hidden, horizon=2, out_channels=channels, segment_len=1)
+  assert ones.init(jax.random.key(0), x)['params']['segment_embed']['kernel'].shape == (
+    channels,
+    hidden,
+  )
+  with pytest.raises(ValueError, match='segment_len 5 does not divide the window length 12'):
+    Forecaster(hidden_size=4, horizon=2, out_channels=channels, segment_len=5).init(
+      jax.random.key(0), x
+    )
+
+
 def test_bad_settings_are_explained():
   x = series(channels=3)
   with pytest.raises(ValueError, match='set target_index'):
