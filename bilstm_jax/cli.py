@@ -42,8 +42,10 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string(
   'compilation_cache',
-  '~/.cache/bilstm_jax/xla',
-  'Directory for JAX\'s persistent compilation cache (a rerun skips compiling); "" = off.',
+  'default',
+  "Directory for JAX's persistent compilation cache (a rerun skips compiling); "
+  '"default": xla/ in the kernel cache ($BILSTM_JAX_CACHE, else $XDG_CACHE_HOME/bilstm_jax, '
+  'else ~/.cache/bilstm_jax); "" = off.',
 )
 
 _SAVED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'training', 'saved_config.py')

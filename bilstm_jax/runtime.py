@@ -111,11 +111,19 @@ def enable_compilation_cache(path: str) -> str:
   here. The key covers the program, the JAX/XLA versions and the device, so a stale entry
   is never used. Process-wide, like `tune_cpu`: call it from an entry point.
 
+  Args:
+    path: the directory, or 'default' for xla/ in the kernel cache
+      (`bilstm_jax.nn.native.cache_dir()`), so one setting moves both.
+
   Returns:
     The absolute cache directory.
   """
   import jax
 
+  if path == 'default':
+    from bilstm_jax.nn import native
+
+    path = str(native.cache_dir() / 'xla')
   path = os.path.abspath(os.path.expanduser(path))
   os.makedirs(path, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', path)

@@ -53,3 +53,30 @@ def test_tune_cpu_refuses_thresholds_mallopt_cannot_take(threshold):
   # Raised before any setting changes, so this process stays as it was.
   with pytest.raises(ValueError, match='mallopt takes a C int'):
     runtime.tune_cpu(threshold)
+
+
+_CACHE_SCRIPT = """
+import os, jax, jax.numpy as jnp
+from bilstm_jax import runtime
+path = runtime.enable_compilation_cache('default')
+print(path == os.path.join(os.environ['BILSTM_JAX_CACHE'], 'xla'))
+print(jax.config.jax_compilation_cache_dir == path)
+jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()
+print(len(os.listdir(path)) > 0)
+"""
+
+
+@pytest.mark.subprocess
+def test_the_default_compilation_cache_lives_beside_the_kernels(tmp_path):
+  # One setting (BILSTM_JAX_CACHE, or XDG_CACHE_HOME) moves the kernels and the XLA
+  # programs together, and even a program that compiles in milliseconds is kept.
+  env = {**os.environ, 'BILSTM_JAX_CACHE': str(tmp_path / 'cache')}
+  out = subprocess.run(
+    [sys.executable, '-c', _CACHE_SCRIPT],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=env,
+  )
+  assert out.stdout.split() == ['True', 'True', 'True'], out.stdout + out.stderr
