@@ -9,12 +9,19 @@ users write it (`nn.Embedding`, a character CNN, `nn.LSTM` over `pack_padded_seq
        CRF
 
 Batches: 32 sentences with lengths drawn from a UD/CoNLL-like distribution (mean ~16
-words), padded to length buckets (the largest length of the batch, rounded up to 8), word
-ids and 1-12 characters per word at random. The vocabulary sizes are the real ones'
-order (words 20k, chars 100). Dropout is off in both, so they do the same arithmetic.
-Each framework runs `--steps` timed steps after warm-up on every shape, alternating.
+words), word ids and 1-12 characters per word at random. The vocabulary sizes are the real
+ones' order (words 20k, chars 100). Dropout is off in both, so they do the same arithmetic.
+`--batching` says how sentences become batches, the same batches for both frameworks:
 
-  PYTHONPATH=. python benchmarks/bench_text.py [--steps 30] [--rounds 2]
+  buckets  as train.py batches them (`bilstm_jax.data.batching.epoch_plan` with the
+           configs' 6 least-padding length buckets): a batch holds sentences of one
+           bucket, padded to its boundary;
+  random   32 sentences at random, padded to the longest rounded up to 8 (about half of
+           the steps are padding, which bilstm_jax computes over and packed PyTorch skips).
+
+Each framework runs about `--steps` timed steps after warm-up on every shape, alternating.
+
+  PYTHONPATH=. python benchmarks/bench_text.py [--steps 30] [--rounds 2] [--batching both]
 
 Prints a table and writes benchmarks/results/text.json. Figures from a loaded shared
 machine are not valid comparisons: the JSON records the load average.
@@ -33,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bilstm_jax.data import batching as batching_lib
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.tasks import text_models
 
@@ -44,12 +52,24 @@ MODELS = {
 }
 
 
-def make_batches(num: int, seed: int, num_tags: int) -> list[dict]:
+def make_batches(num: int, seed: int, num_tags: int, batching: str = 'buckets') -> list[dict]:
+  """About `num` batches of BATCH sentences (see the module docstring for `batching`)."""
   rng = np.random.default_rng(seed)
+  pool = np.clip(rng.gamma(2.0, 8.0, num * BATCH).astype(np.int32), 1, 60)
+  if batching == 'buckets':
+    buckets = batching_lib.Buckets.from_lengths(pool, 6)
+    plan = batching_lib.epoch_plan(pool, BATCH, seed=seed, buckets=buckets)
+    shapes = zip(plan.indices, plan.times, strict=True)
+  elif batching == 'random':
+    rows = pool.reshape(num, BATCH)
+    shapes = (
+      (np.arange(k * BATCH, (k + 1) * BATCH), int(-(-r.max() // 8) * 8)) for k, r in enumerate(rows)
+    )
+  else:
+    raise ValueError(f'Unknown batching {batching!r}.')
   out = []
-  for _ in range(num):
-    lengths = np.clip(rng.gamma(2.0, 8.0, BATCH).astype(np.int32), 1, 60)
-    time_ = int(-(-lengths.max() // 8) * 8)
+  for idx, time_ in shapes:
+    lengths = pool[idx]
     mask = np.arange(time_)[None] < lengths[:, None]
     words = np.where(mask, rng.integers(2, WORDS, (BATCH, time_)), 0).astype(np.int32)
     wl = rng.integers(1, WIDTH + 1, (BATCH, time_))
@@ -87,7 +107,7 @@ def jax_trainer(spec: dict):
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
-  b0 = make_batches(1, 0, spec['num_tags'])[0]
+  b0 = make_batches(1, 0, spec['num_tags'], 'random')[0]
   params = model.init(jax.random.key(0), b0['words'], b0['lengths'], b0['chars'])
   state = [params, tx.init(params)]
 
@@ -169,48 +189,61 @@ def measure(run, sync, batches) -> float:
   return sum(int(b['lengths'].sum()) for b in batches) / (time.perf_counter() - start)
 
 
+def _compare(trainers: dict, batches: list[dict], rounds: int) -> dict:
+  """Warms every shape up, then times the frameworks in alternating rounds."""
+  warm = {}
+  for fw, (run, sync) in trainers.items():  # every padded length once: compile, warm up
+    start = time.perf_counter()
+    seen = {}
+    for b in batches:
+      seen.setdefault(b['words'].shape[1], b)
+    sync([run(b) for b in seen.values()][-1])
+    warm[fw] = time.perf_counter() - start
+  rates = {fw: [] for fw in trainers}
+  for r in range(rounds):
+    for fw in list(trainers) if r % 2 == 0 else list(trainers)[::-1]:
+      rates[fw].append(measure(*trainers[fw], batches))
+  out = {
+    fw: {'tokens_per_s': float(np.median(v)), 'rounds': v, 'warmup_s': warm[fw]}
+    for fw, v in rates.items()
+  }
+  out['speedup'] = out['bilstm_jax']['tokens_per_s'] / out['pytorch']['tokens_per_s']
+  out['batches'] = len(batches)
+  return out
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=30)
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--models', default='pos,ner')
   parser.add_argument('--torch-threads', type=int, default=0, help='0: torch default')
+  parser.add_argument('--batching', default='both', choices=('buckets', 'random', 'both'))
   args = parser.parse_args()
   results = {}
+  kinds = ('buckets', 'random') if args.batching == 'both' else (args.batching,)
   for name in args.models.split(','):
     spec = MODELS[name]
-    batches = make_batches(args.steps, 1, spec['num_tags'])
     trainers = {'bilstm_jax': jax_trainer(spec), 'pytorch': torch_trainer(spec, args.torch_threads)}
-    warm = {}
-    for fw, (run, sync) in trainers.items():  # every padded length once: compile, warm up
-      start = time.perf_counter()
-      seen = {}
-      for b in batches:
-        seen.setdefault(b['words'].shape[1], b)
-      sync([run(b) for b in seen.values()][-1])
-      warm[fw] = time.perf_counter() - start
-    rates = {fw: [] for fw in trainers}
-    for r in range(args.rounds):
-      order = list(trainers) if r % 2 == 0 else list(trainers)[::-1]
-      for fw in order:
-        rates[fw].append(measure(*trainers[fw], batches))
-    results[name] = {
-      fw: {'tokens_per_s': float(np.median(v)), 'rounds': v, 'warmup_s': warm[fw]}
-      for fw, v in rates.items()
-    }
-    results[name]['speedup'] = (
-      results[name]['bilstm_jax']['tokens_per_s'] / results[name]['pytorch']['tokens_per_s']
-    )
-  print(f'{"model":6} {"bilstm_jax tok/s":>17} {"pytorch tok/s":>14} {"speedup":>8}')
-  for name, r in results.items():
-    jx, pt = r['bilstm_jax']['tokens_per_s'], r['pytorch']['tokens_per_s']
-    print(f'{name:6} {jx:17.0f} {pt:14.0f} {r["speedup"]:8.2f}')
+    for kind in kinds:
+      batches = make_batches(args.steps, 1, spec['num_tags'], kind)
+      results.setdefault(kind, {})[name] = _compare(trainers, batches, args.rounds)
+      results[kind][name]['padding'] = 1 - sum(int(b['lengths'].sum()) for b in batches) / sum(
+        b['words'].size for b in batches
+      )
+  head = ('batching', 'model', 'padding', 'bilstm_jax tok/s', 'pytorch tok/s', 'speedup')
+  print(f'{head[0]:9} {head[1]:6} {head[2]:>8} {head[3]:>17} {head[4]:>14} {head[5]:>8}')
+  for kind, by_model in results.items():
+    for name, r in by_model.items():
+      jx, pt = r['bilstm_jax']['tokens_per_s'], r['pytorch']['tokens_per_s']
+      print(f'{kind:9} {name:6} {r["padding"]:8.1%} {jx:17.0f} {pt:14.0f} {r["speedup"]:8.2f}')
   out = {
     'results': results,
     'steps': args.steps,
     'rounds': args.rounds,
     'batch': BATCH,
     'torch_threads': args.torch_threads,
+    'batching': args.batching,
     'load_average': os.getloadavg(),
     'jax': jax.__version__,
   }
