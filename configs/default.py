@@ -97,3 +97,41 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed.auto_detect = False  # True: JAX reads a SLURM / Open MPI / TPU job's env
   config.distributed.timeout_s = 300  # how long to wait for every process to connect
   return config
+
+
+def seed_ensemble(config: ml_collections.ConfigDict, num_members: int = 8) -> None:
+  """Adds an `ensemble` block: members that differ only in their seeds.
+
+  Initialisation, dropout masks and word dropout differ; the learning rate, weight decay
+  and dropout rate are the config's. All members see the same batches in one vmapped
+  program. `--mode=evaluate` scores the combined output (`Task.combine`: mean
+  probabilities, mean forecasts, or a CRF's mean emissions and transitions).
+  """
+  config.ensemble = ml_collections.ConfigDict()
+  config.ensemble.num_members = num_members
+  config.ensemble.data_mode = 'shared'
+  lr, dropout = config.optim.learning_rate, config.model.dropout
+  config.ensemble.learning_rate = (lr, lr)
+  config.ensemble.weight_decay = (config.optim.get('weight_decay', 0.0),) * 2
+  config.ensemble.dropout = (dropout, dropout)
+  config.ensemble.init_scale = (1.0, 1.0)
+  config.ensemble.sampling = 'grid'
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str, tiny, combined: bool = True):
+  """The variants every task config offers: '', 'tiny', 'ensemble' and 'tiny_ensemble'.
+
+  tiny: a function that shrinks `config` in place to a seconds-long run.
+  combined: an ensemble ranks checkpoints (and stops early) by its combined output's dev
+    metric (`ensemble_dev_...`) instead of the best member's.
+  """
+  known = ('', 'tiny', 'ensemble', 'tiny_ensemble')
+  if variant not in known:
+    raise ValueError(f'Unknown variant {variant!r}; expected one of {known}.')
+  if variant.startswith('tiny'):
+    tiny(config)
+  if variant.endswith('ensemble'):
+    seed_ensemble(config)
+    if combined:
+      config.train.metric = 'ensemble_' + config.train.metric
+  return config

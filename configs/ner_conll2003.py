@@ -12,7 +12,7 @@ CoNLL-2003 is not openly licensed (../shared/data/conll2003/SOURCE.md): never co
 
 import ml_collections
 
-from configs import pos_ud
+from configs import default, pos_ud
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -41,8 +41,4 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.metric_mode = 'max'
   config.train.early_stopping_patience = 4
 
-  if variant == 'tiny':
-    pos_ud.tiny(config)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; expected '' or 'tiny'.")
-  return config
+  return default.apply_variant(config, variant, pos_ud.tiny)

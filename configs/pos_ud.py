@@ -57,11 +57,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.early_stopping_patience = 3
   config.checkpoint.keep_best = 1
 
-  if variant == 'tiny':
-    tiny(config)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; expected '' or 'tiny'.")
-  return config
+  return default.apply_variant(config, variant, tiny)
 
 
 def tiny(config: ml_collections.ConfigDict) -> None:

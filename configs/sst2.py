@@ -9,7 +9,7 @@ no open license (../shared/data/sst2/SOURCE.md): never commit it.
 
 import ml_collections
 
-from configs import pos_ud
+from configs import default, pos_ud
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -37,8 +37,4 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.metric = 'dev_accuracy'
   config.train.metric_mode = 'max'
   config.train.early_stopping_patience = 3
-  if variant == 'tiny':
-    pos_ud.tiny(config)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; expected '' or 'tiny'.")
-  return config
+  return default.apply_variant(config, variant, pos_ud.tiny)

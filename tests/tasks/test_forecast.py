@@ -178,3 +178,32 @@ def test_univariate_features_and_targets_the_model_cannot_read(tmp_path):
   cfg.data.input_columns, cfg.data.target_columns = 'a', 'b'
   with pytest.raises(ConfigError, match='must also be input columns'):
     forecast.ForecastTask.from_config(cfg).read('train')
+
+
+@pytest.mark.slow
+def test_a_seed_ensemble_scores_its_mean_forecast(tmp_path):
+  from bilstm_jax.ensembles import ensemble
+
+  cfg = ett.get_config('tiny_ensemble')
+  cfg.data.path = _write_csv(tmp_path / 's.csv')
+  cfg.ensemble.num_members = 3
+  assert cfg.train.metric == 'ensemble_dev_loss'
+  workdir = str(tmp_path / 'ens')
+  summary = app.train_and_evaluate(cfg, workdir)
+  trained = load(workdir)
+  test = trained.task.read('test')
+  state = trained.state
+  forecasts = [
+    np.asarray(
+      state.apply_fn({'params': ensemble.export_params(state, i)}, *trained.task.model_inputs(test))
+    )
+    for i in range(3)
+  ]
+  mean = np.mean(forecasts, axis=0)
+  assert not np.allclose(forecasts[0], forecasts[1])  # the seeds made different members
+  result = trained.evaluate('test')
+  np.testing.assert_allclose(result['loss'], np.mean((mean - test['targets']) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(
+    result['member_loss'], [np.mean((f - test['targets']) ** 2) for f in forecasts], rtol=1e-5
+  )
+  assert summary['ensemble_dev_loss'] == min(e['ensemble_dev_loss'] for e in summary['history'])

@@ -248,11 +248,49 @@ def test_every_text_config_has_the_default_keys_and_a_tiny_variant():
 
   keys = flat(default.get_config().to_dict())
   for module in (pos_ud, ner_conll2003, ner_wnut17, sst2):
-    for variant in ('', 'tiny'):
+    for variant in ('', 'tiny', 'ensemble', 'tiny_ensemble'):
       cfg = module.get_config(variant)
       assert keys <= flat(cfg.to_dict()) and cfg.data.task.startswith('text_')
+      assert ('ensemble' in cfg) == variant.endswith('ensemble')
     with pytest.raises(ValueError):
       module.get_config('huge')
+  # An ensemble variant is its base config with seed-only members: same rate and dropout.
+  tiny, members = sst2.get_config('tiny'), sst2.get_config('tiny_ensemble')
+  assert members.ensemble.learning_rate == (tiny.optim.learning_rate,) * 2
+  assert members.ensemble.dropout == (tiny.model.dropout,) * 2
+  assert members.train.metric == 'ensemble_' + tiny.train.metric
+
+
+@pytest.mark.slow
+def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_path):
+  from bilstm_jax.ensembles import ensemble
+
+  cfg = sst2.get_config('tiny_ensemble')
+  cfg.data.train, cfg.data.dev = corpora['cls_train'], corpora['cls_dev']
+  cfg.ensemble.num_members = 3
+  cfg.train.epochs = 2
+  workdir = str(tmp_path / 'ens')
+  summary = app.train_and_evaluate(cfg, workdir)
+  trained = bilstm_jax.load(workdir)
+  dev = trained.evaluate('dev')
+  np.testing.assert_allclose(dev['accuracy'], summary['ensemble_dev_accuracy'], rtol=1e-6)
+  assert len(dev['member_accuracy']) == 3
+  sentences = [['very', 'good', 'movie'], ['dull', 'plot', 'and', 'awful', 'acting']]
+  rows = text.predict_sentences(trained, sentences)
+  batch = text.encode_words(sentences, trained.task.vocabs['words'], None, 20)
+  state = trained.state
+  probs = [
+    jax.nn.softmax(
+      state.apply_fn(
+        {'params': ensemble.export_params(state, i)}, *trained.task.model_inputs(batch)
+      )
+    )
+    for i in range(3)
+  ]
+  mean = np.mean(probs, axis=0)
+  assert not np.allclose(probs[0], probs[1])  # the seeds made different members
+  for row, p in zip(rows, mean, strict=True):
+    np.testing.assert_allclose(row['probability'], p.max(), rtol=1e-5)
 
 
 @pytest.mark.slow
