@@ -427,9 +427,6 @@ class TextTaggingTask(_TextTask):
     return 'Final ' + ';  '.join(parts)
 
 
-# ---------------------------------------------------------------------- classification
-
-
 # ------------------------------------------------------------------ text predictions
 
 
