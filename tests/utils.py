@@ -58,3 +58,23 @@ def load_state(cfg, workdir, which='best'):
 
   trained = inference.load(str(workdir), which, cfg)
   return trained.state, trained.checkpoint
+
+
+def each_member_alone(trained, batch) -> list:
+  """A loaded ensemble's members run one by one as ordinary single models on `batch`: the
+  reference its combined outputs are checked against."""
+  import jax
+  import numpy as np
+
+  from bilstm_jax.ensembles import ensemble
+
+  state = trained.state
+  num_members = jax.tree.leaves(state.params)[0].shape[0]
+  return [
+    np.asarray(
+      state.apply_fn(
+        {'params': ensemble.export_params(state, i)}, *trained.task.model_inputs(batch)
+      )
+    )
+    for i in range(num_members)
+  ]

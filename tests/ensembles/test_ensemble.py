@@ -20,7 +20,7 @@ from bilstm_jax.tasks import losses
 from bilstm_jax.training import optim, program
 from bilstm_jax.training import steps as train_lib
 from configs import default
-from tests.utils import TINY, regression_task, synthetic, tiny_config
+from tests.utils import TINY, each_member_alone, regression_task, synthetic, tiny_config
 
 TASK = regression_task()
 
@@ -443,17 +443,9 @@ def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
   app.predict(cfg, str(tmp_path), 'dev', out, 'latest')
   written = np.load(out)
   trained = inference.load(str(tmp_path), 'latest', cfg)
-  state = trained.state
-  dev = trained.task.read('dev')
   # Each member on its own, as an ordinary single model; then mean and spread.
-  singles = np.stack(
-    [
-      np.asarray(
-        state.apply_fn({'params': ensemble.export_params(state, i)}, dev['inputs'], dev['lengths'])
-      )
-      for i in range(cfg.ensemble.num_members)
-    ]
-  )
+  singles = np.stack(each_member_alone(trained, trained.task.read('dev')))
+  assert len(singles) == cfg.ensemble.num_members
   np.testing.assert_allclose(written['predictions'], singles.mean(0), atol=1e-6)
   np.testing.assert_allclose(written['predictions_std'], singles.std(0), atol=1e-6)
   assert written['predictions_std'].max() > 0  # members differ

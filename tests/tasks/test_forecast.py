@@ -10,6 +10,7 @@ from bilstm_jax import app, load
 from bilstm_jax.errors import ConfigError
 from bilstm_jax.tasks import forecast, forecast_output
 from configs import ett
+from tests.utils import each_member_alone
 
 ROWS = 400  # fractions 0.7/0.1/0.2: train [0, 280), val [280, 320), test [320, 400)
 
@@ -182,8 +183,6 @@ def test_univariate_features_and_targets_the_model_cannot_read(tmp_path):
 
 @pytest.mark.slow
 def test_a_seed_ensemble_scores_its_mean_forecast(tmp_path):
-  from bilstm_jax.ensembles import ensemble
-
   cfg = ett.get_config('tiny_ensemble')
   cfg.data.path = _write_csv(tmp_path / 's.csv')
   cfg.ensemble.num_members = 3
@@ -192,13 +191,7 @@ def test_a_seed_ensemble_scores_its_mean_forecast(tmp_path):
   summary = app.train_and_evaluate(cfg, workdir)
   trained = load(workdir)
   test = trained.task.read('test')
-  state = trained.state
-  forecasts = [
-    np.asarray(
-      state.apply_fn({'params': ensemble.export_params(state, i)}, *trained.task.model_inputs(test))
-    )
-    for i in range(3)
-  ]
+  forecasts = each_member_alone(trained, test)
   mean = np.mean(forecasts, axis=0)
   assert not np.allclose(forecasts[0], forecasts[1])  # the seeds made different members
   result = trained.evaluate('test')

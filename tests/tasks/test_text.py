@@ -18,7 +18,7 @@ from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.tasks import span_metrics, text
 from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
 from tests.tasks import text_fixtures
-from tests.utils import ROOT
+from tests.utils import ROOT, each_member_alone
 
 TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC', 'E-PER', 'S-LOC', 'B-creative-work']
 
@@ -263,8 +263,6 @@ def test_every_text_config_has_the_default_keys_and_a_tiny_variant():
 
 @pytest.mark.slow
 def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_path):
-  from bilstm_jax.ensembles import ensemble
-
   cfg = sst2.get_config('tiny_ensemble')
   cfg.data.train, cfg.data.dev = corpora['cls_train'], corpora['cls_dev']
   cfg.ensemble.num_members = 3
@@ -278,15 +276,7 @@ def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_p
   sentences = [['very', 'good', 'movie'], ['dull', 'plot', 'and', 'awful', 'acting']]
   rows = text.predict_sentences(trained, sentences)
   batch = text.encode_words(sentences, trained.task.vocabs['words'], None, 20)
-  state = trained.state
-  probs = [
-    jax.nn.softmax(
-      state.apply_fn(
-        {'params': ensemble.export_params(state, i)}, *trained.task.model_inputs(batch)
-      )
-    )
-    for i in range(3)
-  ]
+  probs = [jax.nn.softmax(logits) for logits in each_member_alone(trained, batch)]
   mean = np.mean(probs, axis=0)
   assert not np.allclose(probs[0], probs[1])  # the seeds made different members
   for row, p in zip(rows, mean, strict=True):
