@@ -6,6 +6,10 @@ line per input with its words or file name:
 
   python -m bilstm_jax.readable --workdir runs/pos_ud --input sentences.txt
   python -m bilstm_jax.readable --workdir runs/fsdd_ctc --input wavs/ --beam_width 8
+
+From Python, one call loads a text run and tags (or classifies) tokenised sentences:
+
+  bilstm_jax.predict_sentences('runs/pos_ud', [['The', 'cat', 'sat', '.']])
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import sys
 
+from bilstm_jax.data import vocab
 from bilstm_jax.tasks import speech, speech_joined, text
 from bilstm_jax.training import inference
 
@@ -23,12 +28,55 @@ def rows(trained, source: str, beam_width: int = 0) -> list[dict]:
   """One JSON-able row per input of `source`, for a text or speech run."""
   task = trained.task
   if isinstance(task, text._TextTask):
-    return text.readable_predictions(trained, source)
+    return _text_rows(trained, source)
   if isinstance(task, speech.SpeechData):
     return speech_joined.predict_wavs(trained, source, beam_width)
   raise ValueError(
     f'readable predictions take a text or speech run; {task.name!r} has `train.py --mode=predict`.'
   )
+
+
+def predict_sentences(run, sentences: list[list[str]]) -> list[dict]:
+  """A text run's predictions on tokenised sentences, with tag and label names.
+
+  Args:
+    run: a workdir path (its best checkpoint is loaded), or `bilstm_jax.load(workdir)`.
+    sentences: lists of tokens; an empty list is allowed.
+
+  Returns:
+    One dict per sentence: tagging {'tokens', 'tags', 'confidence'}; classification
+    {'label', 'probability'} (label None for an empty sentence).
+  """
+  trained = inference.load(run) if isinstance(run, str) else run
+  task = trained.task
+  if not isinstance(task, text._TextTask):
+    raise ValueError(f'predict_sentences takes a text run, not {task.name!r}.')
+  vocabs = task.vocabs
+  dataset = vocab.encode_sentences(
+    sentences, vocabs['words'], vocabs.get('chars'), task.max_word_len
+  )
+  preds = trained._predict(dataset)
+  names = task.label_names()
+  out = []
+  for i, tokens in enumerate(sentences):
+    if task.per_step:
+      n = len(tokens)
+      tags = [names[j] for j in preds['labels'][i, :n]]
+      conf = [round(float(c), 6) for c in preds['confidence'][i, :n]]
+      out.append({'tokens': tokens, 'tags': tags, 'confidence': conf})
+    else:
+      label = names[int(preds['label'][i])] if tokens else None
+      out.append({'label': label, 'probability': round(float(preds['probability'][i]), 6)})
+  return out
+
+
+def _text_rows(trained, source: str) -> list[dict]:
+  """`predict_sentences` on a file: raw `.txt` lines, or the task's own format."""
+  task = trained.task
+  path = task.resolve(source)
+  raw = path.endswith(text.RAW_SUFFIXES)
+  sentences = text.read_file(path, 'read_raw') if raw else task._sentences(path)[0]
+  return predict_sentences(trained, sentences)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,10 @@ itself, so building twice from the same data gives the same ids. Word and charac
 vocabularies are separate instances: lowercasing (`lowercase=True`) is for words, while
 a character vocabulary keeps case.
 
-A workdir saves the vocabulary with `to_json` and checks `fingerprint()` against the one
-stored with a checkpoint, so a model is never run with ids from a different vocabulary.
+A workdir saves its vocabularies with `to_spec` (each one's `to_json` and `fingerprint()`)
+and `from_spec` checks them on load, so a model is never run with ids from a different
+vocabulary. `encode_sentences` turns tokenised sentences into the padded word (and
+character) id arrays the text models take.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from bilstm_jax.errors import CheckpointError
 
 PAD = '<pad>'
 UNK = '<unk>'
@@ -248,3 +252,53 @@ def pad_chars(
       chars[i, j, :k] = word[:k]
       word_lengths[i, j] = k
   return chars, word_lengths
+
+
+def encode_sentences(
+  sentences: list[list[str]], words: Vocabulary, chars: Vocabulary | None, width: int
+) -> dict:
+  """{'inputs' int32[n, t], 'lengths' int32[n](, 'chars' int32[n, t, w])} of tokenised
+  sentences; w is the longest word, capped at `width`."""
+  ids, lengths = pad_ids([words.encode(s) for s in sentences])
+  out = {'inputs': ids, 'lengths': lengths}
+  if chars is not None:
+    longest = max((len(w) for s in sentences for w in s), default=1)
+    encoded = [[chars.encode(w) for w in s] for s in sentences]
+    out['chars'], _ = pad_chars(encoded, max(1, min(longest, width)), ids.shape[1])
+  return out
+
+
+def to_spec(vocabs: dict[str, Vocabulary]) -> dict:
+  """The JSON-able record of named vocabularies that `from_spec` reads back."""
+  return {
+    'vocabularies': {k: v.to_json() for k, v in vocabs.items()},
+    'fingerprints': {k: v.fingerprint() for k, v in vocabs.items()},
+  }
+
+
+def from_spec(spec: dict, need: tuple[str, ...]) -> dict[str, Vocabulary]:
+  """The vocabularies of a `to_spec` record (a workdir's task.json).
+
+  Raises:
+    CheckpointError: one of `need` is missing, unreadable, or does not match its
+      fingerprint.
+  """
+  saved = spec.get('vocabularies')
+  if not isinstance(saved, dict) or not set(need) <= set(saved):
+    found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+    raise CheckpointError(
+      f'task.json holds no readable vocabularies (need {list(need)}; found {found}).'
+    )
+  try:
+    vocabs = {k: Vocabulary.from_json(v) for k, v in saved.items()}
+  except ValueError as e:
+    raise CheckpointError(f'task.json holds no readable vocabularies ({e}).') from e
+  fingerprints = spec.get('fingerprints')
+  fingerprints = fingerprints if isinstance(fingerprints, dict) else {}
+  for k, v in vocabs.items():
+    if v.fingerprint() != fingerprints.get(k):
+      raise CheckpointError(
+        f'task.json: the {k} vocabulary does not match its fingerprint, so it is not the one '
+        'the checkpoints were trained with.'
+      )
+  return vocabs

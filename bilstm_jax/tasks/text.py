@@ -19,8 +19,8 @@ device in `eval_sums` like every other metric, and `train.metric=dev_f1` with
 
 Reading for prediction (`labelled=False`): a `.txt` file is raw text, one whitespace-
 tokenised sentence per line (`bilstm_jax.data.text.read_raw`); any other file is read in
-the task's own format, its tags ignored. `predict_sentences` and `write_text_predictions`
-turn the predicted ids back into tags or labels.
+the task's own format, its tags ignored. `bilstm_jax.readable.predict_sentences` turns the
+predicted ids back into tags or labels.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.tasks import base, losses, text_models
 from bilstm_jax.tasks.span_metrics import scheme_tables, span_sums
 
+RAW_SUFFIXES = ('.txt',)  # raw text: one whitespace-tokenised sentence per line
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RAW_SUFFIXES = ('.txt',)
 
 
 def find_file(path: str) -> str:
@@ -66,53 +66,6 @@ def read_file(path: str, reader: str, *args):
   path = find_file(path)
   mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
   return _read_cached(path, mtime, reader, args)
-
-
-def _chars_of(words_list):
-  for words in words_list:
-    yield from words
-
-
-def encode_words(
-  sentences: list[list[str]], words: vocab.Vocabulary, chars: vocab.Vocabulary | None, width: int
-) -> dict:
-  """{'inputs', 'lengths'(, 'chars')} arrays of tokenised sentences."""
-  ids, lengths = vocab.pad_ids([words.encode(s) for s in sentences])
-  out = {'inputs': ids, 'lengths': lengths}
-  if chars is not None:
-    longest = max((len(w) for s in sentences for w in s), default=1)
-    encoded = [[chars.encode(w) for w in s] for s in sentences]
-    out['chars'], _ = vocab.pad_chars(encoded, max(1, min(longest, width)), ids.shape[1])
-  return out
-
-
-def _vocab_spec(vocabs: dict) -> dict:
-  return {
-    'vocabularies': {k: v.to_json() for k, v in vocabs.items()},
-    'fingerprints': {k: v.fingerprint() for k, v in vocabs.items()},
-  }
-
-
-def _vocabs_from_spec(spec: dict, need: tuple[str, ...]) -> dict:
-  saved = spec.get('vocabularies')
-  if not isinstance(saved, dict) or not set(need) <= set(saved):
-    found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-    raise CheckpointError(
-      f'task.json holds no readable vocabularies (need {list(need)}; found {found}).'
-    )
-  try:
-    vocabs = {k: vocab.Vocabulary.from_json(v) for k, v in saved.items()}
-  except ValueError as e:
-    raise CheckpointError(f'task.json holds no readable vocabularies ({e}).') from e
-  fingerprints = spec.get('fingerprints')
-  fingerprints = fingerprints if isinstance(fingerprints, dict) else {}
-  for k, v in vocabs.items():
-    if v.fingerprint() != fingerprints.get(k):
-      raise CheckpointError(
-        f'task.json: the {k} vocabulary does not match its fingerprint, so it is not the one '
-        'the checkpoints were trained with.'
-      )
-  return vocabs
 
 
 # ------------------------------------------------------------------------- shared base
@@ -186,7 +139,7 @@ class _TextTask(base.Task):
     )
     out = {'words': words}
     if self.chars:
-      out['chars'] = vocab.Vocabulary.build(_chars_of(tokens))
+      out['chars'] = vocab.Vocabulary.build(w for words in tokens for w in words)
     out['labels'] = self._label_vocab(labels)
     return out
 
@@ -206,7 +159,9 @@ class _TextTask(base.Task):
       tokens, labels = read_file(path, 'read_raw'), None
     else:
       tokens, labels = self._sentences(path)
-    dataset = encode_words(tokens, vocabs['words'], vocabs.get('chars'), self.max_word_len)
+    dataset = vocab.encode_sentences(
+      tokens, vocabs['words'], vocabs.get('chars'), self.max_word_len
+    )
     if labels is not None:
       dataset['labels'] = self._encode_labels(labels, vocabs['labels'], dataset, path)
     return dataset
@@ -225,11 +180,11 @@ class _TextTask(base.Task):
     return dataclasses.replace(self, vocabs=vocabs, sizes=sizes)
 
   def spec(self) -> dict:
-    return {'task': self.name, 'sizes': dict(self.sizes), **_vocab_spec(self.vocabs)}
+    return {'task': self.name, 'sizes': dict(self.sizes), **vocab.to_spec(self.vocabs)}
 
   def with_spec(self, spec: dict):
     task = super().with_spec(spec)
-    vocabs = _vocabs_from_spec(spec, ('words', 'labels', 'chars')[: 3 if self.chars else 2])
+    vocabs = vocab.from_spec(spec, ('words', 'labels', 'chars')[: 3 if self.chars else 2])
     sizes = spec['sizes']
     found = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
     if 'chars' in vocabs:
@@ -425,41 +380,3 @@ class TextTaggingTask(_TextTask):
   def final_line(self, train, dev, extra):
     parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
     return 'Final ' + ';  '.join(parts)
-
-
-# ------------------------------------------------------------------ text predictions
-
-
-def predict_sentences(trained, sentences: list[list[str]]) -> list[dict]:
-  """Predictions of a loaded run (`bilstm_jax.load`) on tokenised sentences, as names.
-
-  Returns:
-    One dict per sentence: tagging {'tokens', 'tags', 'confidence'}; classification
-    {'label', 'probability'}.
-  """
-  task = trained.task
-  vocabs = task.vocabs
-  dataset = encode_words(sentences, vocabs['words'], vocabs.get('chars'), task.max_word_len)
-  preds = trained._predict(dataset)
-  names = task.label_names()
-  rows = []
-  for i, tokens in enumerate(sentences):
-    if task.per_step:
-      n = len(tokens)
-      tags = [names[j] for j in preds['labels'][i, :n]]
-      conf = [round(float(c), 6) for c in preds['confidence'][i, :n]]
-      rows.append({'tokens': tokens, 'tags': tags, 'confidence': conf})
-    else:
-      label = names[int(preds['label'][i])] if tokens else None
-      rows.append({'label': label, 'probability': round(float(preds['probability'][i]), 6)})
-  return rows
-
-
-def readable_predictions(trained, source: str) -> list[dict]:
-  """Predictions of a loaded run for a file (raw `.txt` lines, or the task's format), one
-  row per sentence with its tokens and tag names, or its label (`predict_sentences`)."""
-  task = trained.task
-  path = task.resolve(source)
-  raw = path.endswith(RAW_SUFFIXES)
-  sentences = read_file(path, 'read_raw') if raw else task._sentences(path)[0]
-  return predict_sentences(trained, sentences)

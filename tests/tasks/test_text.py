@@ -13,7 +13,7 @@ import pytest
 
 import bilstm_jax
 from bilstm_jax import app, errors, readable
-from bilstm_jax.data import tag_schemes
+from bilstm_jax.data import tag_schemes, vocab
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.tasks import span_metrics, text
 from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
@@ -196,7 +196,7 @@ def test_ner_crf_learns_spans_ranked_by_dev_f1(corpora, tmp_path):
   trained = bilstm_jax.load(str(tmp_path / 'crf'))
   np.testing.assert_allclose(trained.evaluate('dev')['f1'], summary['final_dev_f1'], rtol=1e-6)
   # The device F1 is conlleval's: score the predicted tags on the host.
-  rows = text.predict_sentences(trained, [['we', 'met', 'Bob', 'Alice', 'in', 'Oslo']])
+  rows = bilstm_jax.predict_sentences(trained, [['we', 'met', 'Bob', 'Alice', 'in', 'Oslo']])
   assert rows[0]['tags'][2:4] == ['B-PER', 'B-PER']
   np.testing.assert_allclose(np.sum(rows[0]['confidence']) > 3.0, True)
 
@@ -233,7 +233,8 @@ def test_sentence_classifier_learns_from_tsv(corpora, tmp_path):
   assert np.any(np.asarray(stats['mean']) != 0) and np.any(np.asarray(stats['var']) != 1)
   dev = trained.evaluate('dev')
   np.testing.assert_allclose(dev['accuracy'], summary['final_dev_accuracy'], rtol=1e-6)
-  rows = text.predict_sentences(trained, [['very', 'good', 'movie'], []])
+  # One call from a workdir path loads the run and labels the sentences.
+  rows = bilstm_jax.predict_sentences(str(tmp_path / 'cls'), [['very', 'good', 'movie'], []])
   assert rows[0]['label'] == '1' and rows[1]['label'] is None
 
 
@@ -274,8 +275,8 @@ def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_p
   np.testing.assert_allclose(dev['accuracy'], summary['ensemble_dev_accuracy'], rtol=1e-6)
   assert len(dev['member_accuracy']) == 3
   sentences = [['very', 'good', 'movie'], ['dull', 'plot', 'and', 'awful', 'acting']]
-  rows = text.predict_sentences(trained, sentences)
-  batch = text.encode_words(sentences, trained.task.vocabs['words'], None, 20)
+  rows = readable.predict_sentences(trained, sentences)
+  batch = vocab.encode_sentences(sentences, trained.task.vocabs['words'], None, 20)
   probs = [jax.nn.softmax(logits) for logits in each_member_alone(trained, batch)]
   mean = np.mean(probs, axis=0)
   assert not np.allclose(probs[0], probs[1])  # the seeds made different members
