@@ -46,6 +46,8 @@ def validate(config) -> None:
     o.learning_rate,
     'must be finite and >= 0',
   )
+  momentum = o.get('momentum', 0.0)
+  _check(0.0 <= momentum < 1.0, 'optim.momentum', momentum, 'must lie in [0, 1)')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_steps', 'decay_every_steps'):
     value = o.get(key, 0)
     _check(math.isfinite(value) and value >= 0, f'optim.{key}', value, 'must be finite and >= 0')

@@ -52,9 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.buckets = 0
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'adam'  # 'adam' or 'adamw' (decoupled weight decay)
+  config.optim.name = 'adam'  # 'adam', 'adamw' (decoupled weight decay) or 'sgd'
   config.optim.learning_rate = 0.01  # the peak rate when a schedule is set
-  config.optim.weight_decay = 0.0  # adamw only
+  config.optim.weight_decay = 0.0  # adamw (decoupled) or sgd (L2 on the gradient)
+  config.optim.momentum = 0.9  # sgd only; 0 = plain SGD
   config.optim.schedule = 'constant'  # 'constant', 'warmup_cosine' (to 0 at the end) or 'step'
   config.optim.warmup_steps = 0  # warmup_cosine: linear warmup from 0 over these steps
   config.optim.decay_every_steps = 0  # step: multiply the rate by decay_rate every N steps

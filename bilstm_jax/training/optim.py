@@ -1,4 +1,8 @@
-"""Optimisers from an `optim` config block: Adam or AdamW, learning-rate schedules, clipping.
+"""Optimisers from an `optim` config block: Adam, AdamW or SGD with momentum, learning-rate
+schedules, clipping.
+
+Weight decay is decoupled for AdamW (`optax.adamw`) and an L2 term added to the gradient
+for SGD (`optax.add_decayed_weights` before `optax.sgd`, the classic coupled form).
 
 The optimiser is built with `optax.inject_hyperparams`, so `opt_state.hyperparams` holds
 `learning_rate` as an array that can be read or set per model (ensembles vmap over it).
@@ -16,7 +20,7 @@ import numpy as np
 import optax
 
 SCHEDULES = ('constant', 'warmup_cosine', 'step')
-OPTIMIZERS = ('adam', 'adamw')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
 
 
 def schedule_scale(optim_config, total_steps: int | None) -> Callable | None:
@@ -53,7 +57,7 @@ def schedule_scale(optim_config, total_steps: int | None) -> Callable | None:
 def make_optimizer(
   optim_config, total_steps: int | None = None, inject_weight_decay: bool = False
 ) -> optax.GradientTransformation:
-  """Adam or AdamW with the configured schedule and clipping, peak rate injectable.
+  """Adam, AdamW or SGD with the configured schedule and clipping, peak rate injectable.
 
   Args:
     optim_config: the config's `optim` block.
@@ -64,27 +68,33 @@ def make_optimizer(
 
   Returns:
     A GradientTransformation whose state has `hyperparams['learning_rate']` and, for
-    AdamW, `hyperparams['weight_decay']`.
+    AdamW and SGD, `hyperparams['weight_decay']`.
   """
   if optim_config.name not in OPTIMIZERS:
     raise ValueError(f'Unknown optim.name {optim_config.name!r}; known: {list(OPTIMIZERS)}.')
   scale = schedule_scale(optim_config, total_steps)
   weight_decay = optim_config.get('weight_decay', 0.0)
-  if weight_decay and optim_config.name != 'adamw':
-    raise ValueError(f'optim.weight_decay={weight_decay} needs optim.name=adamw.')
+  if weight_decay and optim_config.name == 'adam':
+    raise ValueError(f'optim.weight_decay={weight_decay} needs optim.name=adamw or sgd.')
   clip = optim_config.get('grad_clip_norm', 0.0)
-
-  adamw = optim_config.name == 'adamw' or inject_weight_decay
+  sgd = optim_config.name == 'sgd'
+  momentum = optim_config.get('momentum', 0.9) or None
+  decays = optim_config.name != 'adam' or inject_weight_decay
 
   def build(learning_rate, weight_decay=0.0):
     lr = learning_rate if scale is None else (lambda count: learning_rate * scale(count))
-    opt = optax.adamw(lr, weight_decay=weight_decay) if adamw else optax.adam(lr)
+    if sgd:
+      opt = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum))
+    elif decays:
+      opt = optax.adamw(lr, weight_decay=weight_decay)
+    else:
+      opt = optax.adam(lr)
     if clip > 0:
       opt = optax.chain(optax.clip_by_global_norm(clip), opt)
     return opt
 
   hparams = {'learning_rate': optim_config.learning_rate}
-  if adamw:
+  if decays:
     hparams['weight_decay'] = weight_decay
   return optax.inject_hyperparams(build)(**hparams)
 

@@ -160,6 +160,35 @@ def test_schedules_clipping_and_injected_rate():
   assert np.all(np.abs(updates['w']) <= 0.01 * 1.1 + 1e-7)
 
 
+def test_sgd_is_heavy_ball_momentum_on_the_l2_regularised_gradient():
+  # A hand-written reference: v <- mu v + (g + wd w); w <- w - lr_t v, with the
+  # warmup-cosine rate lr_t at each step.
+  cfg = tiny_config(
+    **{
+      'optim.name': 'sgd',
+      'optim.momentum': 0.8,
+      'optim.weight_decay': 0.05,
+      'optim.schedule': 'warmup_cosine',
+      'optim.warmup_steps': 1,
+    }
+  )
+  tx = optim.make_optimizer(cfg.optim, total_steps=5)
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=4).astype(np.float32)
+  params, state = {'w': w}, tx.init({'w': w})
+  ref, velocity = w.astype(np.float64), np.zeros(4)
+  for step in range(5):
+    grad = rng.normal(size=4).astype(np.float32)
+    updates, state = tx.update({'w': grad}, state, params)
+    params = {'w': params['w'] + updates['w']}
+    velocity = 0.8 * velocity + grad + 0.05 * ref
+    ref = ref - optim.learning_rate_at(cfg.optim, 5, 0.01, step) * velocity
+  np.testing.assert_allclose(params['w'], ref, rtol=1e-5, atol=1e-7)
+  assert float(state.hyperparams['weight_decay']) == pytest.approx(0.05)
+  with pytest.raises(ValueError, match='needs optim.name=adamw or sgd'):
+    optim.make_optimizer(tiny_config(**{'optim.weight_decay': 0.1}).optim)
+
+
 @pytest.mark.slow
 def test_early_stopping_with_patience(tmp_path):
   # A zero rate never improves the dev loss, so patience 1 stops at the second evaluation.
