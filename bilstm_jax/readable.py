@@ -20,7 +20,7 @@ import os
 import sys
 
 from bilstm_jax.data import vocab
-from bilstm_jax.tasks import speech, speech_joined, text
+from bilstm_jax.tasks import speech, speech_decode, text
 from bilstm_jax.training import inference
 
 
@@ -30,7 +30,7 @@ def rows(trained, source: str, beam_width: int = 0) -> list[dict]:
   if isinstance(task, text._TextTask):
     return _text_rows(trained, source)
   if isinstance(task, speech.SpeechData):
-    return speech_joined.predict_wavs(trained, source, beam_width)
+    return speech_decode.predict_wavs(trained, source, beam_width)
   raise ValueError(
     f'readable predictions take a text or speech run; {task.name!r} has `train.py --mode=predict`.'
   )

@@ -5,7 +5,7 @@ Utterances of 2-7 digits join recordings of one speaker with 50-300 ms of quiet 
 between them and +-6 dB gains (`bilstm_jax.data.fsdd.make_joined`): `data.num_train` from
 the training recordings (index 10-49), a fixed set of `data.num_dev` from the dev
 recordings (index 5-9, seed `fsdd.DEV_SEED`). CTC scores the greedy digit error rate on
-device (`dev_der`); prefix beam search runs on the host (`speech_joined.decode_eval`).
+device (`dev_der`); prefix beam search runs on the host (`speech_decode.decode_eval`).
 
   python train.py --config=fsdd_ctc --workdir runs/fsdd_ctc
   python train.py --config=configs/fsdd_ctc.py:frames --workdir runs/fsdd_frames

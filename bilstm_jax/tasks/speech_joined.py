@@ -2,7 +2,7 @@
 
   fsdd_ctc     -> the digit string: per-frame logits over 10 digits + blank, CTC loss,
                greedy digit error rate on device (`DigitCTCTask`); prefix beam search and
-               timings on the host (`transcribe`, `decode_eval`);
+               timings on the host (`bilstm_jax.tasks.speech_decode`);
   fsdd_frames  -> a label per frame, digit or silence (`DigitFramesTask`, a
                `TaggingTask`): the 2005 framewise BLSTM set-up.
 
@@ -30,7 +30,6 @@ from bilstm_jax.tasks import base, losses
 from bilstm_jax.tasks.speech import (
   BLANK,
   SpeechData,
-  SpokenDigitTask,
   pad_features,
   stack_labels,
 )
@@ -337,125 +336,3 @@ class DigitCTCTask(JoinedData):
       f'Final CTC loss train {train["loss"]:.4f} dev {dev["loss"]:.4f};  digit error rate '
       f'(greedy) train {100 * train["der"]:.2f}% dev {100 * dev["der"]:.2f}%'
     )
-
-
-# ------------------------------------------------------------------ host decoding
-
-
-def logits_of(trained, dataset: dict) -> np.ndarray:
-  """float32[n, time, classes]: a loaded run's per-frame logits for a dataset."""
-  from bilstm_jax.data import batching
-
-  if trained.num_members is not None:
-    raise ValueError('Host decoding takes a single model, not an ensemble.')
-  model = trained.task.make_model()
-  apply = jax.jit(lambda p, x, n: model.apply({'params': p}, x, n))
-  n = len(dataset['lengths'])
-  outs = [
-    np.asarray(apply(trained.state.params, b['inputs'], b['lengths']))
-    for b in batching.batches(dataset, trained.batch_size, shuffle=False, drop_remainder=False)
-  ]
-  return np.concatenate(outs)[:n]
-
-
-def spans_to_rows(decoded, task: DigitCTCTask) -> list[dict]:
-  """Decoded (tokens, frame spans) pairs as JSON-able rows with times in seconds."""
-  hop, win, rate = task.step_timing
-  rows = []
-  for tokens, spans in decoded:
-    rows.append(
-      {
-        'transcript': ''.join(str(int(t)) for t in tokens),
-        'digits': [
-          {
-            'digit': int(t),
-            'start_s': round(float(s * hop / rate), 4),
-            'end_s': round(float(((e - 1) * hop + win) / rate), 4),
-          }
-          for t, (s, e) in zip(tokens, spans, strict=True)
-        ],
-      }
-    )
-  return rows
-
-
-def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
-  """Transcriptions with per-digit timing from a loaded `fsdd_ctc` run.
-
-  Args:
-    trained: `bilstm_jax.load(workdir)` of a DigitCTCTask run.
-    data: a source (folder, .wav, .txt list, split) or {'inputs', 'lengths'} features.
-    beam_width: 0 for greedy decoding; else prefix beam search with this many prefixes
-      (timings from the forced alignment of the best labelling).
-
-  Returns:
-    per utterance {'transcript': '407', 'digits': [{'digit', 'start_s', 'end_s'}, ...]}.
-  """
-  dataset = trained.dataset(data, labelled=False)
-  logits = logits_of(trained, dataset)
-  if beam_width:
-    decoded = ctc.beam_decode(logits, dataset['lengths'], beam_width, BLANK)
-  else:
-    decoded = ctc.greedy_decode(logits, dataset['lengths'], BLANK)
-  return spans_to_rows(decoded, trained.task)
-
-
-def levenshtein(a, b) -> int:
-  """Edit distance between two sequences (host reference for `edit_distances`)."""
-  row = list(range(len(b) + 1))
-  for i, x in enumerate(a, 1):
-    prev, row[0] = row[0], i
-    for j, y in enumerate(b, 1):
-      prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-  return row[-1]
-
-
-def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
-  """Digit error rates of greedy and prefix-beam decoding on a labelled source.
-
-  Returns:
-    {'der_greedy', 'der_beam', 'utterance_error_greedy', 'utterance_error_beam',
-    'num_utterances', 'num_digits'}.
-  """
-  dataset = trained.dataset(source, labelled=True)
-  logits = logits_of(trained, dataset)
-  lengths = dataset['lengths']
-  refs = [row[row >= 0].tolist() for row in dataset['labels']]
-  greedy = ctc.greedy_decode(logits, lengths, BLANK)
-  beam = ctc.beam_decode(logits, lengths, beam_width, BLANK)
-  total = sum(len(r) for r in refs)
-  out = {'num_utterances': len(refs), 'num_digits': total, 'beam_width': beam_width}
-  for name, decoded in (('greedy', greedy), ('beam', beam)):
-    hyps = [t.tolist() for t, _ in decoded]
-    out[f'der_{name}'] = sum(levenshtein(h, r) for h, r in zip(hyps, refs, strict=True)) / total
-    out[f'utterance_error_{name}'] = float(
-      np.mean([h != r for h, r in zip(hyps, refs, strict=True)])
-    )
-  return out
-
-
-def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
-  """JSON-able predictions for wav files, each row naming its file.
-
-  Args:
-    trained: `bilstm_jax.load(workdir)` of an 'fsdd' or 'fsdd_ctc' run.
-    source: a folder of wavs, one .wav, or a .txt list of wav paths.
-    beam_width: CTC only: 0 greedy, else prefix beam search.
-
-  Returns:
-    per file {'file', 'digit', 'probability'} (classifier) or {'file', 'transcript',
-    'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
-  """
-  task = trained.task
-  if task.name not in (SpokenDigitTask.name, DigitCTCTask.name):
-    raise ValueError(f'predict_wavs takes an fsdd or fsdd_ctc run, not {task.name!r}.')
-  files = [r.path for r in task.recordings(source, labelled=False)]
-  if task.name == DigitCTCTask.name:
-    rows = transcribe(trained, source, beam_width)
-  else:
-    preds = trained.predict(source)
-    rows = [
-      {'digit': int(d), 'probability': round(float(p), 6)}
-      for d, p in zip(preds['label'], preds['probability'], strict=True)
-    ]
-  return [{'file': f, **row} for f, row in zip(files, rows, strict=True)]

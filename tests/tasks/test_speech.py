@@ -23,7 +23,7 @@ from bilstm_jax import app, readable, tasks
 from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
-from bilstm_jax.tasks import speech, speech_joined
+from bilstm_jax.tasks import speech, speech_decode, speech_joined
 from configs import fsdd as fsdd_config
 from configs import fsdd_ctc as ctc_config
 from tests.utils import ROOT
@@ -163,7 +163,7 @@ def test_device_edit_distance_matches_levenshtein():
   refs = np.where(np.arange(width) < ref_lengths[:, None], rng.integers(0, 4, (batch, width)), -1)
   got = jax.jit(speech_joined.edit_distances)(emit, path, refs.astype(np.int32), ref_lengths)
   want = [
-    speech_joined.levenshtein(p[e].tolist(), r[:n].tolist())
+    speech_decode.levenshtein(p[e].tolist(), r[:n].tolist())
     for p, e, r, n in zip(path, emit, refs, ref_lengths, strict=True)
   ]
   assert np.asarray(got).tolist() == want
@@ -181,7 +181,7 @@ def test_device_greedy_predictions_match_host_decoder():
   lengths = np.array([15, 9, 1, 0], np.int32)
   pred = jax.jit(task.predictions)(jnp.asarray(logits), {'lengths': jnp.asarray(lengths)})
   host = ctc.greedy_decode(logits, lengths)
-  rows = speech_joined.spans_to_rows(host, task)
+  rows = speech_decode.spans_to_rows(host, task)
   for i, (tokens, _) in enumerate(host):
     k = len(tokens)
     assert int(pred['num_digits'][i]) == k
@@ -226,7 +226,7 @@ def test_classifier_learns_evaluates_and_predicts(folder, tmp_path):
   waves = [wav.read_wav(str(test_dir / n), fsdd.SAMPLE_RATE) for n in names]
   from_waves = trained.predict(speech.waveform_dataset(trained.task, waves))
   np.testing.assert_array_equal(from_waves['label'], preds['label'])
-  rows = speech_joined.predict_wavs(trained, str(test_dir))
+  rows = speech_decode.predict_wavs(trained, str(test_dir))
   assert [os.path.basename(r['file']) for r in rows] == names
   assert [r['digit'] for r in rows] == preds['label'].tolist()
 
@@ -238,11 +238,11 @@ def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
   first, last = summary['history'][0], summary['history'][-1]
   assert last['dev_loss'] < first['dev_loss']
   trained = bilstm_jax.load(workdir)
-  result = speech_joined.decode_eval(trained, 'dev', beam_width=4)
+  result = speech_decode.decode_eval(trained, 'dev', beam_width=4)
   # The device metric and the host's greedy decoder count the same errors.
   np.testing.assert_allclose(result['der_greedy'], summary['final_dev_der'], rtol=1e-6)
   assert result['der_beam'] >= 0 and result['num_utterances'] == 8
-  rows = speech_joined.transcribe(trained, 'dev')
+  rows = speech_decode.transcribe(trained, 'dev')
   preds = trained.predict('dev')
   for i, row in enumerate(rows):
     k = int(preds['num_digits'][i])
