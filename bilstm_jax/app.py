@@ -46,7 +46,7 @@ def validate(config) -> None:
     o.learning_rate,
     'must be finite and >= 0',
   )
-  momentum = o.get('momentum', 0.0)
+  momentum = o.get('momentum', 0.9)  # the default of `optim.make_optimizer`
   _check(0.0 <= momentum < 1.0, 'optim.momentum', momentum, 'must lie in [0, 1)')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_steps', 'decay_every_steps'):
     value = o.get(key, 0)

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 
-from bilstm_jax.data import vocab
 from bilstm_jax.tasks import speech, speech_decode, text
 from bilstm_jax.training import inference
 
@@ -51,11 +50,7 @@ def predict_sentences(run, sentences: list[list[str]]) -> list[dict]:
   task = trained.task
   if not isinstance(task, text._TextTask):
     raise ValueError(f'predict_sentences takes a text run, not {task.name!r}.')
-  vocabs = task.vocabs
-  dataset = vocab.encode_sentences(
-    sentences, vocabs['words'], vocabs.get('chars'), task.max_word_len
-  )
-  preds = trained._predict(dataset)
+  preds = trained._predict(task.encode(sentences))
   names = task.label_names()
   out = []
   for i, tokens in enumerate(sentences):
@@ -73,9 +68,7 @@ def predict_sentences(run, sentences: list[list[str]]) -> list[dict]:
 def _text_rows(trained, source: str) -> list[dict]:
   """`predict_sentences` on a file: raw `.txt` lines, or the task's own format."""
   task = trained.task
-  path = task.resolve(source)
-  raw = path.endswith(text.RAW_SUFFIXES)
-  sentences = text.read_file(path, 'read_raw') if raw else task._sentences(path)[0]
+  sentences, _ = task.tokens(task.resolve(source), labelled=False)
   return predict_sentences(trained, sentences)
 
 

@@ -151,19 +151,26 @@ class _TextTask(base.Task):
     # training file; building them is deterministic, so `fit` finds the same ones.
     return self.vocabs or self._build_vocabs()
 
+  def tokens(self, path: str, labelled: bool = True) -> tuple[list[list[str]], list | None]:
+    """(token lists, labels or None) of a file; unlabelled `.txt` files are raw text."""
+    if not labelled and path.endswith(RAW_SUFFIXES):
+      return read_file(path, 'read_raw'), None
+    return self._sentences(path)
+
+  def encode(self, sentences: list[list[str]]) -> dict:
+    """Word (and character) id arrays of tokenised sentences, with this task's vocabularies."""
+    vocabs = self._vocabs()
+    return vocab.encode_sentences(
+      sentences, vocabs['words'], vocabs.get('chars'), self.max_word_len
+    )
+
   def read(self, source: str, labelled: bool = True) -> dict:
     """A split or file as a dataset dict (see the module docstring)."""
     path = self.resolve(source)
-    vocabs = self._vocabs()
-    if not labelled and path.endswith(RAW_SUFFIXES):
-      tokens, labels = read_file(path, 'read_raw'), None
-    else:
-      tokens, labels = self._sentences(path)
-    dataset = vocab.encode_sentences(
-      tokens, vocabs['words'], vocabs.get('chars'), self.max_word_len
-    )
+    tokens, labels = self.tokens(path, labelled)
+    dataset = self.encode(tokens)
     if labels is not None:
-      dataset['labels'] = self._encode_labels(labels, vocabs['labels'], dataset, path)
+      dataset['labels'] = self._encode_labels(labels, self._vocabs()['labels'], dataset, path)
     return dataset
 
   def _encode_labels(self, labels, label_vocab, dataset, path) -> np.ndarray:
