@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bilstm_jax.data import audio, fsdd, wav
+from bilstm_jax.data import audio, feature_cache, fsdd, wav
 from bilstm_jax.errors import CheckpointError, DataFileError
 from bilstm_jax.tasks import base
 from bilstm_jax.tasks.classification import ClassificationTask
@@ -112,7 +112,7 @@ def stack_labels(labels: np.ndarray, k: int) -> np.ndarray:
 def _features(paths: tuple[str, ...], config: audio.FeatureConfig, cache_dir: str):
   # Train and dev are read several times in one process (fit, check, evaluate); the disk
   # cache, if any, serves other processes.
-  return tuple(audio.load_features(list(paths), config, cache_dir or None, name='fsdd'))
+  return tuple(feature_cache.load_features(list(paths), config, cache_dir or None, name='fsdd'))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 
-from bilstm_jax.data import audio, wav
+from bilstm_jax.data import audio, feature_cache, wav
 from bilstm_jax.errors import DataFileError
 
 RATE = 8000
@@ -252,8 +252,8 @@ def test_cache_hits_on_a_second_call_and_misses_on_any_change(tmp_path, monkeypa
   paths = [write(tmp_path / f'{i}.wav', tone(300 + 200 * i, 0.1)) for i in range(3)]
   cache = str(tmp_path / 'cache')
   cfg = audio.FeatureConfig()
-  first = audio.load_features(paths, cfg, cache, name='set')
-  assert os.listdir(cache) == [os.path.basename(audio.cache_file(paths, cfg, cache, 'set'))]
+  first = feature_cache.load_features(paths, cfg, cache, name='set')
+  assert os.listdir(cache) == [os.path.basename(feature_cache.cache_file(paths, cfg, cache, 'set'))]
 
   real_read = wav.read_wav
   reads = []
@@ -262,19 +262,19 @@ def test_cache_hits_on_a_second_call_and_misses_on_any_change(tmp_path, monkeypa
     reads.append(path)
     return real_read(path, *args)
 
-  monkeypatch.setattr(audio, 'read_wav', counting_read)
-  again = audio.load_features(paths, cfg, cache, name='set')
+  monkeypatch.setattr(feature_cache, 'read_wav', counting_read)
+  again = feature_cache.load_features(paths, cfg, cache, name='set')
   assert reads == []
   for a, b in zip(first, again, strict=True):
     np.testing.assert_array_equal(a, b)
 
   for changed in (audio.FeatureConfig(hop_ms=12.5), audio.FeatureConfig(delta_order=1)):
     reads.clear()
-    audio.load_features(paths, changed, cache, name='set')
+    feature_cache.load_features(paths, changed, cache, name='set')
     assert reads == paths
   assert len(os.listdir(cache)) == 3  # one file per setting, no temporary files left
 
   write(paths[1], tone(900, 0.2))  # a new size: the key of every file set holding it changes
   reads.clear()
-  audio.load_features(paths, cfg, cache, name='set')
+  feature_cache.load_features(paths, cfg, cache, name='set')
   assert reads == paths

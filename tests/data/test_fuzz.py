@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bilstm_jax.data import audio, csv_series, files, fsdd, text, wav
+from bilstm_jax.data import csv_series, feature_cache, files, fsdd, text, wav
 from bilstm_jax.errors import RunError
 from tests import bad_input_fixtures as fx
 
@@ -426,6 +426,6 @@ def test_feature_cache(data):
     with open(path, 'wb') as f:
       f.write(data)
     with alarm():
-      feats = audio._read_cache(path, 1)
+      feats = feature_cache._read_cache(path, 1)
   if feats is not None:
     assert len(feats) == 1 and feats[0].ndim == 2
