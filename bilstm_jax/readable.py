@@ -50,7 +50,7 @@ def predict_sentences(run, sentences: list[list[str]]) -> list[dict]:
   task = trained.task
   if not isinstance(task, text._TextTask):
     raise ValueError(f'predict_sentences takes a text run, not {task.name!r}.')
-  preds = trained._predict(task.encode(sentences))
+  preds = trained.predict_encoded(task.encode(sentences))
   names = task.label_names()
   out = []
   for i, tokens in enumerate(sentences):

@@ -76,10 +76,10 @@ class Trained:
       and their probabilities). An ensemble adds '<name>_std' for float predictions: the
       spread over members.
     """
-    dataset = self.dataset(data, labelled=False)
-    return self._predict(dataset)
+    return self.predict_encoded(self.dataset(data, labelled=False))
 
-  def _predict(self, dataset: dict) -> dict:
+  def predict_encoded(self, dataset: dict) -> dict:
+    """`predict` on a dataset the task built itself (`task.read`, `task.encode`): no checks."""
     if self.num_members is None:
       fn = jax.jit(functools.partial(steps.predict_step, task=self.task))
       return program.predict_dataset(fn, self.state, dataset, self.batch_size, self.task)
@@ -113,7 +113,7 @@ class Trained:
   def write_predictions(self, data, path: str) -> dict:
     """Predicts `data` and writes the predictions to `path` (.jsonl or .npz)."""
     dataset = self.dataset(data, labelled=False)
-    preds = self._predict(dataset)
+    preds = self.predict_encoded(dataset)
     keys = self.task.prediction_time_keys
     files.write_predictions(path, preds, dataset['lengths'], keys + tuple(f'{k}_std' for k in keys))
     return preds
