@@ -36,7 +36,7 @@ import numpy as np
 from bilstm_jax.data import csv_series, ts_baselines
 from bilstm_jax.data import timeseries as ts
 from bilstm_jax.errors import ConfigError, DataFileError
-from bilstm_jax.tasks import base, forecast_output
+from bilstm_jax.tasks import base, forecast_output, losses
 from bilstm_jax.tasks.forecast_models import WindowForecaster
 
 SPLIT_NAMES = {'train': 'train', 'dev': 'val', 'val': 'val', 'test': 'test'}
@@ -308,16 +308,16 @@ class ForecastTask(base.Task):
   # ------------------------------------------------------------- loss and metrics
 
   def loss(self, outputs, batch):
-    return _squared(outputs, batch['targets'], batch['lengths'])
+    return losses.masked_mse(outputs.astype(jnp.float32), batch['targets'], _horizons(batch))
 
   def eval_sums(self, outputs, batch):
-    sums = {
-      'loss': _squared(outputs, batch['targets'], batch['lengths']),
-      'mae': _absolute(outputs, batch['targets'], batch['lengths']),
-    }
-    for name in BASELINES:
-      sums[f'{name}_loss'] = _squared(batch[name], batch['targets'], batch['lengths'])
-      sums[f'{name}_mae'] = _absolute(batch[name], batch['targets'], batch['lengths'])
+    """MSE and MAE of the model and of each baseline over every target step of the real
+    windows."""
+    sums, horizons = {}, _horizons(batch)
+    for name, forecast in (('', outputs), *((f'{b}_', batch[b]) for b in BASELINES)):
+      forecast = forecast.astype(jnp.float32)
+      sums[f'{name}loss'] = losses.masked_mse(forecast, batch['targets'], horizons)
+      sums[f'{name}mae'] = losses.masked_abs_error(forecast, batch['targets'], horizons)
     return sums
 
   # ------------------------------------------------------------------ prediction
@@ -359,20 +359,10 @@ class ForecastTask(base.Task):
     )
 
 
-def _weights(lengths):
-  return (lengths > 0).astype(jnp.float32)[:, None, None]  # padding examples weigh nothing
-
-
-def _squared(predictions, targets, lengths):
-  w = _weights(lengths)
-  err = (predictions.astype(jnp.float32) - targets) ** 2
-  return (err * w).sum(), w.sum() * targets.shape[1] * targets.shape[2]
-
-
-def _absolute(predictions, targets, lengths):
-  w = _weights(lengths)
-  err = jnp.abs(predictions.astype(jnp.float32) - targets)
-  return (err * w).sum(), w.sum() * targets.shape[1] * targets.shape[2]
+def _horizons(batch):
+  """The target steps each window's error covers: all of them, or none for a padding
+  window (length 0); `lengths` itself counts input steps."""
+  return jnp.where(batch['lengths'] > 0, batch['targets'].shape[1], 0)
 
 
 @functools.lru_cache(maxsize=4)
