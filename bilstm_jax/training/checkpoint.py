@@ -28,6 +28,7 @@ checkpoint, the reason and the last good checkpoint (left as it was).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import time
@@ -118,6 +119,7 @@ class Checkpoints:
       cleanup_tmp_directories=not read_only,
       create=not read_only,
       read_only=read_only,
+      save_interval_steps=0 if read_only else 1,  # orbax warns when it has to set this
     )
     # Orbax reads every checkpoint's metrics file on opening, and one it cannot parse
     # fails the whole manager: set such checkpoints aside first.
@@ -126,16 +128,21 @@ class Checkpoints:
       self._set_aside(step, reason)
     if self._hidden:
       options.step_name_format = _Hiding(self._hidden)
-    self.manager = ocp.CheckpointManager(
-      self.directory,
-      options=options,
-      item_handlers={
-        'params': ocp.StandardCheckpointHandler(),
-        'train': ocp.StandardCheckpointHandler(),
-        'model_state': ocp.StandardCheckpointHandler(),  # only when the model has one
-        'meta': _MetaHandler(),
-      },
-    )
+    absl_logger = logging.getLogger('absl')
+    absl_logger.addFilter(_quiet_read_only)  # loading for prediction is not news
+    try:
+      self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=options,
+        item_handlers={
+          'params': ocp.StandardCheckpointHandler(),
+          'train': ocp.StandardCheckpointHandler(),
+          'model_state': ocp.StandardCheckpointHandler(),  # only when the model has one
+          'meta': _MetaHandler(),
+        },
+      )
+    finally:
+      absl_logger.removeFilter(_quiet_read_only)
 
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
@@ -383,6 +390,11 @@ class _Hiding:
     if step in self.hidden:
       raise ValueError(f'checkpoint {step} is damaged')
     return self.base.find_step(base_path, step)
+
+
+def _quiet_read_only(record: logging.LogRecord) -> bool:
+  """Drops the warning orbax logs whenever a manager is opened read-only."""
+  return not record.getMessage().startswith('Given directory is read only')
 
 
 def _train_item(state, rng: jax.Array) -> dict:

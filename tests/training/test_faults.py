@@ -2,6 +2,7 @@
 
 import errno
 import glob
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +25,13 @@ def finished(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('finished'))
   train_lib.train_and_evaluate(tiny_config(), workdir)
   return workdir, bilstm_jax.load(workdir, 'latest').state.params
+
+
+def test_loading_a_run_logs_no_read_only_warnings(finished, caplog):
+  # Orbax warns whenever a manager opens read-only, as every load for prediction does.
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    bilstm_jax.load(finished[0])
+  assert not [r.getMessage() for r in caplog.records if 'read' in r.getMessage().lower()]
 
 
 def _copy(finished, tmp_path):
