@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import vocab
@@ -54,11 +52,9 @@ class TextClassificationTask(_TextTask):
       encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
     )
 
-  # One label per sentence: the generic classification task's loss, metrics and ensemble.
+  # One label per sentence: the generic classification task's loss, metrics, predictions
+  # (label, its probability, and every class's) and ensemble.
   loss = ClassificationTask.loss
   eval_sums = ClassificationTask.eval_sums
+  predictions = ClassificationTask.predictions
   combine = ClassificationTask.combine
-
-  def predictions(self, outputs, batch):
-    probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
-    return {'label': jnp.argmax(probs, -1).astype(jnp.int32), 'probability': probs.max(-1)}

@@ -282,6 +282,8 @@ def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_p
   assert not np.allclose(probs[0], probs[1])  # the seeds made different members
   for row, p in zip(rows, mean, strict=True):
     np.testing.assert_allclose(row['probability'], p.max(), rtol=1e-5)
+  # --mode=predict's arrays carry every class's mean probability too.
+  np.testing.assert_allclose(trained.predict_encoded(batch)['probabilities'], mean, rtol=1e-5)
 
 
 @pytest.mark.slow
