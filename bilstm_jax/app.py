@@ -22,7 +22,7 @@ from bilstm_jax.ensembles import sweep
 from bilstm_jax.parallel import distributed, sharding
 from bilstm_jax.training import inference, loop, monitor, program
 from bilstm_jax.training import workdir as workdir_lib
-from bilstm_jax.training.optim import OPTIMIZERS, SCHEDULES
+from bilstm_jax.training.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES
 
 
 def _check(ok: bool, key: str, value, need: str) -> None:
@@ -46,7 +46,7 @@ def validate(config) -> None:
     o.learning_rate,
     'must be finite and >= 0',
   )
-  momentum = o.get('momentum', 0.9)  # the default of `optim.make_optimizer`
+  momentum = o.get('momentum', DEFAULT_MOMENTUM)
   _check(0.0 <= momentum < 1.0, 'optim.momentum', momentum, 'must lie in [0, 1)')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_steps', 'decay_every_steps'):
     value = o.get(key, 0)

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 SCHEDULES = ('constant', 'warmup_cosine', 'step')
+DEFAULT_MOMENTUM = 0.9  # optim.name=sgd without optim.momentum
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 
 
@@ -78,7 +79,7 @@ def make_optimizer(
     raise ValueError(f'optim.weight_decay={weight_decay} needs optim.name=adamw or sgd.')
   clip = optim_config.get('grad_clip_norm', 0.0)
   sgd = optim_config.name == 'sgd'
-  momentum = optim_config.get('momentum', 0.9) or None
+  momentum = optim_config.get('momentum', DEFAULT_MOMENTUM) or None
   decays = optim_config.name != 'adam' or inject_weight_decay
 
   def build(learning_rate, weight_decay=0.0):
