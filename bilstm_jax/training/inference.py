@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import warnings
 
 import jax
 import ml_collections
@@ -169,23 +168,21 @@ def load(
     like = jax.eval_shape(jax.vmap(init), keys)
   else:
     like = jax.eval_shape(init, jax.random.key(0))
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')  # orbax's notes on read-only managers
-    ckpts = workdir_lib.open_checkpoints(
-      workdir,
-      config.train.metric,
-      config.train.metric_mode,
-      config.checkpoint.keep_best,
-      read_only=True,
-    )
-    try:
-      found = ckpts.restore_params_good(checkpoint, like.params, like.model_state)
-      if found is None:
-        raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
-      step, params, model_state = found
-      path = ckpts.path(step)
-    finally:
-      ckpts.close()
+  ckpts = workdir_lib.open_checkpoints(
+    workdir,
+    config.train.metric,
+    config.train.metric_mode,
+    config.checkpoint.keep_best,
+    read_only=True,
+  )
+  try:
+    found = ckpts.restore_params_good(checkpoint, like.params, like.model_state)
+    if found is None:
+      raise CheckpointError(f'No complete checkpoint in {directory}; train first.')
+    step, params, model_state = found
+    path = ckpts.path(step)
+  finally:
+    ckpts.close()
   state = steps.TrainState.create(
     apply_fn=model.apply, params=params, tx=optax.identity(), model_state=model_state
   )
