@@ -27,11 +27,8 @@ checkpoint, the reason and the last good checkpoint (left as it was).
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 import shutil
-import time
 
 import jax
 import numpy as np
@@ -40,35 +37,10 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from bilstm_jax import faults
 from bilstm_jax.errors import CheckpointError, RunError
-from bilstm_jax.training import integrity
+from bilstm_jax.training import integrity, orbax_io
 
-# Test hook: seconds to sleep inside each save, after the files are written and before
-# the checkpoint is committed, so a test can SIGKILL a run in the middle of a save.
-SAVE_DELAY_ENV = 'BILSTM_JAX_TEST_SAVE_DELAY_S'
 # Where a training run moves the damaged checkpoints it finds (beside checkpoints/).
 DAMAGED = 'checkpoints_damaged'
-
-
-class _MetaHandler(ocp.JsonCheckpointHandler):
-  """JSON handler with the optional test delay inside the save."""
-
-  async def _save_fn(self, x, directory):
-    await super()._save_fn(x, directory)
-    delay = float(os.environ.get(SAVE_DELAY_ENV, '0') or 0)
-    if delay > 0:
-      time.sleep(delay)
-
-
-@ocp.args.register_with_handler(_MetaHandler, for_save=True)
-@dataclasses.dataclass
-class _MetaSave(ocp.args.JsonSave):
-  pass
-
-
-@ocp.args.register_with_handler(_MetaHandler, for_restore=True)
-@dataclasses.dataclass
-class _MetaRestore(ocp.args.JsonRestore):
-  pass
 
 
 class Checkpoints:
@@ -127,22 +99,8 @@ class Checkpoints:
     for step, reason in integrity.unreadable_metrics(self.directory).items():
       self._set_aside(step, reason)
     if self._hidden:
-      options.step_name_format = _Hiding(self._hidden)
-    absl_logger = logging.getLogger('absl')
-    absl_logger.addFilter(_quiet_read_only)  # loading for prediction is not news
-    try:
-      self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=options,
-        item_handlers={
-          'params': ocp.StandardCheckpointHandler(),
-          'train': ocp.StandardCheckpointHandler(),
-          'model_state': ocp.StandardCheckpointHandler(),  # only when the model has one
-          'meta': _MetaHandler(),
-        },
-      )
-    finally:
-      absl_logger.removeFilter(_quiet_read_only)
+      options.step_name_format = orbax_io.Hiding(self._hidden)
+    self.manager = orbax_io.open_manager(self.directory, options)
 
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
@@ -180,7 +138,7 @@ class Checkpoints:
         args=ocp.args.Composite(
           params=ocp.args.StandardSave(params),
           train=ocp.args.StandardSave(train),
-          meta=_MetaSave(meta),
+          meta=orbax_io.MetaSave(meta),
           **items,
         ),
         metrics={k: float(v) for k, v in metrics.items()},
@@ -297,7 +255,7 @@ class Checkpoints:
     self.manager.reload()
 
   def read_meta(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(meta=_MetaRestore()))['meta']
+    return self.manager.restore(step, args=ocp.args.Composite(meta=orbax_io.MetaRestore()))['meta']
 
   def restore_params(self, step: int, params_like):
     """Restores the params of checkpoint `step` into the structure of `params_like`.
@@ -307,7 +265,7 @@ class Checkpoints:
         `params_like` (a checkpoint of another model shape), naming the first few.
     """
     self._check_shapes(step, params_like)
-    target = jax.tree.map(_restore_target, params_like)
+    target = jax.tree.map(orbax_io.restore_target, params_like)
     out = self.manager.restore(
       step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
     )
@@ -320,7 +278,7 @@ class Checkpoints:
     """
     if not model_state_like:
       return model_state_like
-    target = jax.tree.map(_restore_target, model_state_like)
+    target = jax.tree.map(orbax_io.restore_target, model_state_like)
     out = self.manager.restore(
       step, args=ocp.args.Composite(model_state=ocp.args.StandardRestore(target))
     )
@@ -335,7 +293,7 @@ class Checkpoints:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _train_item(state, rng))
     out = self.manager.restore(
       step,
-      args=ocp.args.Composite(train=ocp.args.StandardRestore(target), meta=_MetaRestore()),
+      args=ocp.args.Composite(train=ocp.args.StandardRestore(target), meta=orbax_io.MetaRestore()),
     )
     train = out['train']
     state = state.replace(
@@ -374,29 +332,6 @@ class Checkpoints:
 _DAMAGE = (integrity.Damaged, OSError, ValueError, KeyError)
 
 
-class _Hiding:
-  """Orbax's standard step names, with some steps left out (damaged, read-only runs)."""
-
-  def __init__(self, hidden: set[int]):
-    self.base, self.hidden = ocp.step.standard_name_format(), hidden
-
-  def build_name(self, step: int) -> str:
-    return self.base.build_name(step)
-
-  def find_all(self, base_path):
-    return (m for m in self.base.find_all(base_path) if m.step not in self.hidden)
-
-  def find_step(self, base_path, step: int):
-    if step in self.hidden:
-      raise ValueError(f'checkpoint {step} is damaged')
-    return self.base.find_step(base_path, step)
-
-
-def _quiet_read_only(record: logging.LogRecord) -> bool:
-  """Drops the warning orbax logs whenever a manager is opened read-only."""
-  return not record.getMessage().startswith('Given directory is read only')
-
-
 def _train_item(state, rng: jax.Array) -> dict:
   """What a checkpoint's `train` item holds: all of the state but params and model_state."""
   return {'opt_state': state.opt_state, 'step': state.step, 'rng': jax.random.key_data(rng)}
@@ -408,15 +343,3 @@ def _shapes(tree) -> dict[str, tuple]:
     jax.tree_util.keystr(p): tuple(np.shape(x) if not hasattr(x, 'shape') else x.shape)
     for p, x in leaves
   }
-
-
-def _restore_target(x) -> jax.ShapeDtypeStruct:
-  """What orbax restores a leaf as: `x`'s shape, dtype and sharding, or, for a leaf without
-  one (from `jax.eval_shape`), this process's first device. Left to itself, orbax would
-  reuse the saved sharding and refuse a checkpoint written on other devices or processes
-  ("Topology mismatch")."""
-  target = ocp.utils.to_shape_dtype_struct(x)
-  if getattr(target, 'sharding', None) is None:
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
-  return target

@@ -353,7 +353,7 @@ def _tiny_ensemble_config(**overrides):
 
 @pytest.mark.subprocess
 def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
-  from bilstm_jax.training import checkpoint
+  from bilstm_jax.training import orbax_io
 
   reference = str(tmp_path / 'reference')
   expected = app.train_and_evaluate(_tiny_ensemble_config(), reference)
@@ -368,7 +368,7 @@ def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   proc = subprocess.Popen(
     cmd + flags,
     cwd=ROOT,
-    env={**env, checkpoint.SAVE_DELAY_ENV: '0.3'},
+    env={**env, orbax_io.SAVE_DELAY_ENV: '0.3'},
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
   )

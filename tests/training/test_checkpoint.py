@@ -12,7 +12,7 @@ import pytest
 
 from bilstm_jax import app as train_lib
 from bilstm_jax import errors
-from bilstm_jax.training import checkpoint
+from bilstm_jax.training import orbax_io
 from tests.utils import ROOT, TINY, load_state, tiny_config
 
 # The kill test runs with every batch at full length, and with length buckets (ragged
@@ -22,7 +22,7 @@ VARIANTS = {'full_length': {}, 'buckets': {'data.buckets': 3, 'data.min_length':
 
 def _start(workdir, delay_s=0.0, variant='full_length', env=None):
   flags = [f'--config.{k}={v}' for k, v in {**TINY, **VARIANTS[variant]}.items()]
-  env = {**os.environ, checkpoint.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT, **(env or {})}
+  env = {**os.environ, orbax_io.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT, **(env or {})}
   cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', workdir]
   return subprocess.Popen(
     cmd + flags, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

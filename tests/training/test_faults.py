@@ -14,7 +14,7 @@ import pytest
 import bilstm_jax
 from bilstm_jax import app as train_lib
 from bilstm_jax import errors, faults
-from bilstm_jax.training import checkpoint, integrity, monitor
+from bilstm_jax.training import checkpoint, integrity, monitor, orbax_io
 from tests.training.test_checkpoint import _assert_same, _start
 from tests.utils import tiny_config
 
@@ -126,7 +126,7 @@ def test_full_disk_is_one_error_and_keeps_the_last_good_checkpoint(
       if where == 'manifest':
         monkeypatch.setattr(integrity, 'write_manifest', no_space)
       else:
-        monkeypatch.setattr(checkpoint._MetaHandler, '_save_fn', no_space_async)
+        monkeypatch.setattr(orbax_io.MetaHandler, '_save_fn', no_space_async)
     return original(self, state, rng, meta, metrics, step)
 
   monkeypatch.setattr(checkpoint.Checkpoints, 'save', save)
