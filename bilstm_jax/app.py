@@ -17,6 +17,7 @@ import os
 import time
 
 from bilstm_jax import errors, plots, tasks
+from bilstm_jax.ensembles import ensemble as ensemble_lib
 from bilstm_jax.ensembles import population as population_lib
 from bilstm_jax.ensembles import sweep
 from bilstm_jax.parallel import distributed, sharding
@@ -70,6 +71,16 @@ def validate(config) -> None:
   if config.get('ensemble') is not None:
     e = config.ensemble
     _check(e.num_members >= 1, 'ensemble.num_members', e.num_members, 'must be >= 1')
+    mode = e.get('data_mode', 'shared')
+    modes = ensemble_lib.DATA_MODES
+    _check(mode in modes, 'ensemble.data_mode', mode, f'must be one of {list(modes)}')
+    _check(
+      not buckets or mode in ('shared', 'shuffled'),
+      'ensemble.data_mode',
+      mode,
+      f'needs data.buckets=0 (its members see different lengths; data.buckets={buckets} '
+      'works with shared or shuffled)',
+    )
 
 
 def _validate_sizes(d) -> None:

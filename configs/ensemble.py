@@ -23,8 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.ensemble = ml_collections.ConfigDict()
   config.ensemble.num_members = 16  # member i is seeded with config.seed + i
-  # 'shared' (all members on the same batches), 'bootstrap' (each member resamples the
-  # training set with replacement: bagging) or 'subsets' (disjoint n // N examples each).
+  # 'shared' (all members on the same batches), 'shuffled' (every example, in each member's
+  # own order), 'bootstrap' (each member resamples the training set with replacement:
+  # bagging) or 'subsets' (disjoint n // N examples each).
   config.ensemble.data_mode = 'shared'
   # Per-member hyperparameters as (low, high); low == high is a constant. Learning rate,
   # weight decay and init scale are log-uniform when low > 0, dropout is uniform.

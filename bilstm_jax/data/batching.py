@@ -179,6 +179,7 @@ def epoch_plan(
   drop_remainder: bool = True,
   steps_per_call: int = 0,
   buckets: Buckets | None = None,
+  call_seed: int | None = None,
 ) -> EpochPlan:
   """Plans one epoch: a pure function of its arguments.
 
@@ -187,7 +188,10 @@ def epoch_plan(
   (drop_remainder=False) is padded with -1 rows.
 
   With buckets: see the module docstring. Calls group up to `steps_per_call` batches of
-  one bucket; with `shuffle` the calls run in an order drawn from (seed, epoch).
+  one bucket; with `shuffle` the calls run in an order drawn from (call_seed, epoch),
+  call_seed defaulting to seed. The bucket of every call depends on the lengths and
+  call_seed alone, so plans of one data with different seeds and one call_seed fill the
+  same shapes in the same order with different examples (an ensemble's 'shuffled' members).
   """
   lengths = np.asarray(lengths)
   size = len(lengths)
@@ -213,7 +217,8 @@ def epoch_plan(
     step = len(batches) if steps_per_call <= 0 else steps_per_call
     groups += [(batches[s : s + step], bound) for s in range(0, len(batches), max(step, 1))]
   if shuffle:
-    perm = np.random.default_rng([seed, 5, epoch]).permutation(len(groups))
+    call_seed = seed if call_seed is None else call_seed
+    perm = np.random.default_rng([call_seed, 5, epoch]).permutation(len(groups))
     groups = [groups[i] for i in perm]
   if not groups:
     return EpochPlan(np.zeros((0, batch_size), np.int64), (), ())

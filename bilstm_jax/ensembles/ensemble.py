@@ -26,6 +26,9 @@ those of a single run with `config.seed = seed + i`.
 
 Data modes (`member_data`):
   shared:    every member trains on the same batches (seeds, deep ensembles, lr sweeps).
+  shuffled:  every member trains on every example, in its own order (as separate runs of
+             seeds seed + i would); with length buckets, the members' calls share their
+             bucket order, so one compiled shape serves all of them at each step.
   bootstrap: member i trains on n examples drawn with replacement (bagging).
   subsets:   member i trains on its own disjoint n // N examples.
 """
@@ -44,7 +47,7 @@ from bilstm_jax.data import batching as data_lib
 from bilstm_jax.parallel import sharding
 from bilstm_jax.training import steps
 
-DATA_MODES = ('shared', 'bootstrap', 'subsets')
+DATA_MODES = ('shared', 'shuffled', 'bootstrap', 'subsets')
 
 
 # ----------------------------------------------------------------------------- creation
@@ -326,6 +329,8 @@ def member_indices(num_examples: int, num_members: int, mode: str, seed: int) ->
     raise ValueError(f'Unknown ensemble data mode {mode!r}; known: {list(DATA_MODES)}.')
   if mode == 'shared':
     return None
+  if mode == 'shuffled':
+    return np.broadcast_to(np.arange(num_examples), (num_members, num_examples))
   rng = np.random.default_rng([seed, 4])
   if mode == 'bootstrap':
     return rng.integers(0, num_examples, size=(num_members, num_examples))
@@ -336,10 +341,15 @@ def member_indices(num_examples: int, num_members: int, mode: str, seed: int) ->
 
 
 def member_data(dataset: dict, indices: np.ndarray | None) -> list[dict] | None:
-  """The per-member training sets the indices select (None for shared data)."""
+  """The per-member training sets the indices select (None for shared data); a member
+  that takes every example in order gets `dataset` itself, not a copy."""
   if indices is None:
     return None
-  return [{k: v[idx] for k, v in dataset.items()} for idx in indices]
+  everything = np.arange(len(dataset['lengths']))
+  return [
+    dataset if np.array_equal(idx, everything) else {k: v[idx] for k, v in dataset.items()}
+    for idx in indices
+  ]
 
 
 def epoch_batches(

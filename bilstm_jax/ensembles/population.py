@@ -198,19 +198,19 @@ def population(
       member's is nonzero (so its dropout layers exist), and each member's own rate is
       substituted at call time.
     hparams: the members' hyperparameters (`sample_hparams`).
-    data_mode: 'shared', 'bootstrap' or 'subsets' (`ensemble.member_indices`).
-    num_buckets: length buckets; only with shared data (members of other data modes see
-      different lengths, which cannot share one padded shape).
+    data_mode: 'shared', 'shuffled', 'bootstrap' or 'subsets' (`ensemble.member_indices`).
+    num_buckets: length buckets; only with shared or shuffled data (members of the other
+      data modes see different lengths, which cannot share one padded shape).
     Other arguments: as for `training.program.single_model`.
   """
   n = len(train_set['lengths'])
   indices = ensemble.member_indices(n, num_members, data_mode, seed)
   member_sets = ensemble.member_data(train_set, indices)
   shared = member_sets is None
-  if num_buckets and not shared:
+  if num_buckets and data_mode not in ('shared', 'shuffled'):
     raise ValueError(
-      f'data.buckets={num_buckets} needs ensemble.data_mode=shared (members of data mode '
-      f'{data_mode!r} see different lengths); set data.buckets=0.'
+      f'data.buckets={num_buckets} needs ensemble.data_mode=shared or shuffled (members of '
+      f'data mode {data_mode!r} see different lengths); set data.buckets=0.'
     )
   buckets = make_buckets(train_set, num_buckets)
   per_member = len((member_sets or [train_set])[0]['lengths'])
@@ -233,6 +233,7 @@ def population(
       shuffle=shuffle,
       steps_per_call=steps_per_call,
       buckets=buckets,
+      call_seed=seed,
     )
 
   steps_per_epoch = len(plan(1, (member_sets or [train_set])[0]['lengths']))
@@ -264,7 +265,8 @@ def population(
 
   def epoch(e):
     """Member i's order is member set i's plan with seed + i (a single run on that set
-    with that seed sees the same batches); shared data: one plan for all."""
+    with that seed sees the same batches; with buckets, in the calls' order of seed, so
+    every member's step has one shape); shared data: one plan for all."""
     if shared:
       p = plan(e)
       return sharding.process_batches(train_set, p, rows, task.time_keys), p.chunks

@@ -54,6 +54,23 @@ def test_bucketed_plans_are_a_pure_function_of_seed_and_epoch():
   assert not np.array_equal(a.indices, c.indices)
 
 
+def test_plans_sharing_a_call_seed_fill_the_same_shapes_with_their_own_examples():
+  """What a 'shuffled' ensemble stacks: member seeds differ, the call order does not."""
+  lengths = _lengths()
+  buckets = batching.Buckets.from_lengths(lengths, 4)
+  kwargs = dict(epoch=3, buckets=buckets, steps_per_call=2)
+  plans = [batching.epoch_plan(lengths, 8, seed=s, call_seed=7, **kwargs) for s in (7, 8, 9)]
+  own = batching.epoch_plan(lengths, 8, seed=7, **kwargs)
+  np.testing.assert_array_equal(plans[0].indices, own.indices)  # call_seed defaults to seed
+  for plan in plans[1:]:
+    assert plan.times == plans[0].times and plan.chunks == plans[0].chunks
+    assert (plan.indices != plans[0].indices).mean() > 0.9
+    for idx, t in zip(plan.indices, plan.times, strict=True):
+      assert lengths[idx].max() <= t
+  # Its own seed alone would also reorder the calls.
+  assert batching.epoch_plan(lengths, 8, seed=8, **kwargs).times != plans[0].times
+
+
 def test_buckets_save_padding_on_ragged_data():
   lengths = _lengths(1000, high=100)
   plain = batching.epoch_plan(lengths, 16, seed=0, epoch=1)

@@ -48,7 +48,7 @@ def _stacked_calls(dataset, members, shared, epochs=2):
   ]
 
 
-@pytest.mark.parametrize('mode', ['shared', 'bootstrap'])
+@pytest.mark.parametrize('mode', ['shared', 'shuffled', 'bootstrap'])
 def test_vmapped_ensemble_equals_independent_single_runs(mode):
   """Per-member lr, weight decay, init scale (and dropout, two layers: shared mode)."""
   n = 3
@@ -58,7 +58,7 @@ def test_vmapped_ensemble_equals_independent_single_runs(mode):
     'dropout': np.array([0.0, 0.2, 0.5] if mode == 'shared' else [0.0] * 3, np.float32),
     'init_scale': np.array([1.0, 0.5, 2.0], np.float32),
   }
-  layers = LAYERS if mode == 'shared' else 1  # the bootstrap case compiles one single model
+  layers = LAYERS if mode == 'shared' else 1  # per-member data: compile one single model
   dataset = _dataset()
   members = ensemble.member_data(dataset, ensemble.member_indices(9, n, mode, seed=0))
   shared = members is None
@@ -150,7 +150,7 @@ def test_learning_rates_make_members_diverge():
   assert moved[2] > 3 * moved[0], moved
 
 
-def test_bootstrap_and_subset_members_see_different_data():
+def test_bootstrap_subset_and_shuffled_members_see_different_data():
   boot = ensemble.member_indices(20, 4, 'bootstrap', seed=0)
   assert boot.shape == (4, 20) and boot.min() >= 0 and boot.max() < 20
   assert all(len(np.unique(b)) < 20 for b in boot)  # resampled with replacement
@@ -167,6 +167,17 @@ def test_bootstrap_and_subset_members_see_different_data():
   assert first['inputs'].shape == (3, BATCH, 6, 5)
   x = first['inputs']
   assert not np.array_equal(x[0], x[1]) and not np.array_equal(x[1], x[2])
+
+  # shuffled: every member holds every example (the dataset itself, not a copy), and the
+  # member seeds put them in different orders.
+  members = ensemble.member_data(dataset, ensemble.member_indices(12, 3, 'shuffled', 0))
+  assert all(m is dataset for m in members)
+  epoch = ensemble.epoch_batches(dataset, members, BATCH, seed=0, epoch=1, shuffle=True)
+  x = np.stack([b['inputs'] for b in epoch], 1)  # [member, step, batch, time, features]
+  assert not np.array_equal(x[0], x[1]) and not np.array_equal(x[1], x[2])
+  for m in range(3):  # each member's epoch: the 12 examples once each
+    rows = {tuple(r.ravel()) for r in x[m].reshape(-1, 6 * 5)}
+    assert len(rows) == 12
 
 
 def test_inference_members_mean_std_export_and_metrics():

@@ -263,13 +263,17 @@ def test_every_text_config_has_the_default_keys_and_a_tiny_variant():
 
 
 @pytest.mark.slow
-def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_path):
+@pytest.mark.parametrize('data_mode', ['shared', 'shuffled'])
+def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_path, data_mode):
+  """Both data modes that work with length buckets (the tiny config has two)."""
   cfg = sst2.get_config('tiny_ensemble')
   cfg.data.train, cfg.data.dev = corpora['cls_train'], corpora['cls_dev']
   cfg.ensemble.num_members = 3
+  cfg.ensemble.data_mode = data_mode
   cfg.train.epochs = 2
   workdir = str(tmp_path / 'ens')
   summary = app.train_and_evaluate(cfg, workdir)
+  assert summary['data_mode'] == data_mode
   trained = bilstm_jax.load(workdir)
   dev = trained.evaluate('dev')
   np.testing.assert_allclose(dev['accuracy'], summary['ensemble_dev_accuracy'], rtol=1e-6)
