@@ -47,6 +47,19 @@ def validate(config) -> None:
     o.learning_rate,
     'must be finite and >= 0',
   )
+  adversarial = m.get('adversarial', 0.0)
+  _check(
+    math.isfinite(adversarial) and adversarial >= 0,
+    'model.adversarial',
+    adversarial,
+    'must be finite and >= 0',
+  )
+  _check(
+    not adversarial or d.task.startswith('text_'),
+    'model.adversarial',
+    adversarial,
+    f'needs a text task, whose embeddings it perturbs (data.task={d.task!r})',
+  )
   momentum = o.get('momentum', DEFAULT_MOMENTUM)
   _check(0.0 <= momentum < 1.0, 'optim.momentum', momentum, 'must lie in [0, 1)')
   for key in ('weight_decay', 'grad_clip_norm', 'warmup_steps', 'decay_every_steps'):

@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embed_size = 64  # token-id inputs only: the embedding size
   config.model.embed_dropout = 0.0  # token-id inputs only: dropout on the embeddings
   config.model.pooling = 'mean'  # classification: 'mean', 'max' or 'attention' (valid steps)
+  # Text models only: > 0 trains also on embeddings perturbed by this L2 norm per sentence
+  # in the loss's steepest direction (adversarial training, Miyato et al. 2017).
+  config.model.adversarial = 0.0
 
   config.data = ml_collections.ConfigDict()
   # 'bidir_window' (learnable, needs both directions) or 'seed_noise' (tutorial's data):

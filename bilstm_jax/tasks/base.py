@@ -161,6 +161,12 @@ class Task:
     return dataclasses.replace(self, sizes=dict(spec['sizes']))
 
   @property
+  def adversarial(self) -> float:
+    """The size of the adversarial perturbation `training.steps.train_step` adds to the
+    model's perturbation point (0: none); only models that mark one take it."""
+    return float(self.model.get('adversarial', 0.0))
+
+  @property
   def time_keys(self) -> tuple[str, ...]:
     """Dataset keys with a time axis (axis 1), cut by length buckets."""
     return ('inputs', 'targets', 'labels') if self.per_step else ('inputs',)

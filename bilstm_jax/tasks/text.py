@@ -101,6 +101,7 @@ class _TextTask(base.Task):
       'embed_size': m.embed_size,
       'embed_dropout': m.embed_dropout,
       'word_dropout': m.get('word_dropout', 0.0),
+      'adversarial': m.get('adversarial', 0.0),
       'char_embed_size': m.get('char_embed_size', 30),
       'char_features': m.get('char_features', 50),
       'norm': m.get('norm', ''),

@@ -110,6 +110,10 @@ class TextEncoder(nn.Module):
     word_dropout: training only: the probability of replacing a word id by the unknown id,
       so the unknown embedding learns from real contexts (Lample et al. 2016).
     dropout: between stacked layers and on the top layer's outputs.
+    adversarial: > 0: the embeddings (word and character vectors, before dropout) are
+      marked with `perturb('embeddings')`, where `training.steps.train_step` adds a
+      perturbation of this L2 norm per sentence in the direction that most raises the
+      loss, and trains on both losses (Miyato et al. 2017). No effect at evaluation.
     norm: '', 'layer' or 'batch': normalisation of each layer's outputs before the next
       layer: layer norm, or batch norm over valid steps (`bilstm_jax.nn.MaskedBatchNorm`,
       running statistics in the 'batch_stats' collection).
@@ -127,6 +131,7 @@ class TextEncoder(nn.Module):
   embed_dropout: float = 0.0
   word_dropout: float = 0.0
   dropout: float = 0.0
+  adversarial: float = 0.0
   norm: str = ''
   dtype: Any = jnp.float32
   impl: str | None = None
@@ -160,6 +165,8 @@ class TextEncoder(nn.Module):
       else:
         raise ValueError(f"char_encoder must be 'cnn' or 'lstm'; got {self.char_encoder!r}.")
       x = jnp.concatenate([x, char_model(chars)], -1)
+    if self.adversarial > 0:
+      x = self.perturb('embeddings', x)
     x = nn.Dropout(self.embed_dropout)(x, deterministic=deterministic)
     kwargs = {} if self.impl is None else {'impl': self.impl}
     # One BiLSTM per layer (not `num_layers=`) so a norm can sit between layers.

@@ -46,6 +46,7 @@ def init_train_state(rng: jax.Array, model, tx, inputs: tuple) -> TrainState:
   """Traceable: variables initialised from the model inputs' shapes, wrapped with `tx`."""
   variables = dict(model.init(rng, *inputs))
   params = variables.pop('params')
+  variables.pop(PERTURBATIONS, None)  # shaped like one batch: made afresh by each step
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=variables)
 
 
@@ -70,13 +71,16 @@ def create_train_state(
   return init(rng, inputs=tuple(inputs))
 
 
-def apply_model(state: TrainState, params, batch: dict, task, rng=None):
+def apply_model(state: TrainState, params, batch: dict, task, rng=None, perturbations=None):
   """The model's outputs on a batch, and its updated `model_state`.
 
   With `rng` (training): dropout on, drawing from `rng`, and mutable collections updated.
   Without (evaluation): deterministic, `model_state` unchanged.
+  perturbations: values added at the model's `perturb` points ({name: array}).
   """
   variables = {'params': params, **state.model_state}
+  if perturbations is not None:
+    variables[PERTURBATIONS] = perturbations
   inputs = task.model_inputs(batch)
   if rng is None:
     return state.apply_fn(variables, *inputs), state.model_state
@@ -94,23 +98,73 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, task) -> tuple[Tr
     state: the current TrainState.
     batch: a dict of arrays (the task's inputs, lengths and what it learns from).
     rng: a base key; folded with `state.step` so dropout differs every step.
-    task: supplies `model_inputs(batch)` and `loss(outputs, batch) -> (sum, weight)`.
+    task: supplies `model_inputs(batch)` and `loss(outputs, batch) -> (sum, weight)`;
+      an `adversarial` size > 0 adds adversarial training: the gradient is that of the
+      loss plus the loss under `adversarial_perturbation` at the model's `perturb` points
+      (twice the compute).
 
   Returns:
-    (new state, {'loss': mean loss, 'loss_sum': sum, 'weight': weight}).
+    (new state, {'loss': mean loss, 'loss_sum': sum, 'weight': weight}), the clean loss.
   """
   rng = jax.random.fold_in(rng, state.step)
 
-  def objective(params):
-    outputs, model_state = apply_model(state, params, batch, task, rng)
+  def objective(params, perturbations=None):
+    outputs, model_state = apply_model(state, params, batch, task, rng, perturbations)
     total, weight = task.loss(outputs, batch)
     return total / jnp.maximum(weight, 1.0), (total, weight, model_state)
 
-  (loss, (total, weight, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-    state.params
-  )
+  size = getattr(task, 'adversarial', 0.0)
+  if size > 0:
+    zeros = perturbation_zeros(state, batch, task)
+    grad_fn = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+    (loss, (total, weight, model_state)), (grads, toward) = grad_fn(state.params, zeros)
+    attack = adversarial_perturbation(toward, size)
+    adv_grads = jax.grad(lambda p: objective(p, attack)[0])(state.params)
+    grads = jax.tree.map(jnp.add, grads, adv_grads)
+  else:
+    (loss, (total, weight, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+      state.params
+    )
   state = state.apply_gradients(grads=grads).replace(model_state=model_state)
   return state, {'loss': loss, 'loss_sum': total, 'weight': weight}
+
+
+# The variable collection of a model's `perturb` points (Flax's default).
+PERTURBATIONS = 'perturbations'
+
+
+def perturbation_zeros(state: TrainState, batch: dict, task) -> dict:
+  """Zeros shaped like the values at the model's `perturb` points on `batch`."""
+
+  def marked(params):
+    variables = {'params': params, **state.model_state}
+    _, made = state.apply_fn(variables, *task.model_inputs(batch), mutable=[PERTURBATIONS])
+    return made.get(PERTURBATIONS, {})
+
+  shapes = jax.eval_shape(marked, state.params)
+  if not shapes:
+    raise ValueError(
+      f'adversarial={task.adversarial}: the model marks no perturbation point (only the '
+      'text models mark their embeddings).'
+    )
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def adversarial_perturbation(grads: dict, size: float) -> dict:
+  """Each example's loss gradient at the perturbation points, scaled to L2 norm `size`.
+
+  The adversarial perturbation of Miyato et al. (2017): the first-order direction that
+  raises the loss most, per example (axis 0) over all its other axes. The gradient is
+  first divided by its largest magnitude, since a batch-mean loss makes it tiny.
+  """
+
+  def one(g):
+    axes = tuple(range(1, g.ndim))
+    g = g / (jnp.max(jnp.abs(g), axis=axes, keepdims=True) + 1e-12)
+    norm = jnp.sqrt(jnp.sum(jnp.square(g), axis=axes, keepdims=True))
+    return jax.lax.stop_gradient(size * g / (norm + 1e-12))
+
+  return jax.tree.map(one, grads)
 
 
 def train_steps(state: TrainState, batches: dict, rng: jax.Array, task) -> tuple[TrainState, dict]:
