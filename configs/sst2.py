@@ -1,10 +1,13 @@
 """SST-2 (GLUE) sentence sentiment: word embeddings, BiLSTM, max pooling over valid words.
 
   python train.py --config=sst2 --workdir=runs/sst2
+  python train.py --config=configs/sst2.py:ensemble --workdir=runs/sst2_ens \
+      --config.ensemble.data_mode=shuffled --config.train.epochs=8
   python -m bilstm_jax.readable --workdir runs/sst2 --input reviews.txt --output labels.jsonl
 
-No pretrained embeddings, no character features (the GLUE text is lowercased). SST-2 has
-no open license (../shared/data/sst2/SOURCE.md): never commit it.
+No pretrained embeddings, no character features (the GLUE text is lowercased). Adversarial
+training on the embeddings (size 0.1, chosen on dev over 0.05-0.5; benchmarks/TEXT_NOTES.md).
+SST-2 has no open license (../shared/data/sst2/SOURCE.md): never commit it.
 """
 
 import ml_collections
@@ -29,6 +32,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.embed_dropout = 0.3
   config.model.word_dropout = 0.0
   config.model.pooling = 'max'
+  config.model.adversarial = 0.1
 
   config.optim.learning_rate = 1e-3
   config.optim.weight_decay = 0.0
