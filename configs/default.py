@@ -108,7 +108,7 @@ def seed_ensemble(config: ml_collections.ConfigDict, num_members: int = 8) -> No
 
   Initialisation, dropout masks and word dropout differ; the learning rate, weight decay
   and dropout rate are the config's. All members see the same batches in one vmapped
-  program. `--mode=evaluate` scores the combined output (`Task.combine`: mean
+  program (`--config.ensemble.data_mode=shuffled`: each its own order). `--mode=evaluate` scores the combined output (`Task.combine`: mean
   probabilities, mean forecasts, or a CRF's mean emissions and transitions).
   """
   config.ensemble = ml_collections.ConfigDict()
