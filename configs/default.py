@@ -108,8 +108,9 @@ def seed_ensemble(config: ml_collections.ConfigDict, num_members: int = 8) -> No
 
   Initialisation, dropout masks and word dropout differ; the learning rate, weight decay
   and dropout rate are the config's. All members see the same batches in one vmapped
-  program (`--config.ensemble.data_mode=shuffled`: each its own order). `--mode=evaluate` scores the combined output (`Task.combine`: mean
-  probabilities, mean forecasts, or a CRF's mean emissions and transitions).
+  program (`--config.ensemble.data_mode=shuffled`: each its own order). `--mode=evaluate`
+  scores the combined output (`Task.combine`: mean probabilities, mean forecasts, or a
+  CRF's mean emissions and transitions).
   """
   config.ensemble = ml_collections.ConfigDict()
   config.ensemble.num_members = num_members

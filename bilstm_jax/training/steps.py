@@ -32,6 +32,9 @@ class TrainState(train_state.TrainState):
 # optimised build's in the last bit (where LLVM would contract a multiply-add).
 RUN_ONCE = {'xla_backend_optimization_level': 0}
 
+# The variable collection of a model's `perturb` points (Flax's default).
+PERTURBATIONS = 'perturbations'
+
 
 def key_seed(seed: int) -> np.uint32:
   """`seed` as the 32 bits `jax.random.key(seed)` uses, to pass into a jitted program.
@@ -127,10 +130,6 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, task) -> tuple[Tr
     )
   state = state.apply_gradients(grads=grads).replace(model_state=model_state)
   return state, {'loss': loss, 'loss_sum': total, 'weight': weight}
-
-
-# The variable collection of a model's `perturb` points (Flax's default).
-PERTURBATIONS = 'perturbations'
 
 
 def perturbation_zeros(state: TrainState, batch: dict, task) -> dict:
