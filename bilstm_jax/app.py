@@ -88,7 +88,7 @@ def validate(config) -> None:
     modes = ensemble_lib.DATA_MODES
     _check(mode in modes, 'ensemble.data_mode', mode, f'must be one of {list(modes)}')
     _check(
-      not buckets or mode in ('shared', 'shuffled'),
+      not buckets or mode in ensemble_lib.BUCKETED_MODES,
       'ensemble.data_mode',
       mode,
       f'needs data.buckets=0 (its members see different lengths; data.buckets={buckets} '

@@ -48,6 +48,8 @@ from bilstm_jax.parallel import sharding
 from bilstm_jax.training import steps
 
 DATA_MODES = ('shared', 'shuffled', 'bootstrap', 'subsets')
+# The modes whose members all see every example, so length buckets give each step one shape.
+BUCKETED_MODES = ('shared', 'shuffled')
 
 
 # ----------------------------------------------------------------------------- creation

@@ -207,7 +207,7 @@ def population(
   indices = ensemble.member_indices(n, num_members, data_mode, seed)
   member_sets = ensemble.member_data(train_set, indices)
   shared = member_sets is None
-  if num_buckets and data_mode not in ('shared', 'shuffled'):
+  if num_buckets and data_mode not in ensemble.BUCKETED_MODES:
     raise ValueError(
       f'data.buckets={num_buckets} needs ensemble.data_mode=shared or shuffled (members of '
       f'data mode {data_mode!r} see different lengths); set data.buckets=0.'
