@@ -18,6 +18,7 @@ import time
 
 from bilstm_jax import errors, plots, tasks
 from bilstm_jax.ensembles import ensemble as ensemble_lib
+from bilstm_jax.ensembles import hparams as hparams_lib
 from bilstm_jax.ensembles import population as population_lib
 from bilstm_jax.ensembles import sweep
 from bilstm_jax.parallel import distributed, sharding
@@ -94,6 +95,7 @@ def validate(config) -> None:
       f'needs data.buckets=0 (its members see different lengths; data.buckets={buckets} '
       'works with shared or shuffled)',
     )
+    hparams_lib.member_ranges(config)  # an explicit range must contain the config's value
 
 
 def _validate_sizes(d) -> None:
@@ -137,8 +139,8 @@ def build_program(config, task, train_set: dict, dev_set: dict, mesh, workdir: s
   if config.get('ensemble') is None:
     return program.single_model(workdir=workdir, **common)
   e = config.ensemble
-  ranges = {k: e[k] for k in population_lib.HPARAMS}
-  hparams = population_lib.sample_hparams(e.num_members, ranges, e.sampling, config.seed)
+  ranges = hparams_lib.member_ranges(config)
+  hparams = hparams_lib.sample_hparams(e.num_members, ranges, e.sampling, config.seed)
   return population_lib.population(
     num_members=e.num_members, hparams=hparams, data_mode=e.data_mode, **common
   )
@@ -184,6 +186,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   distributed.initialize(config.get('distributed'))  # before any other JAX computation
   task, prog, mesh, settings = prepare(config, workdir)
   config_dict = config.to_dict()
+  if config.get('ensemble') is not None:  # config.json records the ranges the members used
+    config_dict['ensemble'].update(hparams_lib.member_ranges(config))
   writer = distributed.is_writer()
   workdir_lib.create(workdir)
   lock = workdir_lib.Lock(workdir).acquire() if writer else None

@@ -111,14 +111,21 @@ def seed_ensemble(config: ml_collections.ConfigDict, num_members: int = 8) -> No
   program (`--config.ensemble.data_mode=shuffled`: each its own order). `--mode=evaluate`
   scores the combined output (`Task.combine`: mean probabilities, mean forecasts, or a
   CRF's mean emissions and transitions).
+
+  The members' ranges are left unset (None): each is read from `optim.learning_rate`,
+  `optim.weight_decay` or `model.dropout` when the run starts, after the command line, so
+  `--config.model.dropout=0.5` reaches every member. A range set explicitly
+  (`--config.ensemble.dropout='(0.3, 0.5)'`) replaces the config's value for the members
+  and must contain it; otherwise the run stops with an `Error:` naming both keys
+  (`bilstm_jax/ensembles/hparams.py`).
   """
   config.ensemble = ml_collections.ConfigDict()
   config.ensemble.num_members = num_members
   config.ensemble.data_mode = 'shared'
-  lr, dropout = config.optim.learning_rate, config.model.dropout
-  config.ensemble.learning_rate = (lr, lr)
-  config.ensemble.weight_decay = (config.optim.get('weight_decay', 0.0),) * 2
-  config.ensemble.dropout = (dropout, dropout)
+  # (low, high) per member hyperparameter; None: the config's own value (see above).
+  config.ensemble.learning_rate = ml_collections.config_dict.placeholder(tuple)
+  config.ensemble.weight_decay = ml_collections.config_dict.placeholder(tuple)
+  config.ensemble.dropout = ml_collections.config_dict.placeholder(tuple)
   config.ensemble.init_scale = (1.0, 1.0)
   config.ensemble.sampling = 'grid'
 

@@ -28,10 +28,14 @@ def get_config() -> ml_collections.ConfigDict:
   # bagging) or 'subsets' (disjoint n // N examples each).
   config.ensemble.data_mode = 'shared'
   # Per-member hyperparameters as (low, high); low == high is a constant. Learning rate,
-  # weight decay and init scale are log-uniform when low > 0, dropout is uniform.
-  config.ensemble.learning_rate = (1e-4, 0.3)
-  config.ensemble.weight_decay = (0.0, 0.0)  # > 0 switches to AdamW (decoupled decay)
-  config.ensemble.dropout = (0.0, 0.0)  # replaces model.dropout; between stacked layers only
+  # weight decay and init scale are log-uniform when low > 0, dropout is uniform. None:
+  # the config's own value (optim.weight_decay, model.dropout) after the command line; an
+  # explicit range replaces it and must contain it (bilstm_jax/ensembles/hparams.py).
+  config.ensemble.learning_rate = (1e-4, 0.3)  # contains optim.learning_rate (0.01)
+  # > 0 switches to AdamW (decoupled decay).
+  config.ensemble.weight_decay = ml_collections.config_dict.placeholder(tuple)
+  # Between stacked layers only.
+  config.ensemble.dropout = ml_collections.config_dict.placeholder(tuple)
   config.ensemble.init_scale = (1.0, 1.0)  # multiplies each member's initial parameters
   config.ensemble.sampling = 'random'  # 'random' (independent draws) or 'grid' (even spacing)
   # Checkpoints, resume and early stopping as for one model. What train.metric (default

@@ -158,6 +158,10 @@ def _cli_rows() -> list[Row]:
     _cli('cli-ensemble-buckets', 'length buckets with bootstrap members',
          ['--config=ensemble', '--config.ensemble.data_mode=bootstrap', '--config.data.buckets=2'],
          r"config\.ensemble\.data_mode='bootstrap': needs data\.buckets=0"),
+    _cli('cli-ensemble-range', "a learning rate outside the range the ensemble's members use",
+         ['--config=ensemble', '--config.optim.learning_rate=0.5'],
+         r'config\.optim\.learning_rate=0\.5 lies outside config\.ensemble\.learning_rate='
+         r'\(0\.0001, 0\.3\)'),
     _cli('cli-no-train-file', 'a task without data files', [D, '--config.data.task=tagging'],
          r'No train data: set config\.data\.train', 'DataFileError'),
     _cli('cli-missing-train-file', 'a training file that does not exist',

@@ -21,7 +21,6 @@ with `NonFiniteLossError` only when every member has diverged.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import jax
@@ -30,48 +29,10 @@ import numpy as np
 
 from bilstm_jax.data import batching
 from bilstm_jax.ensembles import ensemble
+from bilstm_jax.ensembles.hparams import HPARAMS, with_dropout_layers
 from bilstm_jax.parallel import sharding
 from bilstm_jax.training import optim, steps
 from bilstm_jax.training.program import Program, make_buckets
-
-HPARAMS = ('learning_rate', 'weight_decay', 'dropout', 'init_scale')
-
-
-def sample_hparams(
-  num_members: int, ranges: dict, sampling: str, seed: int
-) -> dict[str, np.ndarray]:
-  """float32[N] per hyperparameter from (low, high) ranges.
-
-  Args:
-    num_members: N.
-    ranges: {name: (low, high)} for every name in `HPARAMS`.
-    sampling: 'random' (each drawn independently, then sorted: member 0 smallest) or
-      'grid' (evenly spaced, in log space where log-uniform).
-    seed: the draw's seed.
-
-  low == high gives a constant. Otherwise learning rate, weight decay and init scale are
-  log-uniform when low > 0 (uniform if low == 0) and dropout is uniform.
-  """
-  n = num_members
-  out = {}
-  for k, name in enumerate(HPARAMS):
-    low, high = (float(v) for v in ranges[name])
-    if high < low:
-      raise ValueError(f'ensemble.{name}: low {low} > high {high}.')
-    log = name != 'dropout' and low > 0
-    a, b = (np.log(low), np.log(high)) if log else (low, high)
-    if sampling == 'grid':
-      u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-    elif sampling == 'random':
-      u = np.sort(np.random.default_rng([seed, 3, k]).uniform(size=n))
-    else:
-      raise ValueError(f"ensemble.sampling must be 'random' or 'grid'; got {sampling!r}.")
-    v = a + (b - a) * u
-    out[name] = (np.exp(v) if log else v).astype(np.float32)
-  if not (out['dropout'].min() >= 0.0 and out['dropout'].max() < 1.0):
-    raise ValueError('ensemble.dropout must lie in [0, 1).')
-  return out
-
 
 # ------------------------------------------------------------------------------ results
 
@@ -197,7 +158,7 @@ def population(
     task: the fitted task; its model is built with a nonzero static dropout rate when any
       member's is nonzero (so its dropout layers exist), and each member's own rate is
       substituted at call time.
-    hparams: the members' hyperparameters (`sample_hparams`).
+    hparams: the members' hyperparameters (`hparams.sample_hparams`).
     data_mode: 'shared', 'shuffled', 'bootstrap' or 'subsets' (`ensemble.member_indices`).
     num_buckets: length buckets; only with shared or shuffled data (members of the other
       data modes see different lengths, which cannot share one padded shape).
@@ -219,8 +180,7 @@ def population(
   sharding.check_batch_size(batch_size, mesh)
   per_member_dropout = bool(hparams['dropout'].max() > 0)
   weight_decay = bool(hparams['weight_decay'].max() > 0)
-  model_kwargs = dict(task.model, dropout=float(hparams['dropout'].max()))
-  model = dataclasses.replace(task, model=model_kwargs).make_model()
+  model = with_dropout_layers(task, hparams['dropout']).make_model()
   clock = _TrainClock()
   rows = sharding.local_rows(mesh, batch_size)
 

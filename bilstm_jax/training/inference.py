@@ -23,7 +23,7 @@ import optax
 
 from bilstm_jax import tasks
 from bilstm_jax.data import files
-from bilstm_jax.ensembles import ensemble
+from bilstm_jax.ensembles import ensemble, hparams
 from bilstm_jax.errors import CheckpointError, DataFileError
 from bilstm_jax.training import program, steps
 from bilstm_jax.training import workdir as workdir_lib
@@ -155,8 +155,8 @@ def load(
   task = tasks.from_config(config).with_spec(spec)
   members = config.ensemble.num_members if config.get('ensemble') is not None else None
   if members is not None:
-    hp = config.ensemble.dropout
-    task = dataclasses.replace(task, model=dict(task.model, dropout=float(max(hp))))
+    ranges = hparams.member_ranges(config, check=False)  # the ranges it was trained with
+    task = hparams.with_dropout_layers(task, ranges['dropout'])
   model = task.make_model()
   inputs = task.model_inputs(task.example_batch())
 

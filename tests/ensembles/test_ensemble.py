@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bilstm_jax import app, errors, models
-from bilstm_jax.ensembles import ensemble, population
+from bilstm_jax.ensembles import ensemble, hparams, population
 from bilstm_jax.tasks import losses
 from bilstm_jax.training import optim, program
 from bilstm_jax.training import steps as train_lib
@@ -231,8 +231,8 @@ def test_sample_hparams_ranges():
   )
 
   def sample(ens, seed):
-    ranges = {k: ens[k] for k in population.HPARAMS}
-    return population.sample_hparams(ens.num_members, ranges, ens.sampling, seed)
+    ranges = {k: ens[k] for k in hparams.HPARAMS}
+    return hparams.sample_hparams(ens.num_members, ranges, ens.sampling, seed)
 
   hp = sample(ens, seed=0)
   np.testing.assert_allclose(hp['learning_rate'][[0, -1]], [1e-4, 1e-1], rtol=1e-6)
@@ -245,6 +245,29 @@ def test_sample_hparams_ranges():
   ens.dropout = (0.2, 0.1)
   with pytest.raises(ValueError, match='low'):
     sample(ens, seed=0)
+
+
+def test_member_ranges_default_to_the_configs_values_and_must_contain_them():
+  cfg = tiny_config(**{'model.dropout': 0.2, 'optim.learning_rate': 0.05})
+  default.seed_ensemble(cfg, 3)
+  cfg.model.dropout = 0.3  # as a command line would, after the config is built
+  ranges = hparams.member_ranges(cfg)
+  assert ranges == {
+    'learning_rate': (0.05, 0.05),
+    'weight_decay': (0.0, 0.0),
+    'dropout': (0.3, 0.3),
+    'init_scale': (1.0, 1.0),
+  }
+  cfg.ensemble.dropout = (0.1, 0.4)  # an explicit range that contains model.dropout wins
+  assert hparams.member_ranges(cfg)['dropout'] == (0.1, 0.4)
+  cfg.ensemble.dropout = (0.1, 0.2)
+  message = r'config\.model\.dropout=0\.3 lies outside config\.ensemble\.dropout=\(0\.1, 0\.2\)'
+  with pytest.raises(errors.ConfigError, match=message):
+    hparams.member_ranges(cfg)
+  with pytest.raises(errors.ConfigError, match='config.model.dropout'):
+    app.validate(cfg)
+  # A trained run's ranges are what its members used: loading does not check them.
+  assert hparams.member_ranges(cfg, check=False)['dropout'] == (0.1, 0.2)
 
 
 def test_best_member_skips_diverged_and_table_formats():
@@ -352,6 +375,38 @@ def test_train_py_trains_the_ensemble_config_and_prints_the_table(tmp_path):
   assert np.isfinite(summary['ensemble_dev_loss'])
 
 
+@pytest.mark.subprocess
+def test_train_py_ensemble_members_use_the_command_lines_dropout_and_rate(tmp_path):
+  """An ensemble variant's members take model.dropout and optim.learning_rate as the
+  command line leaves them (the ranges were once copied before it was applied)."""
+  from bilstm_jax.training import inference
+  from tests.tasks import text_fixtures
+
+  train = text_fixtures.write_conllu(str(tmp_path / 'train.conllu'), 40, 0)
+  dev = text_fixtures.write_conllu(str(tmp_path / 'dev.conllu'), 10, 1)
+  workdir = tmp_path / 'run'
+  cmd = [sys.executable, 'train.py', '--config=configs/pos_ud.py:tiny_ensemble']
+  cmd += [f'--workdir={workdir}', f'--config.data.train={train}', f'--config.data.dev={dev}']
+  cmd += ['--config.train.epochs=1', '--config.ensemble.num_members=2']
+  cmd += ['--config.model.dropout=0.25', '--config.optim.learning_rate=0.003']
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads((workdir / 'summary.json').read_text())['members']
+  assert len(rows) == 2
+  np.testing.assert_allclose([r['dropout'] for r in rows], [0.25, 0.25], rtol=1e-6)
+  np.testing.assert_allclose([r['learning_rate'] for r in rows], [0.003, 0.003], rtol=1e-6)
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['ensemble']['dropout'] == [0.25, 0.25]  # the record says what was used
+  assert inference.load(str(workdir)).task.model['dropout'] == 0.25
+  # A workdir written before: ranges copied from the config file's values, which the
+  # command line's model.dropout no longer matches. It loads with the ranges it holds.
+  saved['ensemble'].update(dropout=[0.1, 0.1], learning_rate=[0.01, 0.01])
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  trained = inference.load(str(workdir))
+  assert trained.num_members == 2 and trained.task.model['dropout'] == 0.1
+  assert np.isfinite(trained.evaluate('dev')['loss'])
+
+
 # TINY (4 steps an epoch, 2 per compiled call, 3 epochs, a checkpoint every 2 steps), 4 members.
 TINY_ENSEMBLE = {**TINY, 'ensemble.num_members': 4}
 
@@ -423,6 +478,7 @@ def test_ensemble_num_steps_and_early_stopping(tmp_path):
     **{
       'train.num_steps': 10,
       'train.early_stopping_patience': 1,
+      'optim.learning_rate': 0.0,
       'ensemble.learning_rate': (0.0, 0.0),
       'checkpoint.save_every_steps': 0,
     }

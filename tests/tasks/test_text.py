@@ -14,6 +14,7 @@ import pytest
 import bilstm_jax
 from bilstm_jax import app, errors, readable
 from bilstm_jax.data import tag_schemes, vocab
+from bilstm_jax.ensembles import hparams
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.tasks import span_metrics, text
 from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
@@ -255,10 +256,13 @@ def test_every_text_config_has_the_default_keys_and_a_tiny_variant():
       assert ('ensemble' in cfg) == variant.endswith('ensemble')
     with pytest.raises(ValueError):
       module.get_config('huge')
-  # An ensemble variant is its base config with seed-only members: same rate and dropout.
+  # An ensemble variant is its base config with seed-only members: same rate and dropout,
+  # read from the config when the run starts (the ranges are unset).
   tiny, members = sst2.get_config('tiny'), sst2.get_config('tiny_ensemble')
-  assert members.ensemble.learning_rate == (tiny.optim.learning_rate,) * 2
-  assert members.ensemble.dropout == (tiny.model.dropout,) * 2
+  assert members.ensemble.learning_rate is None and members.ensemble.dropout is None
+  ranges = hparams.member_ranges(members)
+  assert ranges['learning_rate'] == (tiny.optim.learning_rate,) * 2
+  assert ranges['dropout'] == (tiny.model.dropout,) * 2
   assert members.train.metric == 'ensemble_' + tiny.train.metric
 
 
