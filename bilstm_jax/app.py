@@ -48,6 +48,12 @@ def validate(config) -> None:
     o.learning_rate,
     'must be finite and >= 0',
   )
+  _check(
+    not m.get('word_vectors') or d.task.startswith('text_'),
+    'model.word_vectors',
+    m.get('word_vectors'),
+    'pretrained word vectors are for the text tasks (data.task=text_...)',
+  )
   adversarial = m.get('adversarial', 0.0)
   _check(
     math.isfinite(adversarial) and adversarial >= 0,
@@ -211,6 +217,7 @@ def _run(config_dict, workdir, task, prog, mesh, settings, writer, config) -> di
   path = os.path.join(workdir, 'metrics.jsonl')
   if writer:
     workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG), config_dict)
+    task.save_artifacts(workdir)  # before task.json, which names them
     workdir_lib.write_json(os.path.join(workdir, workdir_lib.TASK), task.spec())
     mon = monitor.Monitor(workdir, prog.total_steps, start_step=progress.step)
   else:
@@ -270,13 +277,27 @@ def load_latest(config, workdir: str):
   return step, state, rng, meta
 
 
+TEST_SCORES = 'test_scores.jsonl'  # every scoring of a config's official test split
+
+
 def evaluate(config, workdir: str, which: str = 'best') -> dict:
   """Scores a checkpoint on `config.data.test` (a split or a file); prints one JSON line,
-  writes WORKDIR/evaluate.json, returns the result."""
+  writes WORKDIR/evaluate.json, returns the result.
+
+  `data.test=test` names the config's official test split (`data.test_file`). Every
+  scoring of that file, by either name, appends a line to WORKDIR/test_scores.jsonl: the
+  time, the commit, the command and the metrics, so the looks at test can be counted.
+  """
   trained = inference.load(workdir, which, config)
-  metrics = trained.evaluate(config.data.test)
+  test_file = config.data.get('test_file') or ''
+  data = config.data.test
+  if data == 'test':
+    if not test_file:
+      raise errors.ConfigError('config.data.test=test: this config names no data.test_file.')
+    data = test_file
+  metrics = trained.evaluate(data)
   result = {
-    'data': config.data.test,
+    'data': data,
     'checkpoint': trained.checkpoint,
     'step': int(os.path.basename(trained.checkpoint)),
     **metrics,
@@ -284,7 +305,44 @@ def evaluate(config, workdir: str, which: str = 'best') -> dict:
   print(json.dumps(result))
   if distributed.is_writer():
     workdir_lib.write_json(os.path.join(workdir, 'evaluate.json'), result)
+    if test_file and _same_file(trained.task.resolve(data), trained.task.resolve(test_file)):
+      workdir_lib.append_jsonl(os.path.join(workdir, TEST_SCORES), _test_record(result))
   return result
+
+
+def _same_file(a: str, b: str) -> bool:
+  try:
+    return os.path.samefile(a, b)
+  except OSError:
+    return False
+
+
+def _test_record(result: dict) -> dict:
+  """A test_scores.jsonl line: when, which commit, which command, what it scored."""
+  import shlex
+  import subprocess
+  import sys
+
+  here = os.path.dirname(os.path.abspath(__file__))
+
+  def git(*args):
+    try:
+      done = subprocess.run(
+        ['git', '-C', here, *args], capture_output=True, text=True, timeout=10, check=True
+      )
+      return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+      return None
+
+  commit = git('rev-parse', 'HEAD')
+  if commit and git('status', '--porcelain', '--untracked-files=no'):
+    commit += '+dirty'
+  return {
+    'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    'commit': commit,
+    'command': shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+    **result,
+  }
 
 
 def predict(config, workdir: str, source: str, output: str, which: str = 'best') -> str:

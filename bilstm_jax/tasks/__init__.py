@@ -29,7 +29,7 @@ TASKS: dict[str, str] = {
   'fsdd': 'bilstm_jax.tasks.speech:SpokenDigitTask',
   'fsdd_ctc': 'bilstm_jax.tasks.speech_joined:DigitCTCTask',
   'fsdd_frames': 'bilstm_jax.tasks.speech_joined:DigitFramesTask',
-  'text_tagging': 'bilstm_jax.tasks.text:TextTaggingTask',
+  'text_tagging': 'bilstm_jax.tasks.text_tagging:TextTaggingTask',
   'text_classification': 'bilstm_jax.tasks.text_classification:TextClassificationTask',
 }
 

@@ -8,6 +8,8 @@ and metric sums out"; everything else comes from the task:
   sizes        `fit(train_set)`: feature size, vocabulary, classes... from the training
                data; `spec()` / `with_spec()` save and restore them (`task.json` in a
                workdir), so evaluation and prediction rebuild the same model;
+               `save_artifacts()` / `load_artifacts()` do the same for what is too big
+               for JSON (a word-vector table);
   shapes       `example_batch()`: names, shapes and dtypes for init, export, inference;
   the model    `make_model()` and `model_inputs(batch)`, the positional arguments the
                model is called with (then `deterministic=`);
@@ -159,6 +161,14 @@ class Task:
     if not isinstance(spec.get('sizes'), dict):
       raise CheckpointError(f'task.json: "sizes" must be an object; got {spec.get("sizes")!r}.')
     return dataclasses.replace(self, sizes=dict(spec['sizes']))
+
+  def save_artifacts(self, directory: str) -> None:
+    """Writes what the fitted task needs beside its `spec()` but is too big for JSON (for
+    example a word-vector table) into `directory`, the workdir; nothing by default."""
+
+  def load_artifacts(self, directory: str) -> Task:
+    """This task (after `with_spec`) with what `save_artifacts` wrote into `directory`."""
+    return self
 
   @property
   def adversarial(self) -> float:

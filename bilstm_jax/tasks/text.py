@@ -1,21 +1,26 @@
-"""Text tasks trained from raw files: tagging (POS, NER with an optional CRF) and sentences.
+"""Text tasks trained from raw files: what tagging and sentence classification share.
 
-  text_tagging         CoNLL-U (`data.format='conllu'`) or CoNLL columns ('conll'); a tag
-                       per word; token accuracy, and for entities (`data.entities`) span
-                       precision, recall and F1 with conlleval's rules
-  text_classification  `sentence<TAB>label` TSV (GLUE SST-2); a label per sentence
+  text_tagging         `bilstm_jax.tasks.text_tagging`: CoNLL-U (`data.format='conllu'`)
+                       or CoNLL columns ('conll'); a tag per word; token accuracy, and for
+                       entities (`data.entities`) span precision, recall and F1
+  text_classification  `bilstm_jax.tasks.text_classification`: `sentence<TAB>label` TSV
+                       (GLUE SST-2); a label per sentence
 
 Vocabularies (words, optionally lowercased; characters, keeping case; tags or labels) are
 built from the training file and saved in the task's `spec()`, so the workdir's
 `task.json` holds them and evaluation and prediction encode text with the very same ids.
 
+Pretrained word vectors (`model.word_vectors`: GloVe, word2vec or fastText files,
+`bilstm_jax.data.word_vectors`) are read whole, rounded to float16 once, and kept beside
+the trained vocabulary: every word with a vector gets it at training, evaluation and
+prediction time, whether or not training saw the word, and no dev or test file is read to
+choose them. The table goes into the workdir once (`save_artifacts`, 2 bytes a value: 40
+MB for GloVe 6B 50d), never into the checkpoints, so a trained run does not need the file.
+
 Datasets are dicts of numpy arrays: `inputs` int32[n, t] word ids (0 padding, 1 unknown),
 `chars` int32[n, t, w] character ids (w: the longest word, capped at `max_word_len`),
-`lengths` int32[n], and `labels` (int32[n, t] tag ids, or int32[n]).
-
-Span F1 is a ratio of sums (F1 = 2 correct / (gold + predicted)), so it is computed on
-device in `eval_sums` like every other metric, and `train.metric=dev_f1` with
-`train.metric_mode=max` ranks checkpoints and stops early by it.
+`vectors` float16[n, t, d] pretrained vectors (zero for a word without one), `lengths`
+int32[n], and `labels` (int32[n, t] tag ids, or int32[n]).
 
 Reading for prediction (`labelled=False`): a `.txt` file is raw text, one whitespace-
 tokenised sentence per line (`bilstm_jax.data.text.read_raw`); any other file is read in
@@ -28,19 +33,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import ClassVar
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax.data import tag_schemes, text, vocab
+from bilstm_jax.data import text, vocab, word_vectors
 from bilstm_jax.errors import CheckpointError, DataFileError
-from bilstm_jax.heads import crf as crf_lib
-from bilstm_jax.tasks import base, losses, text_models
-from bilstm_jax.tasks.span_metrics import scheme_tables, span_sums
+from bilstm_jax.tasks import base
 
 RAW_SUFFIXES = ('.txt',)  # raw text: one whitespace-tokenised sentence per line
+VECTORS_FILE = 'word_vectors.npz'  # a workdir's copy of the pretrained vectors
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -68,6 +70,12 @@ def read_file(path: str, reader: str, *args):
   return _read_cached(path, mtime, reader, args)
 
 
+@functools.lru_cache(maxsize=2)
+def _vectors_cached(path: str, mtime: float) -> word_vectors.WordVectors:
+  del mtime
+  return word_vectors.read(path)
+
+
 # ------------------------------------------------------------------------- shared base
 
 
@@ -81,7 +89,14 @@ class _TextTask(base.Task):
     max_vocab: at most this many words (0: no limit).
     chars: character features ('' none, 'cnn' or 'lstm').
     max_word_len: characters kept per word.
+    word_vectors: a pretrained word-vector file ('' none; `data.word_vectors` formats).
+      Every word with a vector gets it, in training or not (exact form, else lowercased);
+      the table is saved in the workdir (`save_artifacts`), so a trained run no longer
+      needs the file.
     vocabs: {'words', 'chars', 'labels'} Vocabulary objects, set by `fit`/`with_spec`.
+    vectors: the `WordVectors` table, set by `fit`/`load_artifacts`.
+    vectors_fingerprint: the table's fingerprint in a saved spec (`with_spec`), which
+      `load_artifacts` checks the workdir's copy against.
   """
 
   lowercase: bool = False
@@ -89,7 +104,10 @@ class _TextTask(base.Task):
   max_vocab: int = 0
   chars: str = 'cnn'
   max_word_len: int = 20
+  word_vectors: str = ''
   vocabs: dict = dataclasses.field(default_factory=dict)
+  vectors: Any = dataclasses.field(default=None, compare=False, repr=False)
+  vectors_fingerprint: str = ''
 
   @classmethod
   def _common(cls, config) -> dict:
@@ -102,6 +120,7 @@ class _TextTask(base.Task):
       'embed_dropout': m.embed_dropout,
       'word_dropout': m.get('word_dropout', 0.0),
       'adversarial': m.get('adversarial', 0.0),
+      'vectors_trainable': m.get('word_vectors_trainable', False),
       'char_embed_size': m.get('char_embed_size', 30),
       'char_features': m.get('char_features', 50),
       'norm': m.get('norm', ''),
@@ -116,6 +135,7 @@ class _TextTask(base.Task):
       max_vocab=d.get('max_vocab', 0),
       chars=m.get('chars', 'cnn'),
       max_word_len=d.get('max_word_len', 20),
+      word_vectors=find_file(m.get('word_vectors', '')),
     )
 
   def resolve(self, source: str) -> str:
@@ -152,6 +172,22 @@ class _TextTask(base.Task):
     # training file; building them is deterministic, so `fit` finds the same ones.
     return self.vocabs or self._build_vocabs()
 
+  @property
+  def has_vectors(self) -> bool:
+    return bool(self.word_vectors or self.sizes.get('vectors_dim'))
+
+  def _vectors(self) -> word_vectors.WordVectors | None:
+    if self.vectors is not None or not self.has_vectors:
+      return self.vectors
+    if self.sizes.get('vectors_dim'):
+      raise CheckpointError(
+        f'The word vectors of a trained run are in its workdir ({VECTORS_FILE}): load the '
+        'task with load_artifacts(workdir), as bilstm_jax.load does.'
+      )
+    path = self.word_vectors
+    mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+    return _vectors_cached(path, mtime)
+
   def tokens(self, path: str, labelled: bool = True) -> tuple[list[list[str]], list | None]:
     """(token lists, labels or None) of a file; unlabelled `.txt` files are raw text."""
     if not labelled and path.endswith(RAW_SUFFIXES):
@@ -161,9 +197,10 @@ class _TextTask(base.Task):
   def encode(self, sentences: list[list[str]]) -> dict:
     """Word (and character) id arrays of tokenised sentences, with this task's vocabularies."""
     vocabs = self._vocabs()
-    return vocab.encode_sentences(
-      sentences, vocabs['words'], vocabs.get('chars'), self.max_word_len
-    )
+    out = vocab.encode_sentences(sentences, vocabs['words'], vocabs.get('chars'), self.max_word_len)
+    if self.has_vectors:
+      out['vectors'] = self._vectors().embed(sentences, out['inputs'].shape[1])
+    return out
 
   def read(self, source: str, labelled: bool = True) -> dict:
     """A split or file as a dataset dict (see the module docstring)."""
@@ -185,10 +222,49 @@ class _TextTask(base.Task):
     sizes = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
     if 'chars' in vocabs:
       sizes['char_vocab_size'] = len(vocabs['chars'])
-    return dataclasses.replace(self, vocabs=vocabs, sizes=sizes)
+    vectors = self._vectors()
+    if vectors is not None:
+      sizes['vectors_dim'] = vectors.dim
+    return dataclasses.replace(self, vocabs=vocabs, sizes=sizes, vectors=vectors)
 
   def spec(self) -> dict:
-    return {'task': self.name, 'sizes': dict(self.sizes), **vocab.to_spec(self.vocabs)}
+    spec = {'task': self.name, 'sizes': dict(self.sizes), **vocab.to_spec(self.vocabs)}
+    if self.vectors is not None:
+      spec['word_vectors'] = self._vectors_record(self.vectors)
+    return spec
+
+  @staticmethod
+  def _vectors_record(vectors) -> dict:
+    return {
+      'file': VECTORS_FILE,
+      'rows': len(vectors),
+      'dim': vectors.dim,
+      'fingerprint': vectors.fingerprint(),
+    }
+
+  def save_artifacts(self, directory: str) -> None:
+    """Writes the word-vector table (float16, once per workdir) unless it is there."""
+    if self.vectors is None:
+      return
+    path = os.path.join(directory, VECTORS_FILE)
+    try:
+      if word_vectors.WordVectors.load(path).fingerprint() == self.vectors.fingerprint():
+        return
+    except CheckpointError:
+      pass  # missing or damaged: written afresh
+    self.vectors.save(path)
+
+  def load_artifacts(self, directory: str):
+    if not self.sizes.get('vectors_dim'):
+      return self
+    path = os.path.join(directory, VECTORS_FILE)
+    vectors = word_vectors.WordVectors.load(path)
+    if vectors.fingerprint() != self.vectors_fingerprint:
+      raise CheckpointError(
+        f'{path} is not the vector table the run was trained with (its fingerprint differs '
+        'from task.json).'
+      )
+    return dataclasses.replace(self, vectors=vectors)
 
   def with_spec(self, spec: dict):
     task = super().with_spec(spec)
@@ -197,16 +273,23 @@ class _TextTask(base.Task):
     found = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
     if 'chars' in vocabs:
       found['char_vocab_size'] = len(vocabs['chars'])
+    saved_vectors = spec.get('word_vectors')
+    if isinstance(saved_vectors, dict) and isinstance(saved_vectors.get('dim'), int):
+      found['vectors_dim'] = saved_vectors['dim']
     if found != sizes or bool(self.chars) != ('chars' in vocabs):
       raise CheckpointError(
         f'task.json: vocabulary sizes {found} do not match the model sizes {sizes} '
         '(or the config asks for character features the saved run has not).'
       )
-    return dataclasses.replace(task, vocabs=vocabs)
+    fingerprint = saved_vectors.get('fingerprint') if 'vectors_dim' in found else None
+    return dataclasses.replace(
+      task, vocabs=vocabs, vectors=None, vectors_fingerprint=fingerprint or ''
+    )
 
   @property
   def time_keys(self) -> tuple[str, ...]:
     keys = ('inputs', 'chars') if self.chars else ('inputs',)
+    keys += ('vectors',) if self.has_vectors else ()
     return keys + (('labels',) if self.per_step else ())
 
   def example_batch(self, batch_size: int = 1, time: int = 1) -> dict:
@@ -216,12 +299,15 @@ class _TextTask(base.Task):
     }
     if self.chars:
       batch['chars'] = np.zeros((batch_size, time, 1), np.int32)
+    if self.sizes.get('vectors_dim'):
+      batch['vectors'] = np.zeros((batch_size, time, self.sizes['vectors_dim']), np.float16)
     return batch
 
   def model_inputs(self, batch: dict) -> tuple:
-    if self.chars:
-      return (batch['inputs'], batch['lengths'], batch['chars'])
-    return (batch['inputs'], batch['lengths'])
+    inputs = (batch['inputs'], batch['lengths'], batch['chars'] if self.chars else None)
+    if self.has_vectors:
+      return inputs + (batch['vectors'],)
+    return inputs if self.chars else inputs[:2]
 
   def encoder_kwargs(self) -> dict:
     kwargs = dict(self.model)
@@ -229,162 +315,9 @@ class _TextTask(base.Task):
     kwargs['vocab_size'] = self.sizes['vocab_size']
     kwargs['char_vocab_size'] = self.sizes.get('char_vocab_size', 0)
     kwargs['char_encoder'] = self.chars or 'cnn'
+    if self.sizes.get('vectors_dim'):
+      kwargs['vectors_dim'] = kwargs['embed_size'] = self.sizes['vectors_dim']
     return kwargs
 
   def label_names(self) -> list[str]:
     return list(self.vocabs['labels'].tokens)
-
-
-# ---------------------------------------------------------------------------- tagging
-
-
-@dataclasses.dataclass(frozen=True)
-class TextTaggingTask(_TextTask):
-  """Tags per word from CoNLL-U or CoNLL column files.
-
-  Attributes:
-    format: 'conllu' or 'conll'.
-    tag_column: CoNLL-U 'upos'/'xpos', or a CoNLL column index ('-1' the last).
-    token_column: CoNLL column of the words.
-    scheme: '' keeps tags as written; 'BIO' or 'BIOES' converts entity tags (e.g.
-      CoNLL-2003's IOB1) before the tag vocabulary is built; spans are unchanged.
-    entities: report entity precision/recall/F1 (tags are entity tags).
-    crf: a linear-chain CRF head (BIO/BIOES constraints when `scheme` names one).
-  """
-
-  name: ClassVar[str] = 'text_tagging'
-  prediction_time_keys: ClassVar[tuple[str, ...]] = ('labels', 'confidence')
-
-  format: str = 'conllu'
-  tag_column: str = 'upos'
-  token_column: int = 0
-  scheme: str = ''
-  entities: bool = False
-  crf: bool = False
-
-  @classmethod
-  def from_config(cls, config):
-    d, m = config.data, config.model
-    return cls(
-      **cls._common(config),
-      format=d.get('format', 'conllu'),
-      tag_column=str(d.get('tag_column', 'upos')),
-      token_column=d.get('token_column', 0),
-      scheme=d.get('scheme', ''),
-      entities=d.get('entities', False),
-      crf=m.get('crf', False),
-    )
-
-  @property
-  def metrics(self) -> tuple[str, ...]:
-    return ('loss', 'accuracy') + (('precision', 'recall', 'f1') if self.entities else ())
-
-  @property
-  def metric_modes(self) -> dict:
-    return {m: 'min' if m == 'loss' else 'max' for m in self.metrics}
-
-  def _sentences(self, path):
-    if self.format == 'conllu':
-      sents = read_file(path, 'read_conllu', self.tag_column)
-    elif self.format == 'conll':
-      sents = read_file(path, 'read_conll', self.token_column, int(self.tag_column))
-    else:
-      raise ValueError(f"data.format must be 'conllu' or 'conll'; got {self.format!r}.")
-    tags = [s.tags for s in sents]
-    if self.scheme:
-      try:
-        tags = [tag_schemes.convert(t, self.scheme) for t in tags]
-      except ValueError as e:
-        raise DataFileError(f'{path}: {e}') from e
-    return [s.tokens for s in sents], tags
-
-  def _label_vocab(self, labels):
-    return vocab.Vocabulary.build(labels, pad_token=None, unk_token=None)
-
-  def _encode_labels(self, labels, label_vocab, dataset, path):
-    try:
-      ids = [label_vocab.encode(t) for t in labels]
-    except KeyError as e:
-      raise DataFileError(f'{path}: tag {e.args[0]!r} is not in the training data.') from e
-    return vocab.pad_ids(ids, dataset['inputs'].shape[1])[0]
-
-  def _allowed(self):
-    if not (self.crf and self.scheme in ('BIO', 'BIOES')):
-      return None
-    return crf_lib.allowed_transitions(self.label_names(), self.scheme)
-
-  def make_model(self):
-    return text_models.TextTagger(
-      encoder=self.encoder_kwargs(),
-      num_tags=self.sizes['num_classes'],
-      crf=self.crf,
-      allowed=self._allowed(),
-    )
-
-  def _tables(self):
-    return scheme_tables(self.label_names())
-
-  def loss(self, outputs, batch):
-    if not self.crf:
-      return losses.step_cross_entropy(outputs, batch['labels'], batch['lengths'])
-    ll = crf_lib.crf_log_likelihood(
-      outputs['emissions'],
-      batch['labels'],
-      batch['lengths'],
-      outputs['transitions'],
-      outputs['start'],
-      outputs['end'],
-    )
-    # Per token, like the softmax loss, so the two heads' losses and rates compare.
-    return -ll.sum(), batch['lengths'].sum().astype(jnp.float32)
-
-  def decode(self, outputs, lengths):
-    """(tag ids int32[b, t], -1 at padding; confidence float32[b, t]).
-
-    With the CRF: the Viterbi path, and each tag's marginal probability (the gradient of
-    log Z with respect to the emissions); else the argmax and its softmax probability.
-    """
-    if not self.crf:
-      probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
-      tags = jnp.argmax(probs, -1).astype(jnp.int32)
-      mask = losses.step_mask(lengths, tags.shape[1])
-      return jnp.where(mask, tags, -1), probs.max(-1)
-    scores = (outputs['transitions'], outputs['start'], outputs['end'])
-    tags, _ = crf_lib.viterbi_decode(outputs['emissions'], lengths, *scores)
-
-    def log_z(emissions):
-      return crf_lib.crf_log_partition(emissions, lengths, *scores).sum()
-
-    marginals = jax.grad(log_z)(outputs['emissions'])
-    conf = jnp.take_along_axis(marginals, jnp.maximum(tags, 0)[..., None], -1)[..., 0]
-    return tags, conf
-
-  def eval_sums(self, outputs, batch):
-    labels, lengths = batch['labels'], batch['lengths']
-    tags, _ = self.decode(outputs, lengths)
-    mask = losses.step_mask(lengths, labels.shape[1])
-    sums = {
-      'loss': self.loss(outputs, batch),
-      'accuracy': (
-        ((tags == labels) & mask).sum().astype(jnp.float32),
-        mask.sum().astype(jnp.float32),
-      ),
-    }
-    if self.entities:
-      sums.update(span_sums(labels, tags, lengths, *self._tables()))
-    return sums
-
-  def combine(self, member_outputs):
-    """Softmax: the log of the members' mean probabilities. CRF: the members' mean
-    emissions and transition scores, decoded by one Viterbi pass."""
-    if self.crf:
-      return jax.tree.map(lambda x: x.mean(0), member_outputs)
-    return losses.mean_probability_logits(member_outputs)
-
-  def predictions(self, outputs, batch):
-    tags, conf = self.decode(outputs, batch['lengths'])
-    return {'labels': tags, 'confidence': conf}
-
-  def final_line(self, train, dev, extra):
-    parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
-    return 'Final ' + ';  '.join(parts)

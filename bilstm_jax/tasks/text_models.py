@@ -1,7 +1,8 @@
 """Models for text: word embeddings (+ character features), stacked `BiLSTM` layers, a head.
 
-Inputs are word ids `int32[batch, time]` (0 = padding, 1 = unknown), lengths `int32[batch]`
-and optionally character ids `int32[batch, time, chars]` (0 = padding). Modules read
+Inputs are word ids `int32[batch, time]` (0 = padding, 1 = unknown), lengths `int32[batch]`,
+optionally character ids `int32[batch, time, chars]` (0 = padding) and pretrained word
+vectors `float[batch, time, d]` (zero for a word without one). Modules read
 attributes, never a ConfigDict; `bilstm_jax.tasks.text` builds them from a config.
 
   TextEncoder     embeddings (+ CharCNN or CharLSTM) -> dropout -> BiLSTM layers with
@@ -110,6 +111,12 @@ class TextEncoder(nn.Module):
     word_dropout: training only: the probability of replacing a word id by the unknown id,
       so the unknown embedding learns from real contexts (Lample et al. 2016).
     dropout: between stacked layers and on the top layer's outputs.
+    vectors_dim: > 0: the model also takes each word's pretrained vector, float[batch, time,
+      vectors_dim] (zero for a word without one), and `embed_size` must equal it. A word
+      with a vector is represented by it, a word without one by its trained embedding.
+    vectors_trainable: fine-tune the vectors: a trained offset per training word (zero at
+      the start) is added to its vector; words outside the training vocabulary (the unknown
+      id) share the unknown word's offset. False: the vectors stay as they are.
     adversarial: > 0: the embeddings (word and character vectors, before dropout) are
       marked with `perturb('embeddings')`, where `training.steps.train_step` adds a
       perturbation of this L2 norm per sentence in the direction that most raises the
@@ -131,28 +138,37 @@ class TextEncoder(nn.Module):
   embed_dropout: float = 0.0
   word_dropout: float = 0.0
   dropout: float = 0.0
+  vectors_dim: int = 0
+  vectors_trainable: bool = False
   adversarial: float = 0.0
   norm: str = ''
   dtype: Any = jnp.float32
   impl: str | None = None
 
   @nn.compact
-  def __call__(self, words, lengths, chars=None, deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, words, lengths, chars=None, vectors=None, deterministic: bool = True
+  ) -> jax.Array:
     """Features of every word.
 
     Args:
       words: int32[batch, time]; lengths: int32[batch].
       chars: int32[batch, time, width] when `char_vocab_size` > 0.
+      vectors: float[batch, time, vectors_dim] when `vectors_dim` > 0 (float16 is fine).
       deterministic: False in training (dropout on; needs a 'dropout' rng).
 
     Returns:
       float32[batch, time, 2 * hidden_size], zero at t >= lengths.
     """
     mask = _mask(lengths, words.shape[1])
+    dropped = jnp.zeros(words.shape, bool)
     if self.word_dropout > 0 and not deterministic:
       drop = jax.random.bernoulli(self.make_rng('dropout'), self.word_dropout, words.shape)
-      words = jnp.where(drop & (words > 0), UNK_ID, words)
+      dropped = drop & (words > 0)
+      words = jnp.where(dropped, UNK_ID, words)
     x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(words)
+    if self.vectors_dim:
+      x = self._with_vectors(x, words, vectors, dropped)
     if self.char_vocab_size:
       if chars is None:
         raise ValueError('This model reads character ids: pass chars int32[batch, time, w].')
@@ -182,6 +198,25 @@ class TextEncoder(nn.Module):
       x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     return x
 
+  def _with_vectors(self, x, words, vectors, dropped) -> jax.Array:
+    """Each word's pretrained vector (plus its trained offset) where it has one, else its
+    embedding `x`; a word dropped to the unknown id loses its vector too."""
+    if vectors is None or vectors.shape[-1] != self.vectors_dim:
+      got = None if vectors is None else vectors.shape
+      raise ValueError(
+        f'This model reads word vectors float[batch, time, {self.vectors_dim}]; got {got}.'
+      )
+    if self.embed_size != self.vectors_dim:
+      raise ValueError(f'embed_size {self.embed_size} must equal vectors_dim {self.vectors_dim}.')
+    v = vectors.astype(jnp.float32)
+    has = jnp.any(v != 0, -1) & ~dropped
+    if self.vectors_trainable:
+      offset = nn.Embed(
+        self.vocab_size, self.vectors_dim, embedding_init=nn.initializers.zeros, name='offset'
+      )
+      v = v + offset(words)
+    return jnp.where(has[..., None], v, x)
+
 
 class TextTagger(nn.Module):
   """Per-token scores over `num_tags` tags, optionally for a linear-chain CRF.
@@ -199,11 +234,11 @@ class TextTagger(nn.Module):
   allowed: Any = None
 
   @nn.compact
-  def __call__(self, words, lengths, chars=None, deterministic: bool = True):
+  def __call__(self, words, lengths, chars=None, vectors=None, deterministic: bool = True):
     """Returns logits float32[batch, time, num_tags]; with `crf`, a dict of 'emissions'
     (that shape), 'transitions' float32[num_tags, num_tags] (from, to), 'start' and 'end'
     float32[num_tags], forbidden moves already at `crf_lib.DISALLOWED`."""
-    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, deterministic)
+    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, vectors, deterministic)
     logits = nn.Dense(self.num_tags, name='head')(x)
     if not self.crf:
       return logits
@@ -225,8 +260,10 @@ class TextClassifier(nn.Module):
   pooling: str = 'max'
 
   @nn.compact
-  def __call__(self, words, lengths, chars=None, deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, words, lengths, chars=None, vectors=None, deterministic: bool = True
+  ) -> jax.Array:
     """-> logits float32[batch, num_classes]."""
-    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, deterministic)
+    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, vectors, deterministic)
     pooled = pooling.pool(x, lengths, self.pooling)
     return nn.Dense(self.num_classes, name='head')(pooled)

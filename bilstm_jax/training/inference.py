@@ -152,7 +152,7 @@ def load(
   spec = workdir_lib.read_json(os.path.join(workdir, workdir_lib.TASK))
   if spec is None:
     raise CheckpointError(f'{workdir} has no {workdir_lib.TASK}; train first (--mode=train).')
-  task = tasks.from_config(config).with_spec(spec)
+  task = tasks.from_config(config).with_spec(spec).load_artifacts(workdir)
   members = config.ensemble.num_members if config.get('ensemble') is not None else None
   if members is not None:
     ranges = hparams.member_ranges(config, check=False)  # the ranges it was trained with

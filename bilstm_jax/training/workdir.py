@@ -38,6 +38,24 @@ def write_json(path: str, obj) -> None:
     raise _not_writable(path, e) from e
 
 
+def append_jsonl(path: str, obj) -> None:
+  """Appends one JSON line, written and flushed in one call so a line is whole or absent.
+
+  Raises:
+    errors.RunError: the file cannot be written, naming it.
+  """
+  line = json.dumps(obj, sort_keys=True) + '\n'
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, line.encode('utf-8'))
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+  except OSError as e:
+    raise _not_writable(path, e) from e
+
+
 def create(workdir: str) -> None:
   """Creates `workdir` (and its parents); a RunError naming it if it cannot be created."""
   try:

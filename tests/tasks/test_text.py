@@ -16,7 +16,8 @@ from bilstm_jax import app, errors, readable
 from bilstm_jax.data import tag_schemes, vocab
 from bilstm_jax.ensembles import hparams
 from bilstm_jax.heads import crf as crf_lib
-from bilstm_jax.tasks import span_metrics, text
+from bilstm_jax.tasks import span_metrics
+from bilstm_jax.tasks.text_tagging import TextTaggingTask
 from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
 from tests.tasks import text_fixtures
 from tests.utils import ROOT, each_member_alone
@@ -81,7 +82,7 @@ def test_span_sums_hand_cases_iob1_stray_and_adjacent():
 
 
 def test_read_builds_vocabularies_from_training_and_encodes_chars(corpora):
-  task = text.TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
+  task = TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
   train = task.read('train')
   task = task.fit(train)
   words, chars = task.vocabs['words'], task.vocabs['chars']
@@ -97,7 +98,7 @@ def test_read_builds_vocabularies_from_training_and_encodes_chars(corpora):
 
 def test_iob1_is_converted_to_bio_for_the_crf(corpora):
   cfg = _config(ner_conll2003, corpora['ner_train'], corpora['ner_dev'])
-  task = text.TextTaggingTask.from_config(cfg)
+  task = TextTaggingTask.from_config(cfg)
   task = task.fit(task.read('train'))
   names = task.label_names()
   assert 'B-LOC' in names and 'I-LOC' in names and task.metrics[-1] == 'f1'
@@ -110,7 +111,7 @@ def test_iob1_is_converted_to_bio_for_the_crf(corpora):
 
 
 def test_raw_text_is_read_for_prediction_only(corpora, tmp_path):
-  task = text.TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
+  task = TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
   task = task.fit(task.read('train'))
   raw = tmp_path / 'in.txt'
   raw.write_text('the zebra sees a cat .\n\nA dog\n')
@@ -203,7 +204,7 @@ def test_ner_crf_learns_spans_ranked_by_dev_f1(corpora, tmp_path):
 
 
 def test_crf_confidence_is_a_marginal_probability():
-  task = text.TextTaggingTask(crf=True, vocabs={'labels': None})
+  task = TextTaggingTask(crf=True, vocabs={'labels': None})
   rng = np.random.default_rng(0)
   outputs = {
     'emissions': jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32),
