@@ -74,7 +74,8 @@ class BdistWheelPlatform(bdist_wheel):
 
 setup(
   # The configs stay at the repository's top level (train.py names them by path) and ship
-  # as bilstm_jax.configs, so an installed `bilstm-jax --config=default` finds them.
+  # as bilstm_jax.configs, so an installed `bilstm-jax --config=default` finds them; they
+  # import one another under that name, which an editable install maps to configs/ too.
   packages=[*find_packages(include=['bilstm_jax', 'bilstm_jax.*']), 'bilstm_jax.configs'],
   package_dir={'bilstm_jax.configs': 'configs'},
   distclass=KernelDistribution,

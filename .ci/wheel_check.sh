@@ -6,7 +6,8 @@
 #      training app's, and BiLSTM runs the prebuilt kernel of the variant this CPU selects
 #      (not the fallback scan), matching the scan;
 #   2. with the [train] extra added (no [plots]: the plots are skipped), the console command
-#      trains the default config.
+#      loads every shipped config by name (`--print_config`, outside the checkout: the
+#      configs import each other as bilstm_jax.configs) and trains the default config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -63,6 +64,19 @@ EOF
 )
 
 "$tmp/venv/bin/pip" install -q "$wheel[train]"
+shipped=$(cd configs && ls ./*.py | sed -e 's|^\./||' -e 's|\.py$||' | grep -v '^__init__$' | LC_ALL=C sort)
+installed=$(cd "$tmp" && "$tmp/venv/bin/python" -c '
+import os, bilstm_jax.configs as c
+names = [f[:-3] for f in os.listdir(c.__path__[0]) if f.endswith(".py") and f != "__init__.py"]
+print("\n".join(sorted(names)))')
+[ "$shipped" = "$installed" ] || { echo "the wheel's configs differ from configs/:"
+  diff <(echo "$shipped") <(echo "$installed"); exit 1; }
+for name in $installed; do
+  (cd "$tmp" && "${nocc[@]}" "$tmp/venv/bin/bilstm-jax" --config="$name" --print_config \
+    > /dev/null 2> "$tmp/stderr") || { echo "bilstm-jax --config=$name --print_config:"
+    cat "$tmp/stderr"; exit 1; }
+done
+echo "bilstm-jax --print_config loads every shipped config:" $installed
 (cd "$tmp" && "${nocc[@]}" "$tmp/venv/bin/bilstm-jax" --config=default --workdir "$tmp/run" \
   --compilation_cache= 2> "$tmp/stderr") || { cat "$tmp/stderr"; exit 1; }
 test -f "$tmp/run/summary.json" || { cat "$tmp/stderr"; echo 'no summary.json'; exit 1; }

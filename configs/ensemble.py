@@ -15,7 +15,7 @@ table (learning rate, final train and dev loss) and names the best member.
 
 import ml_collections
 
-from configs import default
+from bilstm_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

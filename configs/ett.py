@@ -22,7 +22,7 @@ dates and draws plots/forecast.png. The ETTm1 runs used --config.data.stride=4 (
 
 import ml_collections
 
-from configs import default
+from bilstm_jax.configs import default
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

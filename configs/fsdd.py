@@ -18,7 +18,7 @@ import os
 
 import ml_collections
 
-from configs import default
+from bilstm_jax.configs import default
 
 # The developers' copy of FSDD sits beside the repository (../shared/data/fsdd).
 FSDD = os.path.normpath(

@@ -17,7 +17,7 @@ device (`dev_der`); prefix beam search runs on the host (`speech_decode.decode_e
 
 import ml_collections
 
-from configs import fsdd
+from bilstm_jax.configs import fsdd
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

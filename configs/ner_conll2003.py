@@ -12,7 +12,7 @@ CoNLL-2003 is not openly licensed (../shared/data/conll2003/SOURCE.md): never co
 
 import ml_collections
 
-from configs import default, pos_ud
+from bilstm_jax.configs import default, pos_ud
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

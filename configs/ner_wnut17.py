@@ -8,7 +8,7 @@ Data: ../shared/data/wnut17 (CC BY 4.0; Derczynski et al. 2017). Ranked by dev e
 
 import ml_collections
 
-from configs import default, ner_conll2003, pos_ud
+from bilstm_jax.configs import default, ner_conll2003, pos_ud
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ Data paths are relative to the repository root (see ../shared/data/ud_ewt/SOURCE
 
 import ml_collections
 
-from configs import default
+from bilstm_jax.configs import default
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

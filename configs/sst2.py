@@ -12,7 +12,7 @@ SST-2 has no open license (../shared/data/sst2/SOURCE.md): never commit it.
 
 import ml_collections
 
-from configs import default, pos_ud
+from bilstm_jax.configs import default, pos_ud
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

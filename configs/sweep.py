@@ -13,7 +13,7 @@ table (`workdir/results.json`) covers them all, and rerunning resumes an interru
 
 import ml_collections
 
-from configs import ensemble
+from bilstm_jax.configs import ensemble
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -38,6 +38,26 @@ def test_help_and_print_config(tmp_path):
   assert not os.path.exists(os.path.join(ROOT, 'unused'))
 
 
+@pytest.mark.subprocess
+def test_every_shipped_config_loads_by_name_outside_the_checkout(tmp_path):
+  """As the installed `bilstm-jax` does it: from another directory, with no checkout on
+  sys.path (the configs import one another as bilstm_jax.configs, not as configs)."""
+  names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs')) if f.endswith('.py'))
+  names.remove('__init__')
+  assert len(names) >= 10
+  command = 'import sys; from bilstm_jax import cli; sys.argv[0] = "bilstm-jax"; cli.main()'
+  for name in names:
+    out = subprocess.run(
+      [sys.executable, '-c', command, f'--config={name}', '--print_config'],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    assert out.returncode == 0, f'--config={name}: {out.stderr[-2000:]}'
+    assert '"model"' in out.stdout, name
+
+
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
   holder = workdir_lib.Lock(str(tmp_path)).acquire()
   try:
