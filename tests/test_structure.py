@@ -59,15 +59,34 @@ def test_no_import_cycles():
     visit(node)
 
 
+# (modules under this prefix, the bilstm_jax modules they must never import): the imports
+# flow one way, training -> tasks -> heads/nn, and data never reaches the model side.
+LAYER_RULES = (
+  (
+    'bilstm_jax.nn',
+    ('bilstm_jax.training', 'bilstm_jax.tasks', 'bilstm_jax.data', 'bilstm_jax.app'),
+  ),
+  ('bilstm_jax.heads', ('bilstm_jax.training', 'bilstm_jax.app')),
+  ('bilstm_jax.data', ('bilstm_jax.nn', 'bilstm_jax.tasks')),
+  ('bilstm_jax.tasks', ('bilstm_jax.training', 'bilstm_jax.app')),
+)
+
+
+def _under(name: str, prefix: str) -> bool:
+  return name == prefix or name.startswith(prefix + '.')
+
+
 def test_layers_import_one_way():
   graph = _imports()
-  for name, deps in graph.items():
-    if name.startswith('bilstm_jax.data'):  # data never imports the model side
-      assert not {d for d in deps if d.startswith(('bilstm_jax.nn', 'bilstm_jax.tasks'))}, name
-    if name.startswith(('bilstm_jax.nn', 'bilstm_jax.heads')):
-      assert not {d for d in deps if d.startswith(('bilstm_jax.training', 'bilstm_jax.app'))}
-    if name.startswith('bilstm_jax.tasks'):
-      assert not {d for d in deps if d.startswith(('bilstm_jax.training', 'bilstm_jax.app'))}
+  broken = [
+    f'{name} imports {dep}'
+    for prefix, banned in LAYER_RULES
+    for name, deps in sorted(graph.items())
+    if _under(name, prefix)
+    for dep in sorted(deps)
+    if any(_under(dep, b) for b in banned)
+  ]
+  assert not broken, broken
 
 
 def test_loop_ensembles_and_inference_name_no_task():
@@ -88,7 +107,7 @@ def test_loop_ensembles_and_inference_name_no_task():
 
 def test_no_module_over_the_size_limit():
   sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in PACKAGE.rglob('*.py')}
-  assert not {p: n for p, n in sizes.items() if n > 470}, sizes
+  assert not {p: n for p, n in sizes.items() if n > 400}, sizes
 
 
 @pytest.mark.subprocess
