@@ -7,6 +7,10 @@ users write it (`nn.Embedding`, a character CNN, `nn.LSTM` over `pack_padded_seq
   pos  the UD tagger of configs/pos_ud.py: words 100 + char CNN 50, 2 x BiLSTM 128, softmax
   ner  the CoNLL BiLSTM-CRF of configs/ner_conll2003.py: words 100 + char CNN 50, BiLSTM 128,
        CRF
+  ner_glove  configs/ner_conll2003.py:glove: the same with fine-tuned 50d word vectors. In
+       bilstm_jax each batch carries every word's pretrained vector (float16, from the host)
+       and the model adds a trained offset; in PyTorch, as its users write it, an
+       nn.Embedding of the vectors' size initialised from them and fine-tuned.
 
 Batches: 32 sentences with lengths drawn from a UD/CoNLL-like distribution (mean ~16
 words), word ids and 1-12 characters per word at random. The vocabulary sizes are the real
@@ -49,6 +53,7 @@ WORDS, CHARS, WIDTH, BATCH = 20000, 100, 12, 32
 MODELS = {
   'pos': {'num_layers': 2, 'num_tags': 17, 'crf': False},
   'ner': {'num_layers': 1, 'num_tags': 9, 'crf': True},
+  'ner_glove': {'num_layers': 1, 'num_tags': 9, 'crf': True, 'vectors': 50},
 }
 
 
@@ -76,7 +81,15 @@ def make_batches(num: int, seed: int, num_tags: int, batching: str = 'buckets') 
     chars = rng.integers(1, CHARS, (BATCH, time_, WIDTH))
     chars = np.where((np.arange(WIDTH) < wl[..., None]) & mask[..., None], chars, 0)
     tags = np.where(mask, rng.integers(0, num_tags, (BATCH, time_)), 0).astype(np.int32)
-    out.append({'words': words, 'chars': chars.astype(np.int32), 'lengths': lengths, 'tags': tags})
+    # 90% of the words have a pretrained vector (GloVe covers ~90% of CoNLL's tokens).
+    has = mask & (rng.random((BATCH, time_)) < 0.9)
+    vectors = np.where(has[..., None], rng.normal(size=(BATCH, time_, 50)), 0).astype(np.float16)
+    out.append(
+      {
+        'words': words, 'chars': chars.astype(np.int32), 'lengths': lengths, 'tags': tags,
+        'vectors': vectors,
+      }
+    )  # fmt: skip
   return out
 
 
@@ -84,15 +97,17 @@ def make_batches(num: int, seed: int, num_tags: int, batching: str = 'buckets') 
 
 
 def jax_trainer(spec: dict):
+  dim = spec.get('vectors', 0)
   enc = dict(
-    vocab_size=WORDS, hidden_size=128, num_layers=spec['num_layers'], embed_size=100,
-    char_vocab_size=CHARS, char_features=50,
+    vocab_size=WORDS, hidden_size=128, num_layers=spec['num_layers'], embed_size=dim or 100,
+    char_vocab_size=CHARS, char_features=50, vectors_dim=dim, vectors_trainable=True,
   )  # fmt: skip
   model = text_models.TextTagger(encoder=enc, num_tags=spec['num_tags'], crf=spec['crf'])
   tx = optax.adam(1e-3)
 
   def loss_fn(params, b):
-    out = model.apply(params, b['words'], b['lengths'], b['chars'])
+    vectors = b['vectors'] if dim else None
+    out = model.apply(params, b['words'], b['lengths'], b['chars'], vectors)
     if spec['crf']:
       scores = (out['transitions'], out['start'], out['end'])
       ll = crf_lib.crf_log_likelihood(out['emissions'], b['tags'], b['lengths'], *scores)
@@ -108,10 +123,13 @@ def jax_trainer(spec: dict):
     return optax.apply_updates(params, updates), opt, loss
 
   b0 = make_batches(1, 0, spec['num_tags'], 'random')[0]
-  params = model.init(jax.random.key(0), b0['words'], b0['lengths'], b0['chars'])
+  b0 = {k: v for k, v in b0.items() if dim or k != 'vectors'}
+  params = model.init(jax.random.key(0), *(b0.get(k) for k in ('words', 'lengths', 'chars')),
+                      b0.get('vectors'))  # fmt: skip
   state = [params, tx.init(params)]
 
   def run(b):
+    b = b if dim else {k: v for k, v in b.items() if k != 'vectors'}
     state[0], state[1], loss = step(state[0], state[1], b)
     return loss
 
@@ -142,9 +160,10 @@ def torch_trainer(spec: dict, threads: int):
   class Tagger(nn.Module):
     def __init__(self):
       super().__init__()
-      self.embed = nn.Embedding(WORDS, 100, padding_idx=0)
+      dim = spec.get('vectors', 0) or 100
+      self.embed = nn.Embedding(WORDS, dim, padding_idx=0)  # from the vectors, fine-tuned
       self.chars = CharCNN()
-      self.lstm = nn.LSTM(150, 128, spec['num_layers'], batch_first=True, bidirectional=True)
+      self.lstm = nn.LSTM(dim + 50, 128, spec['num_layers'], batch_first=True, bidirectional=True)
       self.head = nn.Linear(256, spec['num_tags'])
       self.crf = CRF(spec['num_tags'], batch_first=True) if spec['crf'] else None
 

@@ -130,19 +130,31 @@ def seed_ensemble(config: ml_collections.ConfigDict, num_members: int = 8) -> No
   config.ensemble.sampling = 'grid'
 
 
-def apply_variant(config: ml_collections.ConfigDict, variant: str, tiny, combined: bool = True):
-  """The variants every task config offers: '', 'tiny', 'ensemble' and 'tiny_ensemble'.
+def apply_variant(
+  config: ml_collections.ConfigDict, variant: str, tiny, combined: bool = True, extra=None
+):
+  """The variants every task config offers: '', 'tiny', 'ensemble' and 'tiny_ensemble', and
+  a config's own (`extra`), which combine the same way: 'glove', 'glove_ensemble',
+  'tiny_glove'... (words joined by '_', each applied once: the config's own first, then
+  tiny, then ensemble).
 
   tiny: a function that shrinks `config` in place to a seconds-long run.
   combined: an ensemble ranks checkpoints (and stops early) by its combined output's dev
     metric (`ensemble_dev_...`) instead of the best member's.
+  extra: {name: function changing `config` in place} of the config's own variants.
   """
-  known = ('', 'tiny', 'ensemble', 'tiny_ensemble')
-  if variant not in known:
-    raise ValueError(f'Unknown variant {variant!r}; expected one of {known}.')
-  if variant.startswith('tiny'):
+  extra = dict(extra or {})
+  words = variant.split('_') if variant else []
+  known = ['tiny', 'ensemble', *extra]
+  if any(w not in known for w in words) or len(set(words)) != len(words):
+    names = ['', 'tiny', 'ensemble', 'tiny_ensemble', *extra, *(f'{e}_ensemble' for e in extra)]
+    raise ValueError(f'Unknown variant {variant!r}; expected one of {tuple(names)}.')
+  for name, change in extra.items():
+    if name in words:
+      change(config)
+  if 'tiny' in words:
     tiny(config)
-  if variant.endswith('ensemble'):
+  if 'ensemble' in words:
     seed_ensemble(config)
     if combined:
       config.train.metric = 'ensemble_' + config.train.metric

@@ -23,14 +23,19 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.entities = False  # no span F1
   config.data.train = '../shared/data/ud_ewt/en_ewt-ud-train.conllu'
   config.data.dev = '../shared/data/ud_ewt/en_ewt-ud-dev.conllu'
-  config.data.test = 'dev'
+  config.data.test = 'dev'  # --mode=evaluate; 'test' scores data.test_file (and logs it)
+  config.data.test_file = '../shared/data/ud_ewt/en_ewt-ud-test.conllu'  # official test
   config.data.lowercase = True  # word embeddings; the character CNN sees case
   config.data.min_count = 2  # singletons map to <unk>, which word_dropout then trains
   config.data.max_vocab = 0
   config.data.max_word_len = 20  # characters kept per word
   config.data.buckets = 6
 
-  config.model.embed_size = 100
+  config.model.embed_size = 100  # with word_vectors: the vectors' dimension instead
+  # Pretrained vectors (GloVe / word2vec / fastText text, gz or not; word2vec .bin): every
+  # word with a vector is represented by it (bilstm_jax.tasks.text). '' = none.
+  config.model.word_vectors = ''
+  config.model.word_vectors_trainable = False  # True: fine-tune them (a trained offset)
   config.model.chars = 'cnn'  # '', 'cnn' or 'lstm'
   config.model.char_embed_size = 30
   config.model.char_features = 50
@@ -57,7 +62,16 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.early_stopping_patience = 3
   config.checkpoint.keep_best = 1
 
-  return default.apply_variant(config, variant, tiny)
+  return default.apply_variant(config, variant, tiny, extra={'glove': glove})
+
+
+GLOVE = '../shared/data/glove/glove.6B.50d.txt.gz'  # ../shared/data/glove/SOURCE.md
+
+
+def glove(config: ml_collections.ConfigDict) -> None:
+  """GloVe 6B 50d vectors, fine-tuned, in place of the trained word embeddings."""
+  config.model.word_vectors = GLOVE
+  config.model.word_vectors_trainable = True
 
 
 def tiny(config: ml_collections.ConfigDict) -> None:

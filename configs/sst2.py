@@ -20,6 +20,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.task = 'text_classification'
   config.data.train = '../shared/data/sst2/glue/train.tsv'
   config.data.dev = '../shared/data/sst2/glue/dev.tsv'
+  config.data.test_file = '../shared/data/sst2/test_labeled.tsv'  # SST test, GLUE sentences
   config.data.lowercase = True
   config.data.min_count = 1
   config.data.buckets = 4
@@ -41,4 +42,4 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.metric = 'dev_accuracy'
   config.train.metric_mode = 'max'
   config.train.early_stopping_patience = 3
-  return default.apply_variant(config, variant, pos_ud.tiny)
+  return default.apply_variant(config, variant, pos_ud.tiny, extra={'glove': pos_ud.glove})
