@@ -27,8 +27,9 @@ Each framework runs about `--steps` timed steps after warm-up on every shape, al
 
   PYTHONPATH=. python benchmarks/bench_text.py [--steps 30] [--rounds 2] [--batching both]
 
-Prints a table and writes benchmarks/results/text.json. Figures from a loaded shared
-machine are not valid comparisons: the JSON records the load average.
+Prints a table and writes benchmarks/results/text.json (`--output` names another file).
+Figures from a loaded shared machine are not valid comparisons: the JSON records the load
+average.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def main() -> None:
   parser.add_argument('--models', default='pos,ner')
   parser.add_argument('--torch-threads', type=int, default=0, help='0: torch default')
   parser.add_argument('--batching', default='both', choices=('buckets', 'random', 'both'))
+  parser.add_argument('--output', default='text.json', help='file name in benchmarks/results')
   args = parser.parse_args()
   results = {}
   kinds = ('buckets', 'random') if args.batching == 'both' else (args.batching,)
@@ -267,7 +269,7 @@ def main() -> None:
     'jax': jax.__version__,
   }
   os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-  with open(os.path.join(HERE, 'results', 'text.json'), 'w') as f:
+  with open(os.path.join(HERE, 'results', args.output), 'w') as f:
     json.dump(out, f, indent=2)
 
 
