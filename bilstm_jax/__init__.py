@@ -65,11 +65,18 @@ _SUBMODULES = (
   'training',
 )
 
+# Modules that register how their runs load with training.inference (an ensemble's
+# stacked members), imported before `load` resolves so it loads every kind of run.
+_RUN_KINDS = ('bilstm_jax.ensembles.trained',)
+
 __all__ = sorted(_EXPORTS) + ['__version__']
 
 
 def __getattr__(name: str):
   if name in _EXPORTS:
+    if _EXPORTS[name] == 'bilstm_jax.training.inference':
+      for module in _RUN_KINDS:
+        importlib.import_module(module)
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value

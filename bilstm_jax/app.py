@@ -16,6 +16,7 @@ import math
 import os
 import time
 
+import bilstm_jax.ensembles.trained  # noqa: F401 (registers how inference.load loads ensembles)
 from bilstm_jax import errors, plots, tasks
 from bilstm_jax.ensembles import ensemble as ensemble_lib
 from bilstm_jax.ensembles import hparams as hparams_lib

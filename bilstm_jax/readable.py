@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+import bilstm_jax.ensembles.trained  # noqa: F401 (registers how inference.load loads ensembles)
 from bilstm_jax.tasks import speech, speech_decode, text
 from bilstm_jax.training import inference
 

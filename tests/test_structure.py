@@ -69,6 +69,8 @@ LAYER_RULES = (
   ('bilstm_jax.heads', ('bilstm_jax.training', 'bilstm_jax.app')),
   ('bilstm_jax.data', ('bilstm_jax.nn', 'bilstm_jax.tasks')),
   ('bilstm_jax.tasks', ('bilstm_jax.training', 'bilstm_jax.app')),
+  # Ensembles build on training; an ensemble's run registers how it loads (ensembles.trained).
+  ('bilstm_jax.training', ('bilstm_jax.ensembles', 'bilstm_jax.app')),
 )
 
 

@@ -54,9 +54,9 @@ def regression_task(output_size=1, input_size=5):
 
 def load_state(cfg, workdir, which='best'):
   """(state, checkpoint path) of a trained workdir, loaded with `cfg`."""
-  from bilstm_jax.training import inference
+  import bilstm_jax
 
-  trained = inference.load(str(workdir), which, cfg)
+  trained = bilstm_jax.load(str(workdir), which, cfg)
   return trained.state, trained.checkpoint
 
 

@@ -2,8 +2,12 @@
 
 `load` reads the workdir's `config.json` and `task.json`, rebuilds the task and its
 model, and restores the best (by `train.metric`) or the latest checkpoint's parameters.
-A run with an `ensemble` block loads all members; their outputs are combined as the task
-says (`Task.combine`). `train.py --mode=evaluate` and `--mode=predict` go through here.
+`train.py --mode=evaluate` and `--mode=predict` go through here.
+
+A run that stacks several models (an `ensemble` block) loads as the `Trained` subclass
+registered for its config block (`register_kind`): `bilstm_jax.ensembles.trained`
+registers the ensemble's when imported (`bilstm_jax.load` and the app import it), so
+this module, below ensembles/, never imports it.
 
   model = bilstm_jax.load('runs/default')
   model.predict({'inputs': x, 'lengths': n})   # {'predictions': float32[b, t, 1]}
@@ -23,7 +27,6 @@ import optax
 
 from bilstm_jax import tasks
 from bilstm_jax.data import files
-from bilstm_jax.ensembles import ensemble, hparams
 from bilstm_jax.errors import CheckpointError, DataFileError
 from bilstm_jax.training import program, steps
 from bilstm_jax.training import workdir as workdir_lib
@@ -32,6 +35,9 @@ from bilstm_jax.training import workdir as workdir_lib
 @dataclasses.dataclass
 class Trained:
   """A task, its model's trained parameters (stacked for an ensemble) and where from.
+
+  A single model's; a registered subclass (`register_kind`) predicts and evaluates
+  stacked members.
 
   Attributes:
     task: the fitted task (sizes from the run's task.json).
@@ -79,18 +85,8 @@ class Trained:
 
   def predict_encoded(self, dataset: dict) -> dict:
     """`predict` on a dataset the task built itself (`task.read`, `task.encode`): no checks."""
-    if self.num_members is None:
-      fn = jax.jit(functools.partial(steps.predict_step, task=self.task))
-      return program.predict_dataset(fn, self.state, dataset, self.batch_size, self.task)
-
-    def both(state, batch):
-      combined, members = ensemble.member_predictions(state, batch, self.task)
-      spread = {
-        f'{k}_std': v.std(0) for k, v in members.items() if np.issubdtype(v.dtype, np.floating)
-      }
-      return {**combined, **spread}
-
-    return program.predict_dataset(jax.jit(both), self.state, dataset, self.batch_size, self.task)
+    fn = jax.jit(functools.partial(steps.predict_step, task=self.task))
+    return program.predict_dataset(fn, self.state, dataset, self.batch_size, self.task)
 
   def evaluate(self, data) -> dict:
     """The task's metrics on `data` (as for `predict`, labelled).
@@ -100,14 +96,8 @@ class Trained:
       'member_<metric>' lists.
     """
     dataset = self.dataset(data, labelled=True)
-    if self.num_members is None:
-      fn = jax.jit(functools.partial(steps.eval_step, task=self.task))
-      return program.evaluate_dataset(fn, self.state, dataset, self.batch_size, self.task)
-    fn = ensemble.make_eval_fn(self.task)
-    result = ensemble.evaluate(fn, self.state, dataset, self.batch_size, self.task)
-    out = dict(result['ensemble'])
-    out.update({f'member_{k}': np.asarray(v).tolist() for k, v in result['member'].items()})
-    return out
+    fn = jax.jit(functools.partial(steps.eval_step, task=self.task))
+    return program.evaluate_dataset(fn, self.state, dataset, self.batch_size, self.task)
 
   def write_predictions(self, data, path: str) -> dict:
     """Predicts `data` and writes the predictions to `path` (.jsonl or .npz)."""
@@ -116,6 +106,33 @@ class Trained:
     keys = self.task.prediction_time_keys
     files.write_predictions(path, preds, dataset['lengths'], keys + tuple(f'{k}_std' for k in keys))
     return preds
+
+  @classmethod
+  def prepare(cls, task: tasks.Task, config) -> tuple[tasks.Task, int | None]:
+    """The task to build the model from, and how many models the checkpoint stacks (None:
+    one, unstacked). Called by `load` before the parameters are restored."""
+    return task, None
+
+
+# {config block: the Trained subclass that loads a run whose config has that block}.
+KINDS: dict[str, type[Trained]] = {}
+
+
+def register_kind(block: str, kind: type[Trained]) -> None:
+  """Loads runs whose config has a `block` block as `kind` (e.g. 'ensemble')."""
+  KINDS[block] = kind
+
+
+def _kind(workdir: str, config) -> type[Trained]:
+  for block, kind in KINDS.items():
+    if config.get(block) is not None:
+      return kind
+  if config.get('ensemble') is not None:  # its kind was never registered
+    raise CheckpointError(
+      f'{workdir} holds an ensemble; import bilstm_jax.ensembles.trained to load it '
+      '(bilstm_jax.load does).'
+    )
+  return Trained
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -153,10 +170,8 @@ def load(
   if spec is None:
     raise CheckpointError(f'{workdir} has no {workdir_lib.TASK}; train first (--mode=train).')
   task = tasks.from_config(config).with_spec(spec).load_artifacts(workdir)
-  members = config.ensemble.num_members if config.get('ensemble') is not None else None
-  if members is not None:
-    ranges = hparams.member_ranges(config, check=False)  # the ranges it was trained with
-    task = hparams.with_dropout_layers(task, ranges['dropout'])
+  kind = _kind(workdir, config)
+  task, members = kind.prepare(task, config)
   model = task.make_model()
   inputs = task.model_inputs(task.example_batch())
 
@@ -186,4 +201,4 @@ def load(
   state = steps.TrainState.create(
     apply_fn=model.apply, params=params, tx=optax.identity(), model_state=model_state
   )
-  return Trained(task=task, config=config, state=state, checkpoint=path, num_members=members)
+  return kind(task=task, config=config, state=state, checkpoint=path, num_members=members)

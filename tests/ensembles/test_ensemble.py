@@ -518,6 +518,27 @@ def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
   assert written['predictions_std'].max() > 0  # members differ
 
 
+@pytest.mark.subprocess
+def test_bilstm_jax_load_registers_the_ensemble_kind_in_a_fresh_process(tmp_path):
+  """training/ never imports ensembles/: bilstm_jax.load imports the module that registers
+  how an ensemble's run loads; training.inference alone says what to import."""
+  workdir = str(tmp_path)
+  app.train_and_evaluate(_tiny_ensemble_config(**{'ensemble.num_members': 2}), workdir)
+  code = """
+import sys, bilstm_jax
+trained = bilstm_jax.load(sys.argv[1])
+print(type(trained).__name__, trained.num_members, sorted(trained.evaluate('dev'))[:2])
+"""
+  run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = run([sys.executable, '-c', code, workdir])
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.split()[:2] == ['TrainedEnsemble', '2'], out.stdout
+  assert "['loss', 'mae']" in out.stdout, out.stdout
+  code = 'import sys; from bilstm_jax.training import inference; inference.load(sys.argv[1])'
+  out = run([sys.executable, '-c', code, workdir])
+  assert out.returncode != 0 and 'import bilstm_jax.ensembles.trained' in out.stderr, out.stderr
+
+
 def test_one_member_scan_ensemble_compiles_and_matches_a_single_run():
   """Regression: with unsigned scan step indices, XLA CPU failed to compile this program
   ('Failed to translate module to LLVM IR': an index computed as a float), at these shapes
