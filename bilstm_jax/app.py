@@ -285,17 +285,14 @@ def evaluate(config, workdir: str, which: str = 'best') -> dict:
   """Scores a checkpoint on `config.data.test` (a split or a file); prints one JSON line,
   writes WORKDIR/evaluate.json, returns the result.
 
-  `data.test=test` names the config's official test split (`data.test_file`). Every
-  scoring of that file, by either name, appends a line to WORKDIR/test_scores.jsonl: the
-  time, the commit, the command and the metrics, so the looks at test can be counted.
+  `data.test=test` names the config's official test split: its `data.test_file`, or the
+  task's own test split where the task has one (ETT's test range). Every scoring of it, by
+  any name, appends a line to WORKDIR/test_scores.jsonl: the time, the commit, the command
+  and the metrics, so the looks at test can be counted.
   """
   trained = inference.load(workdir, which, config)
   test_file = config.data.get('test_file') or ''
-  data = config.data.test
-  if data == 'test':
-    if not test_file:
-      raise errors.ConfigError('config.data.test=test: this config names no data.test_file.')
-    data = test_file
+  data = test_file if config.data.test == 'test' and test_file else config.data.test
   metrics = trained.evaluate(data)
   result = {
     'data': data,
@@ -306,7 +303,10 @@ def evaluate(config, workdir: str, which: str = 'best') -> dict:
   print(json.dumps(result))
   if distributed.is_writer():
     workdir_lib.write_json(os.path.join(workdir, 'evaluate.json'), result)
-    if test_file and _same_file(trained.task.resolve(data), trained.task.resolve(test_file)):
+    official = data == 'test' or (  # a task's own test split (ETT's test range) or the file
+      test_file and _same_file(trained.task.resolve(data), trained.task.resolve(test_file))
+    )
+    if official:
       workdir_lib.append_jsonl(os.path.join(workdir, TEST_SCORES), _test_record(result))
   return result
 
