@@ -7,6 +7,7 @@ The vector files are small and generated here; the 68 MB GloVe file is never rea
 import gzip
 import json
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -65,14 +66,28 @@ def _leaves(params) -> list:
   return jax.tree.leaves(params)
 
 
-def test_unseen_word_is_scored_with_its_vector_after_the_file_is_deleted(corpora, tmp_path):
-  vectors = _write_vectors(tmp_path / 'vec.txt.gz')
-  table = word_vectors.read(vectors)
-  workdir = str(tmp_path / 'run')
-  cfg = _config(pos_ud, corpora['pos_train'], corpora['pos_dev'], vectors)
-  app.train_and_evaluate(cfg, workdir)
-  os.remove(vectors)
+@pytest.fixture(scope='module')
+def vectors_file(tmp_path_factory) -> str:
+  return _write_vectors(tmp_path_factory.mktemp('vectors') / 'vec.txt.gz')
 
+
+@pytest.fixture(scope='module')
+def runs(corpora, vectors_file, tmp_path_factory) -> dict:
+  """{'frozen', 'tuned'}: tiny taggers trained with the vectors (the file then deleted)."""
+  root = tmp_path_factory.mktemp('runs')
+  table = word_vectors.read(vectors_file)
+  out = {'table': table}
+  for name, trainable in (('frozen', False), ('tuned', True)):
+    workdir = str(root / name)
+    cfg = _config(pos_ud, corpora['pos_train'], corpora['pos_dev'], vectors_file, trainable)
+    app.train_and_evaluate(cfg, workdir)
+    out[name] = workdir
+  os.remove(vectors_file)
+  return out
+
+
+def test_unseen_word_is_scored_with_its_vector_after_the_file_is_deleted(runs, tmp_path):
+  table, workdir = runs['table'], runs['frozen']
   trained = bilstm_jax.load(workdir)
   sentence = [['the', UNSEEN.capitalize(), 'sees', '.']]  # found through its lowercase form
   encoded = trained.task.encode(sentence)
@@ -94,13 +109,9 @@ def test_unseen_word_is_scored_with_its_vector_after_the_file_is_deleted(corpora
   assert os.path.getsize(out) > 0
 
 
-@pytest.mark.parametrize('trainable', [False, True])
-def test_frozen_vectors_stay_bit_identical_and_fine_tuned_ones_move(corpora, tmp_path, trainable):
-  vectors = _write_vectors(tmp_path / 'vec.txt.gz', seed=1)
-  table = word_vectors.read(vectors)
-  workdir = str(tmp_path / 'run')
-  cfg = _config(pos_ud, corpora['pos_train'], corpora['pos_dev'], vectors, trainable)
-  app.train_and_evaluate(cfg, workdir)
+@pytest.mark.parametrize('name', ['frozen', 'tuned'])
+def test_frozen_vectors_stay_bit_identical_and_fine_tuned_ones_move(runs, name):
+  table, workdir = runs['table'], runs[name]
   saved = word_vectors.WordVectors.load(os.path.join(workdir, 'word_vectors.npz'))
   assert saved.words == table.words
   assert saved.vectors.tobytes() == table.vectors.tobytes()
@@ -109,21 +120,18 @@ def test_frozen_vectors_stay_bit_identical_and_fine_tuned_ones_move(corpora, tmp
   trained = bilstm_jax.load(workdir)
   encoder = trained.state.params['encoder']
   assert encoder['embed']['embedding'].shape[1] == DIM  # embed_size is the vectors' size
-  if trainable:
+  if name == 'tuned':
     offset = np.asarray(encoder['offset']['embedding'])
     assert np.abs(offset).max() > 0  # started at zero, trained
   else:
     assert 'offset' not in encoder
   # No checkpointed array holds the vector table (it has more rows than any vocabulary).
-  assert all(leaf.shape[:1] != (len(table),) for leaf in _leaves(trained.state.params))
   assert max(leaf.shape[0] for leaf in _leaves(trained.state.params) if leaf.ndim) < len(table)
 
 
-def test_changed_vector_copy_in_the_workdir_is_refused(corpora, tmp_path):
-  vectors = _write_vectors(tmp_path / 'vec.txt.gz')
-  workdir = str(tmp_path / 'run')
-  cfg = _config(pos_ud, corpora['pos_train'], corpora['pos_dev'], vectors)
-  app.train_and_evaluate(cfg, workdir)
+def test_changed_vector_copy_in_the_workdir_is_refused(runs, tmp_path):
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(runs['frozen'], workdir)
   word_vectors.read(_write_vectors(tmp_path / 'other.txt.gz', seed=5)).save(
     os.path.join(workdir, 'word_vectors.npz')
   )
@@ -132,7 +140,7 @@ def test_changed_vector_copy_in_the_workdir_is_refused(corpora, tmp_path):
 
 
 def test_classifier_ensemble_with_vectors_trains_and_loads(corpora, tmp_path):
-  vectors = _write_vectors(tmp_path / 'vec.txt.gz')
+  vectors = _write_vectors(tmp_path / 'vec.txt.gz', seed=2)
   workdir = str(tmp_path / 'ens')
   cfg = _config(
     sst2, corpora['cls_train'], corpora['cls_dev'], vectors, True, variant='tiny_ensemble'
@@ -144,10 +152,9 @@ def test_classifier_ensemble_with_vectors_trains_and_loads(corpora, tmp_path):
   assert result['accuracy'] == pytest.approx(summary['ensemble_dev_accuracy'], abs=1e-6)
 
 
-def test_every_scoring_of_the_test_file_is_logged(corpora, tmp_path):
+def test_every_scoring_of_the_test_file_is_logged(runs, tmp_path):
   workdir = str(tmp_path / 'run')
-  cfg = _config(pos_ud, corpora['pos_train'], corpora['pos_dev'], '')
-  app.train_and_evaluate(cfg, workdir)
+  shutil.copytree(runs['tuned'], workdir)
   test_file = text_fixtures.write_conllu(str(tmp_path / 'test.conllu'), 30, 9)
   log = os.path.join(workdir, app.TEST_SCORES)
 
