@@ -36,7 +36,7 @@ def _check(ok: bool, key: str, value, need: str) -> None:
 def validate(config) -> None:
   """Raises ConfigError naming the first config value that cannot work."""
   m, d, t, o = config.model, config.data, config.train, config.optim
-  _check(d.task in tasks.TASKS, 'data.task', d.task, f'must be one of {sorted(tasks.TASKS)}')
+  task_class = tasks.task_class(d.task)  # a ConfigError naming data.task if it is no Task
   _check(m.hidden_size >= 1, 'model.hidden_size', m.hidden_size, 'must be >= 1')
   _check(m.num_layers >= 1, 'model.num_layers', m.num_layers, 'must be >= 1')
   _check(0.0 <= m.dropout < 1.0, 'model.dropout', m.dropout, 'must lie in [0, 1)')
@@ -49,24 +49,12 @@ def validate(config) -> None:
     o.learning_rate,
     'must be finite and >= 0',
   )
-  _check(
-    not m.get('word_vectors') or d.task.startswith('text_'),
-    'model.word_vectors',
-    m.get('word_vectors'),
-    'pretrained word vectors are for the text tasks (data.task=text_...)',
-  )
   adversarial = m.get('adversarial', 0.0)
   _check(
     math.isfinite(adversarial) and adversarial >= 0,
     'model.adversarial',
     adversarial,
     'must be finite and >= 0',
-  )
-  _check(
-    not adversarial or d.task.startswith('text_'),
-    'model.adversarial',
-    adversarial,
-    f'needs a text task, whose embeddings it perturbs (data.task={d.task!r})',
   )
   momentum = o.get('momentum', DEFAULT_MOMENTUM)
   _check(0.0 <= momentum < 1.0, 'optim.momentum', momentum, 'must lie in [0, 1)')
@@ -103,6 +91,7 @@ def validate(config) -> None:
       'works with shared or shuffled)',
     )
     hparams_lib.member_ranges(config)  # an explicit range must contain the config's value
+  task_class.validate_config(config)  # the keys only the task knows (word vectors, ...)
 
 
 def _validate_sizes(d) -> None:

@@ -24,7 +24,10 @@ and metric sums out"; everything else comes from the task:
 
 Concrete tasks are frozen dataclasses whose fields are plain values (paths, model
 keyword arguments, sizes). `from_config(config)` on each task class is the adapter from
-the training app's ConfigDict; nothing else in a task reads a config.
+the training app's ConfigDict, and `validate_config(config)` checks the keys the task
+reads; nothing else in a task reads a config. A config names a task by a short name or
+by 'module:Class' / 'path/to/file.py:Class' (`bilstm_jax.tasks.task_class`), so a task
+need not live in this package.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import files
-from bilstm_jax.errors import CheckpointError, DataFileError
+from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError
 
 SPLITS = ('train', 'dev', 'test')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -84,10 +87,48 @@ class Task:
   prediction_time_keys: ClassVar[tuple[str, ...]] = ()
   per_step: ClassVar[bool] = True  # targets or labels per step (else one per sequence)
   label_key: ClassVar[str] = 'labels'  # what a labelled dataset holds besides inputs
+  # Model options only some tasks take; `validate_config` refuses them for the others.
+  takes_word_vectors: ClassVar[bool] = False  # model.word_vectors: pretrained embeddings
+  takes_adversarial: ClassVar[bool] = False  # model.adversarial: embeddings to perturb
 
   sources: dict = dataclasses.field(default_factory=dict)
   model: dict = dataclasses.field(default_factory=dict)
   sizes: dict = dataclasses.field(default_factory=dict)
+
+  # ----------------------------------------------------------------------- config
+
+  @classmethod
+  def validate_config(cls, config) -> None:
+    """Raises ConfigError naming the first config value this task cannot use.
+
+    The training app calls it before anything is read, after its own checks of the keys
+    every task shares. The default refuses the model options the task does not take
+    (`takes_word_vectors`, `takes_adversarial`); a task with keys of its own checks them
+    after calling `super().validate_config(config)`.
+
+    Args:
+      config: the whole run config (ConfigDict), after the command line.
+    """
+    model, task = config.model, config.data.task
+    vectors = model.get('word_vectors')
+    if vectors and not cls.takes_word_vectors:
+      raise ConfigError(
+        f'config.model.word_vectors={vectors!r}: pretrained word vectors are for the text '
+        f'tasks, whose models embed words (data.task={task!r} takes none).'
+      )
+    adversarial = model.get('adversarial', 0.0)
+    if adversarial and not cls.takes_adversarial:
+      raise ConfigError(
+        f'config.model.adversarial={adversarial!r}: needs a text task, whose embeddings it '
+        f'perturbs (data.task={task!r} has none).'
+      )
+
+  @classmethod
+  def from_config(cls, config) -> Task:
+    """The task (before `fit`) from a run config: by default the files `data.train`,
+    `data.dev` and `data.test` and the model block (`model_kwargs`)."""
+    sources = {s: config.data.get(s) or '' for s in SPLITS}
+    return cls(sources=sources, model=model_kwargs(config.model))
 
   # ------------------------------------------------------------------------- data
 

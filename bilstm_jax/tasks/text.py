@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -108,6 +108,9 @@ class _TextTask(base.Task):
   vocabs: dict = dataclasses.field(default_factory=dict)
   vectors: Any = dataclasses.field(default=None, compare=False, repr=False)
   vectors_fingerprint: str = ''
+
+  takes_word_vectors: ClassVar[bool] = True
+  takes_adversarial: ClassVar[bool] = True  # the encoder marks its embeddings to perturb
 
   @classmethod
   def _common(cls, config) -> dict:
