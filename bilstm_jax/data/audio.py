@@ -94,22 +94,27 @@ class FeatureConfig:
 
   @property
   def win_length(self) -> int:
+    """The analysis window in samples (`window_ms` at `sample_rate`)."""
     return int(round(self.window_ms * self.sample_rate / 1000))
 
   @property
   def hop_length(self) -> int:
+    """The step between frames in samples (`hop_ms` at `sample_rate`)."""
     return int(round(self.hop_ms * self.sample_rate / 1000))
 
   @property
   def fft_length(self) -> int:
+    """`n_fft`, or else the smallest power of two that holds a window."""
     return self.n_fft or 1 << (self.win_length - 1).bit_length()
 
   @property
   def top_hz(self) -> float:
+    """The filterbank's upper edge: `fmax`, or else the Nyquist frequency."""
     return self.fmax if self.fmax is not None else self.sample_rate / 2
 
   @property
   def dims(self) -> int:
+    """Features per frame: mel bands or cepstra, times (1 + `delta_order`)."""
     static = self.num_mels if self.kind == 'logmel' else self.num_ceps
     return static * (1 + self.delta_order)
 
@@ -146,6 +151,7 @@ def hz_to_mel(f):
 
 
 def mel_to_hz(m):
+  """The inverse of `hz_to_mel`: float64 Hz of mel values (any shape)."""
   return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
 
 
@@ -303,6 +309,7 @@ class FeatureStats:
     return ((np.asarray(features, np.float32) - mean) / std).astype(np.float32)
 
   def to_json(self) -> str:
+    """The statistics as JSON text, which `from_json` reads back."""
     return json.dumps({'mean': list(self.mean), 'std': list(self.std)})
 
   @classmethod

@@ -27,6 +27,7 @@ import numpy as np
 
 
 def num_batches(size: int, batch_size: int, drop_remainder: bool) -> int:
+  """Batches in an epoch of `size` examples; a partial last one counts unless dropped."""
   return size // batch_size if drop_remainder else -(-size // batch_size)
 
 

@@ -47,10 +47,12 @@ class Series:
 
   @property
   def input_columns(self) -> tuple[str, ...]:
+    """The names of the model's input columns, in feature order."""
     return tuple(self.columns[i] for i in self.input_index)
 
   @property
   def target_columns(self) -> tuple[str, ...]:
+    """The names of the forecast columns, in output order."""
     return tuple(self.columns[i] for i in self.target_index)
 
   def __len__(self) -> int:

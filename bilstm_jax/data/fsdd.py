@@ -256,7 +256,9 @@ def augment_waveform(
   Args:
     waveform: float[samples].
     aug: the settings.
-    seed, epoch, index: the run's seed, the epoch and the example's index in the dataset.
+    seed: the run's seed.
+    epoch: the epoch.
+    index: the example's index in the dataset.
 
   Returns:
     (float32[samples], shift): shift in samples, positive when the signal moved later;

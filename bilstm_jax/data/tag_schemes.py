@@ -110,14 +110,17 @@ class TypeCounts(NamedTuple):
 
   @property
   def precision(self) -> float:
+    """correct / predicted; 0 when nothing was predicted."""
     return self.correct / self.predicted if self.predicted else 0.0
 
   @property
   def recall(self) -> float:
+    """correct / gold; 0 when there is no gold entity."""
     return self.correct / self.gold if self.gold else 0.0
 
   @property
   def f1(self) -> float:
+    """The harmonic mean of precision and recall; 0 when both are 0."""
     p, r = self.precision, self.recall
     return 2 * p * r / (p + r) if p + r else 0.0
 
@@ -136,14 +139,17 @@ class SpanScores(NamedTuple):
 
   @property
   def precision(self) -> float:
+    """Micro-averaged precision over all types (`total.precision`)."""
     return self.total.precision
 
   @property
   def recall(self) -> float:
+    """Micro-averaged recall over all types (`total.recall`)."""
     return self.total.recall
 
   @property
   def f1(self) -> float:
+    """Micro-averaged F1 over all types (`total.f1`), as conlleval reports it."""
     return self.total.f1
 
 

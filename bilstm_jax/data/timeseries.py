@@ -52,7 +52,7 @@ def ett_borders(kind: str, input_len: int) -> dict[str, Rows]:
 
   Returns:
     {'train': (0, 8640), 'val': (8640 - input_len, 11520),
-     'test': (11520 - input_len, 14400)} for 'h'; every border times 4 for 'm'.
+    'test': (11520 - input_len, 14400)} for 'h'; every border times 4 for 'm'.
     Rows after the test range are not used by the benchmark.
   """
   if kind not in _ETT_ROWS_PER_HOUR:
@@ -264,6 +264,7 @@ class Scaler:
 
   @classmethod
   def from_json(cls, text: str) -> Scaler:
+    """The inverse of `to_json`: the same columns, means and deviations, bit for bit."""
     obj = json.loads(text)
     return cls(
       tuple(obj['columns']), np.asarray(obj['mean'], np.float64), np.asarray(obj['std'], np.float64)

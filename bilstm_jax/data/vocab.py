@@ -93,8 +93,9 @@ class Vocabulary:
       max_size: at most this many entries in all, reserved ones included (the size of the
         embedding table); the most frequent tokens are kept.
       lowercase: lowercase tokens (counting and lookup); for word vocabularies.
-      pad_token, unk_token: reserved tokens at ids 0 and 1 (None leaves one out; later ones
-        move up).
+      pad_token: the reserved token at id 0 (None leaves it out; later ids move up).
+      unk_token: the reserved token for unknown words, at id 1 (0 without `pad_token`;
+        None leaves it out).
 
     Returns:
       A `Vocabulary`.
@@ -137,10 +138,12 @@ class Vocabulary:
 
   @property
   def pad_id(self) -> int | None:
+    """The padding id (0), or None without a padding token."""
     return None if self.pad_token is None else 0
 
   @property
   def unk_id(self) -> int | None:
+    """The id unknown tokens map to, or None without an unknown token."""
     return None if self.unk_token is None else self._ids[self.unk_token]
 
   def encode(self, tokens: Iterable[str]) -> list[int]:
@@ -257,8 +260,8 @@ def pad_chars(
 def encode_sentences(
   sentences: list[list[str]], words: Vocabulary, chars: Vocabulary | None, width: int
 ) -> dict:
-  """{'inputs' int32[n, t], 'lengths' int32[n](, 'chars' int32[n, t, w])} of tokenised
-  sentences; w is the longest word, capped at `width`."""
+  """{'inputs' int32[n, t], 'lengths' int32[n]} of tokenised sentences, with 'chars'
+  int32[n, t, w] when `chars` is given; w is the longest word, capped at `width`."""
   ids, lengths = pad_ids([words.encode(s) for s in sentences])
   out = {'inputs': ids, 'lengths': lengths}
   if chars is not None:

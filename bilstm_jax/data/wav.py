@@ -113,7 +113,8 @@ def resample_signal(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
   Args:
     x: float[samples] at `rate_in` Hz.
-    rate_in, rate_out: sample rates in Hz.
+    rate_in: the sample rate of `x`, in Hz.
+    rate_out: the sample rate of the result, in Hz.
 
   Returns:
     float32[round(samples * rate_out / rate_in)].

@@ -46,6 +46,7 @@ class WordVectors:
 
   @property
   def dim(self) -> int:
+    """The vectors' size: `vectors` is float16[len(words), dim]."""
     return self.vectors.shape[1]
 
   def __len__(self) -> int:

@@ -107,7 +107,9 @@ def create_members(
 
   Args:
     init_keys: key[N], one initialisation key per member.
-    model, tx, inputs: as for `steps.create_train_state` (the model's example inputs).
+    model: the Flax module, as for `steps.create_train_state`.
+    tx: the optax transformation, as for `steps.create_train_state`.
+    inputs: the model's example positional inputs, as for `steps.create_train_state`.
     hparams: optional {'learning_rate', 'weight_decay', 'init_scale': float32[N]}; the
       first two go into `opt_state.hyperparams`, `init_scale` multiplies the initial
       parameters. ('dropout' is not part of the state; pass it to the step.)
@@ -271,7 +273,7 @@ def probability_summary(logits: jax.Array) -> dict:
 
   Returns:
     {'member_probs': [N, ..., C], 'mean_probs': [..., C] (the ensemble's prediction),
-     'std_probs': [..., C], 'entropy': [...] (of the mean probabilities, in nats)}.
+    'std_probs': [..., C], 'entropy': [...] (of the mean probabilities, in nats)}.
   """
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   mean = probs.mean(0)

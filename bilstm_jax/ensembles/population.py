@@ -42,7 +42,8 @@ def member_table(hparams: dict, train: dict, dev: dict) -> list[dict]:
 
   Args:
     hparams: {name: float[N]}.
-    train, dev: {metric: float[N]}: each member's metrics on the train and dev sets.
+    train: {metric: float[N]}: each member's metrics on the train set.
+    dev: {metric: float[N]}: each member's metrics on the dev set.
   """
   n = len(next(iter(train.values())))
   return [
@@ -162,7 +163,8 @@ def population(
     data_mode: 'shared', 'shuffled', 'bootstrap' or 'subsets' (`ensemble.member_indices`).
     num_buckets: length buckets; only with shared or shuffled data (members of the other
       data modes see different lengths, which cannot share one padded shape).
-    Other arguments: as for `training.program.single_model`.
+
+  The other arguments are as for `training.program.single_model`.
   """
   n = len(train_set['lengths'])
   indices = ensemble.member_indices(n, num_members, data_mode, seed)

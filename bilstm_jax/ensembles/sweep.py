@@ -41,6 +41,7 @@ def shapes(sweep_config, model_config) -> list[dict]:
 
 
 def shape_name(shape: dict) -> str:
+  """A shape's key in results.json: its fields sorted, e.g. 'hidden_size=8,num_layers=2'."""
   return ','.join(f'{k}={v}' for k, v in sorted(shape.items()))
 
 
@@ -64,10 +65,11 @@ def run(config, workdir: str, train_fn: Callable[..., dict]) -> dict:
 
   Returns:
     {'base_config': the config without its sweep block, 'shapes': {name: per-shape
-     summary without the member table}, 'rows': one dict per member of every shape
-     (shape fields, hyperparameters, train and dev loss), 'best': the best row by dev loss}.
+    summary without the member table}, 'rows': one dict per member of every shape
+    (shape fields, hyperparameters, train and dev loss), 'best': the best row by dev loss}.
+
   Raises:
-    errors.CheckpointError if `workdir` holds results of a sweep with another base config.
+    errors.CheckpointError: `workdir` holds results of a sweep with another base config.
   """
   distributed.initialize(config.get('distributed'))  # before any other JAX call
   os.makedirs(workdir, exist_ok=True)

@@ -191,7 +191,9 @@ def crf_log_partition(
   Args:
     emissions: float[batch, time, tags]; values at t >= lengths[b] are ignored.
     lengths: int[batch], 0 <= lengths <= time.
-    transitions, start, end: as in `sequence_score`.
+    transitions: float[tags, tags], as in `sequence_score`.
+    start: float[tags], as in `sequence_score`.
+    end: float[tags], as in `sequence_score`.
 
   Returns:
     float[batch]; 0 where lengths is 0.
@@ -256,7 +258,9 @@ def viterbi_decode(
   Args:
     emissions: float[batch, time, tags]; values at t >= lengths[b] are ignored.
     lengths: int[batch], 0 <= lengths <= time.
-    transitions, start, end: as in `crf_log_likelihood`.
+    transitions: float[tags, tags], as in `sequence_score`.
+    start: float[tags], as in `sequence_score`.
+    end: float[tags], as in `sequence_score`.
 
   Returns:
     (tags, scores): tags int32[batch, time], `PAD_TAG` (-1) at every t >= lengths[b] so a
@@ -326,6 +330,7 @@ class CRF(nn.Module):
   param_dtype: Any = jnp.float32
 
   def setup(self):
+    """Creates `transitions`, `start` and `end`, and checks `allowed_transitions` shapes."""
     init = _uniform(0.1)
     n = self.num_tags
     self.transitions = self.param('transitions', init, (n, n), self.param_dtype)

@@ -227,8 +227,8 @@ def lstm_to_torch(
 
   Returns:
     OrderedDict of torch tensors in `torch.nn.LSTM`'s own key order, with the dtype of
-    the params: weight_ih_l{k}[_reverse] [4H, in], weight_hh_l{k}[_reverse] [4H, H],
-    bias_ih_l{k}[_reverse] [4H], bias_hh_l{k}[_reverse] [4H]. Load it with
+    the params: `weight_ih_l{k}[_reverse]` [4H, in], `weight_hh_l{k}[_reverse]` [4H, H],
+    `bias_ih_l{k}[_reverse]` [4H], `bias_hh_l{k}[_reverse]` [4H]. Load it with
     `torch.nn.LSTM(in, H, num_layers, batch_first=True, bidirectional=D == 2)`.
 
   Raises:

@@ -1,0 +1,2 @@
+"""Parallelism: device meshes and shardings (`sharding.py`), several processes
+(`distributed.py`)."""

@@ -86,6 +86,7 @@ def describe(mesh: Mesh) -> dict:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """A sharding that keeps a whole copy of an array on every device of `mesh`."""
   return NamedSharding(mesh, P())
 
 

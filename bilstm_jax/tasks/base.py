@@ -233,6 +233,8 @@ class Task:
   # ------------------------------------------------------------------------ model
 
   def encoder_kwargs(self) -> dict:
+    """The model's keyword arguments: `model` with its dtype resolved and the fitted
+    `vocab_size` for token ids (the embedding's arguments dropped for float features)."""
     kwargs = dict(self.model)
     kwargs['dtype'] = dtype_from_name(kwargs.get('dtype', 'float32'))
     if 'vocab_size' in self.sizes:
@@ -243,17 +245,35 @@ class Task:
     return kwargs
 
   def make_model(self) -> nn.Module:
+    """The Flax module this task trains, built from `model` and the fitted `sizes`."""
     raise NotImplementedError
 
   def model_inputs(self, batch: dict) -> tuple:
+    """The model's positional arguments from a batch: (inputs, lengths) by default.
+
+    Args:
+      batch: `inputs` float32[batch, time, features] or int32[batch, time], and
+        `lengths` int32[batch].
+    """
     return (batch['inputs'], batch['lengths'])
 
   # ------------------------------------------------------------- loss and metrics
 
   def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """The training loss as a (sum, weight) pair over the batch's valid steps or sequences.
+
+    Args:
+      outputs: the model's output, e.g. float32[batch, time, classes] logits.
+      batch: the batch dict, with `lengths` int32[batch] and the task's `label_key`.
+
+    Returns:
+      (sum, weight), float32 scalars; the loss is sum / weight, so a short last batch
+      weighs as much as its valid steps.
+    """
     raise NotImplementedError
 
   def eval_sums(self, outputs: jax.Array, batch: dict) -> dict:
+    """{metric: (sum, count)} float32 scalars over a batch, for every name in `metrics`."""
     raise NotImplementedError
 
   def combine(self, member_outputs: jax.Array) -> jax.Array:
@@ -263,6 +283,10 @@ class Task:
   # ------------------------------------------------------------------ prediction
 
   def predictions(self, outputs: jax.Array, batch: dict) -> dict:
+    """The predictions of a batch as {name: array} (traceable, so it runs under jit).
+
+    Arrays named in `prediction_time_keys` are [batch, time, ...]; the rest [batch, ...].
+    """
     raise NotImplementedError
 
   # ------------------------------------------------------------------- reporting

@@ -35,6 +35,7 @@ class ClassificationTask(base.Task):
 
   @classmethod
   def from_config(cls, config):
+    """The task with a config's data files and model block."""
     sources = {s: config.data.get(s) or '' for s in base.SPLITS}
     return cls(
       sources=sources,
@@ -43,6 +44,7 @@ class ClassificationTask(base.Task):
     )
 
   def check(self, dataset: dict, where: str) -> None:
+    """As `Task.check`, and the labels must be int[batch], within the fitted classes."""
     super().check(dataset, where)
     if (dataset['lengths'] == 0).any():
       i = int(np.argmax(dataset['lengths'] == 0))
@@ -57,18 +59,23 @@ class ClassificationTask(base.Task):
         base.check_labels(dataset['labels'], dataset['lengths'], self.sizes['num_classes'], where)
 
   def fit(self, train_set: dict):
+    """This task with the input size (or vocabulary) and the number of classes (the largest
+    label + 1) of `train_set`."""
     classes = int(train_set['labels'].max(initial=0)) + 1
     return dataclasses.replace(self, sizes={**self.input_sizes(train_set), 'num_classes': classes})
 
   def make_model(self):
+    """A `BiLSTMClassifier` with the fitted number of classes."""
     return models.BiLSTMClassifier(
       num_classes=self.sizes['num_classes'], pooling=self.pooling, **self.encoder_kwargs()
     )
 
   def loss(self, outputs, batch):
+    """Cross-entropy per sequence of the logits against `labels` int32[batch]."""
     return losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths'])
 
   def eval_sums(self, outputs, batch):
+    """`loss` (cross-entropy) and `accuracy` per sequence, as (sum, count) pairs."""
     return {
       'loss': losses.sequence_cross_entropy(outputs, batch['labels'], batch['lengths']),
       'accuracy': losses.sequence_accuracy(outputs, batch['labels'], batch['lengths']),
@@ -79,6 +86,8 @@ class ClassificationTask(base.Task):
     return losses.mean_probability_logits(member_outputs)
 
   def predictions(self, outputs, batch):
+    """`label` int32[batch], its `probability` float32[batch] and every class's
+    `probabilities` float32[batch, classes]."""
     probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
     return {
       'label': jnp.argmax(probs, -1).astype(jnp.int32),

@@ -43,6 +43,7 @@ class RegressionTask(base.Task):
 
   @classmethod
   def from_config(cls, config) -> RegressionTask:
+    """The task a config names: its files, or a synthetic generator ('seed_noise', ...)."""
     data = config.data
     gen = None
     if data.task in synthetic.GENERATORS:
@@ -59,6 +60,7 @@ class RegressionTask(base.Task):
     return cls(sources=sources, model=base.model_kwargs(config.model), synthetic=gen)
 
   def read(self, source: str, labelled: bool = True) -> dict:
+    """As `Task.read`; a synthetic task generates its train and dev splits instead."""
     if self.synthetic is not None and source in ('train', 'dev') and not self.sources.get(source):
       gen = dict(self.synthetic)
       num = gen.pop('num')[source]
@@ -68,6 +70,7 @@ class RegressionTask(base.Task):
     return super().read(source, labelled)
 
   def check(self, dataset: dict, where: str) -> None:
+    """As `Task.check`, and the targets' output size must match the training data's."""
     super().check(dataset, where)
     outputs = self.sizes.get('output_size')
     if 'targets' in dataset and outputs and dataset['targets'].shape[-1] != outputs:
@@ -77,22 +80,27 @@ class RegressionTask(base.Task):
       )
 
   def fit(self, train_set: dict) -> RegressionTask:
+    """This task with the input size (or vocabulary) and output size of `train_set`."""
     sizes = {**self.input_sizes(train_set), 'output_size': int(train_set['targets'].shape[-1])}
     return dataclasses.replace(self, sizes=sizes)
 
   def make_model(self):
+    """A `BiLSTMRegressor` with the fitted output size."""
     return models.BiLSTMRegressor(output_size=self.sizes['output_size'], **self.encoder_kwargs())
 
   def loss(self, outputs, batch):
+    """Masked squared error: outputs and targets float32[batch, time, outputs]."""
     return losses.masked_mse(outputs, batch['targets'], batch['lengths'])
 
   def eval_sums(self, outputs, batch):
+    """`loss` (MSE) and `mae` over the valid steps, as (sum, count) pairs."""
     return {
       'loss': losses.masked_mse(outputs, batch['targets'], batch['lengths']),
       'mae': losses.masked_abs_error(outputs, batch['targets'], batch['lengths']),
     }
 
   def predictions(self, outputs, batch):
+    """{'predictions': float32[batch, time, outputs]}."""
     return {'predictions': outputs}
 
   def report(self, predict, dev_set, dev_metrics, print_fn, plots_dir):
@@ -114,6 +122,7 @@ class RegressionTask(base.Task):
     }
 
   def final_line(self, train: dict, dev: dict, extra: dict) -> str:
+    """The final train and dev MSE, and the dev MSE over the dev targets' variance."""
     variance = extra.get('dev_target_variance') or float('nan')
     return (
       f'Final MSE: train {train["loss"]:.6f}  dev {dev["loss"]:.6f}  '

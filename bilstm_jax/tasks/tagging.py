@@ -29,10 +29,12 @@ class TaggingTask(base.Task):
 
   @classmethod
   def from_config(cls, config):
+    """The task with a config's data files and model block."""
     sources = {s: config.data.get(s) or '' for s in base.SPLITS}
     return cls(sources=sources, model=base.model_kwargs(config.model))
 
   def check(self, dataset: dict, where: str) -> None:
+    """As `Task.check`, and the labels must be int[batch, time], within the fitted classes."""
     super().check(dataset, where)
     if 'labels' in dataset:
       if dataset['labels'].ndim != 2:
@@ -44,18 +46,23 @@ class TaggingTask(base.Task):
         base.check_labels(dataset['labels'], dataset['lengths'], self.sizes['num_classes'], where)
 
   def fit(self, train_set: dict):
+    """This task with the input size (or vocabulary) and the number of classes (the largest
+    label + 1) of `train_set`."""
     labels, lengths = train_set['labels'], train_set['lengths']
     real = np.arange(labels.shape[1])[None, :] < lengths[:, None]
     classes = int(labels[real].max(initial=0)) + 1
     return dataclasses.replace(self, sizes={**self.input_sizes(train_set), 'num_classes': classes})
 
   def make_model(self):
+    """A `BiLSTMTagger` with the fitted number of classes."""
     return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())
 
   def loss(self, outputs, batch):
+    """Cross-entropy per step of the logits against `labels` int32[batch, time]."""
     return losses.step_cross_entropy(outputs, batch['labels'], batch['lengths'])
 
   def eval_sums(self, outputs, batch):
+    """`loss` (cross-entropy) and `accuracy` per step, as (sum, count) pairs."""
     return {
       'loss': losses.step_cross_entropy(outputs, batch['labels'], batch['lengths']),
       'accuracy': losses.step_accuracy(outputs, batch['labels'], batch['lengths']),
@@ -66,5 +73,7 @@ class TaggingTask(base.Task):
     return losses.mean_probability_logits(member_outputs)
 
   def predictions(self, outputs, batch):
+    """`labels` int32[batch, time] (the argmax) and `confidence` float32[batch, time] (its
+    probability)."""
     probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
     return {'labels': jnp.argmax(probs, -1).astype(jnp.int32), 'confidence': probs.max(-1)}

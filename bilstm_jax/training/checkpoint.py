@@ -103,12 +103,15 @@ class Checkpoints:
     self.manager = orbax_io.open_manager(self.directory, options)
 
   def path(self, step: int) -> str:
+    """The directory of checkpoint `step`."""
     return os.path.join(self.directory, str(step))
 
   def latest_step(self) -> int | None:
+    """The newest checkpoint's step, or None when there is none."""
     return self.manager.latest_step()
 
   def best_step(self) -> int | None:
+    """The step of the best checkpoint by the ranking metric, or None when there is none."""
     return self.manager.best_step()
 
   def save(self, state, rng: jax.Array, meta: dict, metrics: dict, step: int | None = None):
@@ -255,6 +258,7 @@ class Checkpoints:
     self.manager.reload()
 
   def read_meta(self, step: int) -> dict:
+    """The `meta` dict saved with checkpoint `step` (progress, metrics, config)."""
     return self.manager.restore(step, args=ocp.args.Composite(meta=orbax_io.MetaRestore()))['meta']
 
   def restore_params(self, step: int, params_like):
@@ -323,6 +327,7 @@ class Checkpoints:
     )
 
   def close(self) -> None:
+    """Waits for pending saves to finish and releases the checkpoint manager."""
     self.manager.close()
 
 

@@ -56,6 +56,7 @@ class Trained:
 
   @property
   def batch_size(self) -> int:
+    """The run's `train.batch_size`: the batch `predict` and `evaluate` run in."""
     return self.config.train.batch_size
 
   def dataset(self, data, labelled: bool) -> dict:

@@ -108,6 +108,7 @@ def short(e: Exception) -> str:
 
 
 def warn(message: str) -> None:
+  """Prints `Warning: message` to stderr, where evaluate and predict show it too."""
   # stderr directly: the command line silences Python warnings and absl's below ERROR
   # in evaluate and predict, and this must be seen there too.
   print(f'Warning: {message}', file=sys.stderr, flush=True)

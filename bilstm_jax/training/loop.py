@@ -68,6 +68,7 @@ class Progress:
   stopped_early: bool = False
 
   def add_sums(self, sums: dict) -> None:
+    """Queues one call's train-loss sums (still on device); fetched in bounded windows."""
     self.pending.append(sums)
     if len(self.pending) >= _MAX_PENDING:  # bounded, however rarely the run logs
       self.fetch_window()
@@ -81,6 +82,7 @@ class Progress:
     return self.window
 
   def to_meta(self) -> dict:
+    """The progress as JSON-able values for a checkpoint's meta (the window fetched)."""
     meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     del meta['pending']
     # Fetched once per save; a float, or a list for an ensemble's per-member sums.
@@ -89,6 +91,7 @@ class Progress:
 
   @classmethod
   def from_meta(cls, meta: dict) -> Progress:
+    """The progress a checkpoint's meta holds (the inverse of `to_meta`)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     progress = cls(**{k: v for k, v in meta.items() if k in fields})
     progress.window = {k: np.asarray(v, np.float32) for k, v in progress.window.items()}
@@ -141,6 +144,8 @@ def train_metrics_or_raise(program, progress: Progress, ckpts) -> dict:
 
 
 def update_early_stopping(settings: Settings, progress: Progress, value: float) -> None:
+  """Records an evaluation's `value` of the ranking metric in `progress`, and sets
+  `stopped_early` after `early_stopping_patience` evaluations without a better one."""
   better = (
     progress.best is None
     or (settings.metric_mode == 'min' and value < progress.best)

@@ -77,6 +77,7 @@ class Monitor:
     self.writer.flush()
 
   def advance(self, steps: int, **postfix) -> None:
+    """Moves the progress bar on by `steps`, showing `postfix` (e.g. the loss) beside it."""
     self.bar.update(steps)
     if postfix:
       self.bar.set_postfix(postfix, refresh=False)
@@ -86,5 +87,6 @@ class Monitor:
     self.bar.write(message)
 
   def close(self) -> None:
+    """Closes the progress bar and the TensorBoard writer."""
     self.bar.close()
     self.writer.close()

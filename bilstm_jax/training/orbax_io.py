@@ -66,12 +66,15 @@ class Hiding:
     self.base, self.hidden = ocp.step.standard_name_format(), hidden
 
   def build_name(self, step: int) -> str:
+    """The directory name of `step`, as orbax names it."""
     return self.base.build_name(step)
 
   def find_all(self, base_path):
+    """The steps found under `base_path`, less the hidden ones."""
     return (m for m in self.base.find_all(base_path) if m.step not in self.hidden)
 
   def find_step(self, base_path, step: int):
+    """Step `step` under `base_path`; ValueError for a hidden (damaged) one."""
     if step in self.hidden:
       raise ValueError(f'checkpoint {step} is damaged')
     return self.base.find_step(base_path, step)

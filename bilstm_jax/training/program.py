@@ -117,13 +117,17 @@ def single_model(
 
   Args:
     task: the fitted task.
-    train_set, dev_set: dataset dicts.
+    train_set: the training dataset dict.
+    dev_set: the dev dataset dict.
     mesh: the device mesh (`parallel.sharding.make_mesh`).
     workdir: where `finish` writes the export and plots.
     optim_config: the config's `optim` block (`training.optim.make_optimizer`).
     seed: parameters, dropout and shuffling.
-    batch_size, epochs, num_steps (> 0: instead of epochs), shuffle, steps_per_call (0:
-      one epoch per compiled call): as in the config's `train` block.
+    batch_size: examples per step, as in the config's `train` block.
+    epochs: passes over the training data.
+    num_steps: steps in all, instead of `epochs` when > 0.
+    shuffle: each epoch in its own order, drawn from (seed, epoch); else in file order.
+    steps_per_call: steps per compiled call (0: one epoch per call).
     num_buckets: length buckets (0: every batch at the data's full length).
   """
   model = task.make_model()

@@ -62,7 +62,9 @@ def create_train_state(
   initialiser and every optimiser buffer would compile a program of its own.
 
   Args:
-    rng, model, tx: the key, the Flax module and the optax transformation.
+    rng: the initialisation key.
+    model: the Flax module.
+    tx: the optax transformation.
     inputs: the model's positional inputs (e.g. `task.model_inputs(example_batch)`).
     compiler_options: for that program, e.g. `RUN_ONCE` (as the training loop uses).
       JAX takes them only on a top-level jit, so the default is none: the function then

@@ -95,6 +95,7 @@ class Lock:
     self.fd = None
 
   def acquire(self) -> Lock:
+    """Takes the lock without waiting; RunError naming the holder if another process has it."""
     try:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -114,6 +115,7 @@ class Lock:
     return self
 
   def release(self) -> None:
+    """Drops the lock (a no-op when not held)."""
     if self.fd is not None:
       fcntl.flock(self.fd, fcntl.LOCK_UN)
       os.close(self.fd)
@@ -155,6 +157,8 @@ def check_task(workdir: str, spec: dict) -> None:
 def open_checkpoints(
   workdir: str, metric: str, mode: str, keep_best: int, read_only: bool = False
 ) -> checkpoint.Checkpoints:
+  """The checkpoints of `workdir`, ranked by `metric` (`mode` 'min' or 'max'), keeping
+  the `keep_best` best and the newest; `read_only` for evaluate and predict."""
   return checkpoint.Checkpoints(
     workdir, metric=metric, mode=mode, keep_best=keep_best, read_only=read_only
   )
@@ -196,7 +200,8 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
   """Raises CheckpointError if `current` config cannot continue the run saved with `saved`.
 
   Args:
-    saved, current: config dicts (`config.to_dict()`).
+    saved: the saved run's config dict (`config.to_dict()`).
+    current: the config dict of the run that wants to continue it.
     where: the file `saved` came from, for the message.
   """
   # As JSON stores them (a config's tuples come back as lists).
