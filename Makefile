@@ -4,13 +4,15 @@
 # Both create .venv on first use with the training app's extras (`.[train,plots]`);
 # `make test` adds the test extra (torch==2.13.0 CPU, pytest). The installs are editable:
 # the CPU kernel compiles on first use (a wheel carries it prebuilt; .ci/wheel_check.sh).
+# `make docs` builds the documentation site (mkdocs.yml, docs/) into site/, adding the docs
+# extra to .venv (or creating it with the docs extra alone).
 
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 
-.PHONY: train test test-fast test-oldest lint bench clean
+.PHONY: train test test-fast test-oldest lint bench docs clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -46,8 +48,20 @@ test-oldest:
 	PIP_CONSTRAINT=$(CURDIR)/.ci/oldest.txt $(MAKE) test-fast VENV=.venv-oldest \
 		PYTEST_ARGS='$(OLDEST_TESTS)'
 
+# The documentation site (mkdocs.yml, docs/) as HTML in site/. --strict turns every warning
+# into a failure: a broken link or anchor, an unresolved reference, a docstring griffe
+# cannot parse. The docs extra alone (a fresh venv gets the core dependencies with it).
+$(BIN)/.installed-docs: pyproject.toml setup.py
+	test -x $(BIN)/pip || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[docs]'
+	touch $@
+
+# NO_MKDOCS_2_WARNING: Material's end-of-life banner (docs/index.md, "About these docs").
+docs: $(BIN)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/bench_bilstm.py
 
 clean:
-	rm -rf $(VENV) .venv-oldest runs
+	rm -rf $(VENV) .venv-oldest runs site
