@@ -1,0 +1,137 @@
+"""The README's text results: dev and official test, mean and spread over seeds, from runs.
+
+Each row is one shipped command (a config or a variant, no extra flags) trained with seeds
+0, 1 and 2 into `RUNS/<name>_s<seed>`, then scored once on the config's official test split
+(`--mode=evaluate --config.data.test=test`, which appends the scoring to the workdir's
+`test_scores.jsonl`). This script reads, per workdir:
+
+  dev    the best dev figure of `metrics.jsonl` (the checkpoint that `train.metric` ranks
+         first, which `--mode=evaluate` reproduces)
+  test   the workdir's `test_scores.jsonl` (every line: a run scored twice is reported)
+  wall   the training's wall time (from its first to its last `metrics.jsonl` event)
+
+and writes `benchmarks/results/text_test.json`, every test scoring it used to
+`benchmarks/results/test_scores.jsonl` (one line each, with its workdir; scorings of
+experiment workdirs, `RUNS/x_*`, whose recipe was later replaced, are kept there too,
+marked `superseded`), and a markdown table on stdout.
+
+  python benchmarks/text_results.py [--runs runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEEDS = (0, 1, 2)
+
+# (name, task, group, command, metric, scale)
+ROWS = [
+  ('ud', 'UD EWT UPOS accuracy', 'from scratch', '--config=pos_ud', 'accuracy'),
+  ('ud_glove', 'UD EWT UPOS accuracy', 'GloVe 6B 50d', '--config=configs/pos_ud.py:glove',
+   'accuracy'),
+  ('conll', 'CoNLL-2003 F1', 'from scratch', '--config=ner_conll2003', 'f1'),
+  ('conll_glove', 'CoNLL-2003 F1', 'GloVe 6B 50d', '--config=configs/ner_conll2003.py:glove',
+   'f1'),
+  ('sst2', 'SST-2 accuracy', 'from scratch', '--config=sst2', 'accuracy'),
+  ('sst2_glove', 'SST-2 accuracy', 'GloVe 6B 50d', '--config=configs/sst2.py:glove', 'accuracy'),
+  ('wnut_glove', 'WNUT-17 entity F1', 'GloVe 6B 50d', '--config=configs/ner_wnut17.py:glove',
+   'f1'),
+]  # fmt: skip
+
+
+def _events(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_run(workdir: str, metric: str) -> dict | None:
+  """{'dev', 'epoch', 'wall_s', 'tests': [test lines]} of a finished run, or None."""
+  if not os.path.exists(os.path.join(workdir, 'summary.json')):
+    return None
+  events = _events(workdir)
+  evals = [e for e in events if e.get('event') == 'eval' and f'dev_{metric}' in e]
+  best = max(evals, key=lambda e: e[f'dev_{metric}'])  # first of equals, as the ranking
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    wall = json.load(f).get('train_wall_s')
+  tests = []
+  path = os.path.join(workdir, 'test_scores.jsonl')
+  if os.path.exists(path):
+    with open(path) as f:
+      tests = [json.loads(line) for line in f if line.strip()]
+  return {'dev': best[f'dev_{metric}'], 'epoch': best['epoch'], 'wall_s': wall, 'tests': tests}
+
+
+def _stat(values: list[float]) -> dict | None:
+  if not values:
+    return None
+  v = 100 * np.asarray(values)
+  return {'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+          'values': [round(float(x), 2) for x in v]}  # fmt: skip
+
+
+def _cell(stat: dict | None, n: int) -> str:
+  if stat is None:
+    return 'not run'
+  if len(stat['values']) == 1:
+    return f'{stat["values"][0]:.2f} (1 seed)'
+  more = f', {len(stat["values"])} of {n} seeds' if len(stat['values']) < n else ''
+  return f'{stat["mean"]:.2f} ± {stat["std"]:.2f}{more}'
+
+
+def render(rows: list[dict]) -> str:
+  """The markdown table of `text_test.json`'s rows (what the docs show between markers)."""
+  lines = [
+    '| task | vectors | command | dev | test | wall per run (s) |',
+    '|---|---|---|---|---|---|',
+  ]
+  for r in rows:
+    walls = ', '.join(str(w) for w in r['wall_s'].values()) or '-'
+    lines.append(
+      f'| {r["task"]} | {r["group"]} | `{r["command"]}` | {_cell(r["dev"], len(SEEDS))} | '
+      f'{_cell(r["test"], len(SEEDS))} | {walls} |'
+    )
+  return '\n'.join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--runs', default='runs')
+  args = parser.parse_args()
+  rows, log = [], []
+  for name, task, group, command, metric in ROWS:
+    runs = {s: read_run(os.path.join(args.runs, f'{name}_s{s}'), metric) for s in SEEDS}
+    done = {s: r for s, r in runs.items() if r is not None}
+    tests = {s: r['tests'][-1][metric] for s, r in done.items() if r['tests']}
+    for s, r in done.items():
+      log += [dict(line, workdir=f'{name}_s{s}') for line in r['tests']]
+    rows.append({
+      'name': name, 'task': task, 'group': group, 'command': f'python train.py {command}',
+      'metric': metric, 'seeds': sorted(done),
+      'dev': _stat([done[s]['dev'] for s in sorted(done)]),
+      'test': _stat([tests[s] for s in sorted(tests)]),
+      'test_by_seed': {s: round(100 * v, 2) for s, v in tests.items()},
+      'test_scorings': {s: len(r['tests']) for s, r in done.items()},
+      'best_epoch': {s: r['epoch'] for s, r in done.items()},
+      'wall_s': {s: round(r['wall_s']) for s, r in done.items() if r['wall_s']},
+    })  # fmt: skip
+  # Experiments (`x_*` workdirs) are not table rows; any test scoring one got is kept too.
+  for name in sorted(os.listdir(args.runs)) if os.path.isdir(args.runs) else []:
+    path = os.path.join(args.runs, name, 'test_scores.jsonl')
+    if name.startswith('x_') and os.path.exists(path):
+      with open(path) as f:
+        log += [dict(json.loads(x), workdir=name, superseded=True) for x in f if x.strip()]
+  os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
+  with open(os.path.join(HERE, 'results', 'text_test.json'), 'w') as f:
+    json.dump({'seeds': list(SEEDS), 'rows': rows}, f, indent=2)
+  with open(os.path.join(HERE, 'results', 'test_scores.jsonl'), 'w') as f:
+    f.writelines(json.dumps(line, sort_keys=True) + '\n' for line in log)
+  print(render(rows))
+
+
+if __name__ == '__main__':
+  main()
