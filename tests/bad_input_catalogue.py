@@ -3,7 +3,7 @@
 Each `Row` is one bad input on one surface: `train.py` (config values, flags, workdirs,
 predict inputs), a file reader (.npz, .jsonl, CoNLL-U, CoNLL columns, TSV, raw text, wav,
 FSDD folders and lists, CSV, a workdir's task.json and config.json) or the Python API.
-`tests/test_bad_input.py` runs every row; the README shows them as a table:
+`tests/test_bad_input.py` runs every row; docs/guides/reliability.md shows them as a table:
 
   python -m tests.bad_input_catalogue          # the markdown table
   python -m tests.bad_input_catalogue --counts # rows per surface
@@ -662,7 +662,8 @@ def _cell(text: str) -> str:
 
 
 def markdown() -> str:
-  """The catalogue as a markdown table (what the README shows between its markers)."""
+  """The catalogue as a markdown table (what docs/guides/reliability.md shows between its
+  markers)."""
   lines = [
     '| # | id | surface | bad input | error | message matches |',
     '|---|---|---|---|---|---|',
