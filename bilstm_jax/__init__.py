@@ -9,7 +9,7 @@ package (and `train.py --help`) stays quick.
   heads        CRF (a linear-chain CRF for any per-step logits)
   training     TrainState, create_train_state, train_step, train_steps, eval_step
   ensembles    member_keys, create_members, make_train_steps, get_member, shard_members
-  trained runs load (-> Trained: predict, evaluate), predict_sentences (text runs)
+  trained runs load (-> Trained: predict records, evaluate); predict_sentences (deprecated)
   interop      lstm_from_torch, lstm_to_torch, dense_from_torch, dense_to_torch,
                regressor_from_torch, regressor_to_torch
   runtime      tune_cpu

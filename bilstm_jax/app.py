@@ -336,14 +336,16 @@ def _test_record(result: dict) -> dict:
 
 
 def predict(config, workdir: str, source: str, output: str, which: str = 'best') -> str:
-  """Writes predictions for `source` (a split or file) to `output`; returns its path."""
-  import json
+  """Writes predictions for `source` (a split or file) to `output`; returns its path.
 
+  `output` ending in .jsonl (or any other suffix) gets the task's readable records, one
+  JSON line each, the very records `bilstm_jax.load(workdir).predict(source)` returns;
+  .conll or .tsv a tagger's records as CoNLL columns; .npz the raw prediction arrays.
+  """
   if not output:
     raise errors.ConfigError('--mode=predict needs --output (a .jsonl or .npz path).')
   trained = inference.load(workdir, which, config)
-  preds = trained.write_predictions(source, output)
-  n = len(next(iter(preds.values())))
+  n = trained.write_predictions(source, output)
   print(
     json.dumps(
       {'input': source, 'output': output, 'checkpoint': trained.checkpoint, 'num_examples': n}

@@ -31,7 +31,9 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, plots 
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'], 'What to do.')
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'evaluate/predict: which one.')
 flags.DEFINE_string('input', None, 'predict: a data file or split; default config.data.test.')
-flags.DEFINE_string('output', None, 'predict: where to write predictions (.jsonl or .npz).')
+flags.DEFINE_string(
+  'output', None, 'predict: .jsonl (readable records), .conll/.tsv (taggers), .npz (arrays).'
+)
 flags.DEFINE_bool('print_config', False, 'Print the resolved config as JSON and exit.')
 flags.DEFINE_bool('traceback', False, 'Show the traceback of an error instead of one line.')
 flags.DEFINE_bool(

@@ -1,79 +1,59 @@
-"""Predictions a person reads, for tasks whose inputs have names: sentences with their
-tags or labels, wav files with their digits and CTC timings.
+"""Deprecated: readable predictions are what `--mode=predict` and `Trained.predict` give.
 
-`train.py --mode=predict` writes arrays (padded, in file order); this writes one JSON
-line per input with its words or file name:
+Every task now writes its predictions in its own terms (`Task.records`): tag names,
+labels with probabilities, transcripts with digit times, forecast rows. Use
 
-  python -m bilstm_jax.readable --workdir runs/pos_ud --input sentences.txt
-  python -m bilstm_jax.readable --workdir runs/fsdd_ctc --input wavs/ --beam_width 8
+  python train.py --workdir runs/pos_ud --mode=predict --input=sentences.txt --output=tags.jsonl
+  bilstm_jax.load('runs/pos_ud').predict([['The', 'cat', 'sat', '.']])
 
-From Python, one call loads a text run and tags (or classifies) tokenised sentences:
-
-  bilstm_jax.predict_sentences('runs/pos_ud', [['The', 'cat', 'sat', '.']])
+This module's command and `predict_sentences` still work, with a DeprecationWarning,
+and give those same records. `--beam_width` (CTC runs) is
+`bilstm_jax.tasks.speech_decode.predict_wavs(trained, source, beam_width)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import warnings
 
 import bilstm_jax.ensembles.trained  # noqa: F401 (registers how inference.load loads ensembles)
-from bilstm_jax.tasks import speech, speech_decode, text
+from bilstm_jax.data import files
+from bilstm_jax.tasks import speech_decode
 from bilstm_jax.training import inference
 
 
+def _deprecated(old: str, new: str) -> None:
+  warnings.warn(f'{old} is deprecated; use {new}.', DeprecationWarning, stacklevel=3)
+
+
 def rows(trained, source: str, beam_width: int = 0) -> list[dict]:
-  """One JSON-able row per input of `source`, for a text or speech run."""
-  task = trained.task
-  if isinstance(task, text._TextTask):
-    return _text_rows(trained, source)
-  if isinstance(task, speech.SpeechData):
+  """Deprecated: `trained.predict(source)` (CTC beam search: `speech_decode.predict_wavs`)."""
+  _deprecated('bilstm_jax.readable.rows', 'bilstm_jax.load(workdir).predict(source)')
+  if beam_width:
     return speech_decode.predict_wavs(trained, source, beam_width)
-  raise ValueError(
-    f'readable predictions take a text or speech run; {task.name!r} has `train.py --mode=predict`.'
-  )
+  return trained.predict(source)
 
 
-def predict_sentences(run, sentences: list[list[str]]) -> list[dict]:
-  """A text run's predictions on tokenised sentences, with tag and label names.
+def predict_sentences(run, sentences: list) -> list[dict]:
+  """Deprecated: `bilstm_jax.load(workdir).predict(sentences)`, the same records.
 
   Args:
     run: a workdir path (its best checkpoint is loaded), or `bilstm_jax.load(workdir)`.
-    sentences: lists of tokens; an empty list is allowed.
+    sentences: token lists (or strings); an empty one is allowed.
 
   Returns:
-    One dict per sentence: tagging {'tokens', 'tags', 'confidence'}; classification
-    {'label', 'probability'} (label None for an empty sentence).
+    The task's records: tagging {'tokens', 'tags', 'confidence'}; classification
+    {'text', 'label', 'probability', 'probabilities'} (label None for an empty sentence).
   """
+  _deprecated('bilstm_jax.predict_sentences', 'bilstm_jax.load(workdir).predict(sentences)')
   trained = inference.load(run) if isinstance(run, str) else run
-  task = trained.task
-  if not isinstance(task, text._TextTask):
-    raise ValueError(f'predict_sentences takes a text run, not {task.name!r}.')
-  preds = trained.predict_encoded(task.encode(sentences))
-  names = task.label_names()
-  out = []
-  for i, tokens in enumerate(sentences):
-    if task.per_step:
-      n = len(tokens)
-      tags = [names[j] for j in preds['labels'][i, :n]]
-      conf = [round(float(c), 6) for c in preds['confidence'][i, :n]]
-      out.append({'tokens': tokens, 'tags': tags, 'confidence': conf})
-    else:
-      label = names[int(preds['label'][i])] if tokens else None
-      out.append({'label': label, 'probability': round(float(preds['probability'][i]), 6)})
-  return out
-
-
-def _text_rows(trained, source: str) -> list[dict]:
-  """`predict_sentences` on a file: raw `.txt` lines, or the task's own format."""
-  task = trained.task
-  sentences, _ = task.tokens(task.resolve(source), labelled=False)
-  return predict_sentences(trained, sentences)
+  return trained.predict(list(sentences))
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Deprecated command: `train.py --mode=predict --input=... --output=X.jsonl`."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--input', required=True, help='sentences, a CoNLL file, wavs, ...')
@@ -81,15 +61,16 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--checkpoint', default='best', choices=('best', 'latest'))
   parser.add_argument('--output', default='', help='a .jsonl path; default stdout')
   args = parser.parse_args(argv)
-  out = rows(inference.load(args.workdir, args.checkpoint), args.input, args.beam_width)
-  lines = [json.dumps(r, ensure_ascii=False) + '\n' for r in out]
-  if not args.output:
-    sys.stdout.writelines(lines)
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  with open(args.output + '.tmp', 'w', encoding='utf-8') as f:
-    f.writelines(lines)
-  os.replace(args.output + '.tmp', args.output)
+  _deprecated('python -m bilstm_jax.readable', 'train.py --mode=predict --output=X.jsonl')
+  trained = inference.load(args.workdir, args.checkpoint)
+  if args.beam_width:
+    out = speech_decode.predict_wavs(trained, args.input, args.beam_width)
+  else:
+    out = trained.predict(args.input)
+  if args.output:
+    files.write_jsonl(args.output, out)
+  else:
+    sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + '\n' for r in out)
 
 
 if __name__ == '__main__':

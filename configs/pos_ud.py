@@ -2,7 +2,7 @@
 
   python train.py --config=pos_ud --workdir=runs/pos_ud
   python train.py --workdir=runs/pos_ud --mode=evaluate --config.data.test=FILE.conllu
-  python -m bilstm_jax.readable --workdir runs/pos_ud --input sentences.txt --output tags.jsonl
+  python train.py --workdir=runs/pos_ud --mode=predict --input=sentences.txt --output=tags.conll
 
 Data paths are relative to the repository root (see ../shared/data/ud_ewt/SOURCE.md).
 `configs/pos_ud.py:tiny` is a seconds-long model for tests (set data.train/dev).

@@ -3,7 +3,7 @@
   python train.py --config=sst2 --workdir=runs/sst2
   python train.py --config=configs/sst2.py:ensemble --workdir=runs/sst2_ens \
       --config.ensemble.data_mode=shuffled --config.train.epochs=8
-  python -m bilstm_jax.readable --workdir runs/sst2 --input reviews.txt --output labels.jsonl
+  python train.py --workdir=runs/sst2 --mode=predict --input=reviews.txt --output=labels.jsonl
 
 No pretrained embeddings, no character features (the GLUE text is lowercased). Adversarial
 training on the embeddings (size 0.1, chosen on dev over 0.05-0.5; benchmarks/TEXT_NOTES.md).

@@ -12,7 +12,7 @@ Nothing in `bilstm_jax` knows this file. A config names the class by its path:
   python train.py --config examples/char_segmenter_config.py --workdir runs/seg
   python train.py --workdir runs/seg --mode=predict --input=texts.txt --output=p.jsonl
 
-and `CharSegmenter.segment(bilstm_jax.load('runs/seg'), 'texts.txt')` the words of each line.
+The last writes each line's words (`records`), as `bilstm_jax.load('runs/seg').predict` does.
 """
 
 from __future__ import annotations
@@ -129,13 +129,11 @@ class CharSegmenter(TaggingTask):
     """Required: the sizes the model is built with (fixed here, not read from the data)."""
     return dataclasses.replace(self, sizes={'vocab_size': len(ALPHABET) + 1, 'num_classes': 2})
 
-  @staticmethod
-  def segment(trained, source: str) -> list[dict]:
-    """The task's own terms: each text of `source` with the words the model found."""
-    dataset = trained.task.read(source, labelled=False)
-    tags = trained.predict_encoded(dataset)['labels']
+  def records(self, dataset: dict, predictions: dict, source) -> list[dict]:
+    """Optional: the task's own terms, each text with the words the model found."""
     return [
       {'text': ''.join(ALPHABET[i - 1] if i else '?' for i in ids[:n]),
        'words': split_words(ids[:n], starts[:n])}
-      for ids, starts, n in zip(dataset['inputs'], tags, dataset['lengths'], strict=True)
+      for ids, starts, n in zip(
+        dataset['inputs'], predictions['labels'], dataset['lengths'], strict=True)
     ]  # fmt: skip

@@ -78,3 +78,22 @@ def each_member_alone(trained, batch) -> list:
     )
     for i in range(num_members)
   ]
+
+
+def assert_predict_agrees(workdir, source, output, which='best', config=None) -> list:
+  """`--mode=predict` (`app.predict`, what train.py runs) writes, line for line, the JSON of
+  the records `bilstm_jax.load(workdir).predict(source)` returns; those records.
+
+  `config` None is the workdir's own config.json, as train.py reads it without --config.
+  """
+  import json
+
+  import bilstm_jax
+  from bilstm_jax import app
+
+  app.predict(config, str(workdir), source, str(output), which)
+  with open(output, encoding='utf-8') as f:
+    written = f.read().splitlines()
+  records = bilstm_jax.load(str(workdir), which, config).predict(source)
+  assert written == [json.dumps(r, ensure_ascii=False) for r in records]
+  return records

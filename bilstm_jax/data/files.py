@@ -15,13 +15,15 @@ task needs, and their values' ranges, the task checks (`bilstm_jax.tasks`).
           The length of an example is the number of its input steps; `targets` and
           per-step `labels` have one entry per step.
 
-Predictions are written as .jsonl (one line per example, in input order, with "index",
-"length" and each predicted array cut to the example's length) or, if the output path
-ends in .npz, as the arrays themselves plus "lengths".
+Predictions: `prediction_rows` are the generic tasks' records (one per example, in input
+order, with "index", "length" and each predicted array cut to the example's length);
+`write_jsonl` writes any task's records as JSON lines, `write_columns` a tagger's as CoNLL
+columns, and `write_predictions` the arrays themselves plus "lengths" (.npz).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -280,29 +282,75 @@ def _parse_line(path: str, lineno: int, line: str) -> dict:
   return out
 
 
-def write_predictions(
-  path: str, arrays: dict, lengths: np.ndarray, time_keys: tuple[str, ...] = ()
-) -> None:
-  """Writes a task's predictions for n examples to `path` (.jsonl or .npz), atomically.
+def prediction_rows(
+  arrays: dict, lengths: np.ndarray, time_keys: tuple[str, ...] = ()
+) -> list[dict]:
+  """One JSON-able row per example: its "index", "length" and each predicted array.
+
+  Args:
+    arrays: {name: array[n, ...]}.
+    lengths: int[n] real steps per example.
+    time_keys: the arrays whose axis 1 is time, cut to each example's length.
+
+  Returns:
+    [{'index': i, 'length': n_i, name: list}, ...], in input order.
+  """
+  arrays = {k: np.asarray(v) for k, v in arrays.items()}
+  rows = []
+  for i, n in enumerate(np.asarray(lengths)):
+    row = {'index': i, 'length': int(n)}
+    for k, v in arrays.items():
+      row[k] = (v[i, : int(n)] if k in time_keys else v[i]).tolist()
+    rows.append(row)
+  return rows
+
+
+def write_predictions(path: str, arrays: dict, lengths: np.ndarray) -> None:
+  """Writes a task's predictions for n examples to `path` as .npz arrays, atomically.
 
   Args:
     path: the output file.
     arrays: {name: array[n, ...]}.
-    lengths: int[n] real steps per example.
-    time_keys: the arrays whose axis 1 is time: .jsonl cuts them to each example's length.
+    lengths: int[n] real steps per example, saved as "lengths".
   """
-  lengths = np.asarray(lengths)
   arrays = {k: np.asarray(v) for k, v in arrays.items()}
+  with _atomic(path, 'wb') as f:
+    np.savez(f, lengths=np.asarray(lengths), **arrays)
+
+
+def write_jsonl(path: str, records: list[dict]) -> None:
+  """Writes JSON-able records to `path`, one JSON line each (UTF-8), atomically."""
+  with _atomic(path, 'w') as f:
+    f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for r in records)
+
+
+def write_columns(path: str, records: list[dict]) -> None:
+  """Writes tagged tokens as CoNLL columns: `token<TAB>tag` lines, a blank line after each
+  example.
+
+  Args:
+    path: the output file (.conll or .tsv).
+    records: dicts with 'tokens' and 'tags' lists of equal length (a tagger's records).
+
+  Raises:
+    DataFileError: a record without tokens and tags (the task is not a tagger of words).
+  """
+  if any(not {'tokens', 'tags'} <= set(r) for r in records):
+    raise DataFileError(
+      f'{path}: CoNLL columns need records with "tokens" and "tags" (a text tagger\'s); '
+      'write .jsonl for this task.'
+    )
+  with _atomic(path, 'w') as f:
+    for r in records:
+      f.writelines(f'{w}\t{t}\n' for w, t in zip(r['tokens'], r['tags'], strict=True))
+      f.write('\n')
+
+
+@contextlib.contextmanager
+def _atomic(path: str, mode: str):
+  """An open temporary file beside `path`, renamed onto it when the block succeeds."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp'
-  if path.endswith('.npz'):
-    with open(tmp, 'wb') as f:
-      np.savez(f, lengths=lengths, **arrays)
-  else:
-    with open(tmp, 'w') as f:
-      for i, n in enumerate(lengths):
-        row = {'index': i, 'length': int(n)}
-        for k, v in arrays.items():
-          row[k] = (v[i, : int(n)] if k in time_keys else v[i]).tolist()
-        f.write(json.dumps(row) + '\n')
+  with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+    yield f
   os.replace(tmp, path)

@@ -6,8 +6,9 @@ one while `training/` imports nothing from `ensembles/`. `bilstm_jax.load` and t
 training app import it.
 
   members = bilstm_jax.load('runs/ens')
-  members.predict('dev')    # the combined predictions, plus '<name>_std' for float ones
-  members.evaluate('dev')   # the combined output's metrics, plus 'member_<metric>' lists
+  members.predict('dev')         # the task's records of the combined predictions
+  members.predict_arrays('dev')  # the combined arrays, plus '<name>_std' for float ones
+  members.evaluate('dev')        # the combined output's metrics, plus 'member_<metric>' lists
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ and metric sums out"; everything else comes from the task:
                `metric_modes` says which direction is better;
   ensembles    `combine(member_outputs)`: the ensemble's output from its members';
   prediction   `predictions(outputs, batch)` (traceable) and `prediction_time_keys`,
-               the predictions with a time axis;
+               the predictions with a time axis; `records(dataset, predictions, source)`
+               (optional), the same in the task's own terms (tag names, labels,
+               transcripts), what `--mode=predict` and `Trained.predict` give;
   reporting    `report(...)`: the task's own summary fields, printed lines and plots.
 
 Concrete tasks are frozen dataclasses whose fields are plain values (paths, model
@@ -288,6 +290,37 @@ class Task:
     Arrays named in `prediction_time_keys` are [batch, time, ...]; the rest [batch, ...].
     """
     raise NotImplementedError
+
+  def encode(self, examples: list) -> dict:
+    """Optional: a dataset (as `read(labelled=False)` makes) from examples in memory, for
+    `Trained.predict(list)`; the text tasks take token lists or strings. None by default."""
+    raise DataFileError(
+      f'The {self.name} task predicts a split name, a file path or a dict of arrays, '
+      f'not a {type(examples).__name__} of examples.'
+    )
+
+  def records(self, dataset: dict, predictions: dict, source) -> list[dict]:
+    """Optional: the predictions in the task's own terms, one JSON-able dict per example.
+
+    `--mode=predict` writes them as JSON lines and `Trained.predict` returns them, so the
+    two agree. By default each example's "index", "length" and every prediction array
+    (cut to the length where it has a time axis: `prediction_time_keys` and an ensemble's
+    '<name>_std' of them), as lists.
+
+    Args:
+      dataset: what `read(source, labelled=False)` (or `encode`) made: `lengths`
+        int32[n] and the inputs.
+      predictions: {name: array[n, ...]}: `predictions` over the whole dataset (numpy).
+      source: what the caller named: a split or file path (str), the list given to
+        `encode`, or a dict of arrays.
+
+    Returns:
+      n dicts, in the dataset's order.
+    """
+    keys = self.prediction_time_keys
+    return files.prediction_rows(
+      predictions, dataset['lengths'], keys + tuple(f'{k}_std' for k in keys)
+    )
 
   # ------------------------------------------------------------------- reporting
 

@@ -74,6 +74,7 @@ class ForecastTask(base.Task):
   )
   metric_modes: ClassVar[dict] = {m: 'min' for m in metrics}
   prediction_time_keys: ClassVar[tuple[str, ...]] = ()  # horizon steps, not input steps
+  records = forecast_output.records  # {'forecast': [{'time', column: value, ...}, ...]}
   per_step: ClassVar[bool] = False  # targets have `horizon` steps, never cut by buckets
   label_key: ClassVar[str] = 'targets'
 

@@ -1,5 +1,6 @@
 """Forecast outputs: the time stamps after a series, a plot of a window's history and
-forecast, and `write_forecast` (a trained run's forecast of a CSV's future as a CSV)."""
+forecast, `records` (a forecast task's readable predictions, `Task.records`) and
+`write_forecast` (a trained run's forecast of a CSV's future as a CSV)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,48 @@ def future_times(time: np.ndarray, horizon: int) -> np.ndarray:
       raise DataFileError('Forecast time stamps after 2038 do not fit in int32 seconds.')
     return future.astype(np.int32)
   return future.astype(np.float32)
+
+
+def date_stamp(seconds) -> str:
+  """Unix seconds as 'YYYY-MM-DD HH:MM:SS' (how the forecast rows name their time)."""
+  return str(np.datetime64(int(seconds), 's')).replace('T', ' ')
+
+
+def records(task, dataset: dict, predictions: dict, source) -> list[dict]:
+  """One record per window: its forecast rows in the table's units.
+
+  Args:
+    task: the fitted forecast task (its target columns).
+    dataset: the windows; a CSV's future window has 'time' [n, horizon] (`future_times`).
+    predictions: 'forecast' float32[n, horizon, out], and for an ensemble
+      'forecast_std' (the members' spread).
+    source: unused (the windows carry their time stamps).
+
+  Returns:
+    [{'forecast': [{'time': '2018-06-26 20:00:00', column: value, ...}, ...]}, ...]: each
+    row's time stamp when the table has a time column (a date, or its number), else its
+    'step' after the window (1, 2, ...); an ensemble adds '<column>_std' per row.
+  """
+  del source
+  columns = task.sizes['target_columns']
+  times = dataset.get('time')
+  spread = predictions.get('forecast_std')
+  out = []
+  for i, window in enumerate(np.asarray(predictions['forecast'])):
+    rows = []
+    for h, values in enumerate(window):
+      if times is None:
+        row = {'step': h + 1}
+      else:
+        t = times[i, h]
+        row = {'time': date_stamp(t) if np.issubdtype(times.dtype, np.integer) else float(t)}
+      row.update({c: round(float(v), 6) for c, v in zip(columns, values, strict=True)})
+      if spread is not None:
+        stds = zip(columns, spread[i, h], strict=True)
+        row.update({f'{c}_std': round(float(v), 6) for c, v in stds})
+      rows.append(row)
+    out.append({'forecast': rows})
+  return out
 
 
 def plot_window(history, target, forecast, columns, path, baselines=None, times=None) -> None:
@@ -81,14 +124,14 @@ def write_forecast(trained, csv_path: str, output: str, plots_dir: str | None = 
   """
   task = trained.task
   series = task._checked_series(csv_path)
-  preds = trained.predict(csv_path)
+  preds = trained.predict_arrays(csv_path)
   forecast = np.asarray(preds['forecast'][0])
   columns = task.sizes['target_columns']
   stamps = [str(i + 1) for i in range(len(forecast))]
   if series.time is not None:
     times = future_times(series.time, len(forecast))
     if np.issubdtype(series.time.dtype, np.datetime64):
-      stamps = [str(np.datetime64(int(t), 's')).replace('T', ' ') for t in times]
+      stamps = [date_stamp(t) for t in times]
     else:
       stamps = [f'{t:g}' for t in times]
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

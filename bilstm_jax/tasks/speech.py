@@ -35,7 +35,7 @@ import numpy as np
 
 from bilstm_jax.data import audio, feature_cache, fsdd, wav
 from bilstm_jax.errors import CheckpointError, DataFileError
-from bilstm_jax.tasks import base
+from bilstm_jax.tasks import base, speech_output
 from bilstm_jax.tasks.classification import ClassificationTask
 
 NORMALISE = ('train', 'utterance', 'none')
@@ -213,6 +213,18 @@ class SpeechData(base.Task):
       return [fsdd.parse_name(p) for p in paths]
     return [fsdd.Recording(-1, '', -1, p) for p in paths]
 
+  def example_files(self, source) -> list[str] | None:
+    """The wav file of each example `read(source, labelled=False)` makes (None: the
+    examples are no files, e.g. arrays)."""
+    if not isinstance(source, str):
+      return None
+    paths = [r.path for r in self.recordings(source, labelled=False)]
+    return paths * (1 + self.augment_copies) if source == 'train' else paths
+
+  def encode(self, examples: list) -> dict:
+    """Waveforms (float[samples_i] each, at the task's sample rate) as a dataset."""
+    return waveform_dataset(self, examples)
+
   def raw_features(self, recs: list[fsdd.Recording]) -> list[np.ndarray]:
     return list(_features(tuple(r.path for r in recs), self.feature_config, self.cache_dir))
 
@@ -291,6 +303,8 @@ class SpokenDigitTask(SpeechData, ClassificationTask):
   @classmethod
   def from_config(cls, config):
     return cls(pooling=config.model.get('pooling', 'mean'), **cls.speech_fields(config))
+
+  records = speech_output.digit_records  # {'file', 'digit', 'probability', ...}
 
   def read(self, source: str, labelled: bool = True) -> dict:
     recs = self.recordings(source, labelled)

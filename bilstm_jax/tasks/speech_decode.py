@@ -3,7 +3,7 @@ error rates of greedy and prefix-beam decoding, and named predictions for wav fi
 
   transcribe(trained, data, beam_width)    -> [{'transcript', 'digits': [...]}]
   decode_eval(trained, 'dev', beam_width)  -> digit and utterance error rates
-  predict_wavs(trained, source)            -> one row per wav file (fsdd or fsdd_ctc)
+  predict_wavs(trained, source, beam)      -> one record per wav file, beam-decoded
 
 The device metrics of `speech_joined.DigitCTCTask` are greedy; beam search needs the whole
 logit sequence on the host, so it lives here, beside the reference `levenshtein`.
@@ -16,8 +16,9 @@ import numpy as np
 
 from bilstm_jax.data import batching
 from bilstm_jax.heads import ctc
-from bilstm_jax.tasks.speech import BLANK, SpokenDigitTask
+from bilstm_jax.tasks.speech import BLANK
 from bilstm_jax.tasks.speech_joined import DigitCTCTask
+from bilstm_jax.tasks.speech_output import spans_to_rows
 
 
 def logits_of(trained, dataset: dict) -> np.ndarray:
@@ -34,27 +35,6 @@ def logits_of(trained, dataset: dict) -> np.ndarray:
   return np.concatenate(outs)[:n]
 
 
-def spans_to_rows(decoded, task: DigitCTCTask) -> list[dict]:
-  """Decoded (tokens, frame spans) pairs as JSON-able rows with times in seconds."""
-  hop, win, rate = task.step_timing
-  rows = []
-  for tokens, spans in decoded:
-    rows.append(
-      {
-        'transcript': ''.join(str(int(t)) for t in tokens),
-        'digits': [
-          {
-            'digit': int(t),
-            'start_s': round(float(s * hop / rate), 4),
-            'end_s': round(float(((e - 1) * hop + win) / rate), 4),
-          }
-          for t, (s, e) in zip(tokens, spans, strict=True)
-        ],
-      }
-    )
-  return rows
-
-
 def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
   """Transcriptions with per-digit timing from a loaded `fsdd_ctc` run.
 
@@ -67,6 +47,8 @@ def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
   Returns:
     per utterance {'transcript': '407', 'digits': [{'digit', 'start_s', 'end_s'}, ...]}.
   """
+  if trained.task.name != DigitCTCTask.name:
+    raise ValueError(f'transcribe takes an fsdd_ctc run, not {trained.task.name!r}.')
   dataset = trained.dataset(data, labelled=False)
   logits = logits_of(trained, dataset)
   if beam_width:
@@ -111,27 +93,22 @@ def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
 
 
 def predict_wavs(trained, source: str, beam_width: int = 0) -> list[dict]:
-  """JSON-able predictions for wav files, each row naming its file.
+  """A speech run's records of wav files (`trained.predict(source)`), or with
+  `beam_width` > 0 a CTC run's transcripts by prefix beam search, each naming its file.
 
   Args:
-    trained: `bilstm_jax.load(workdir)` of an 'fsdd' or 'fsdd_ctc' run.
+    trained: `bilstm_jax.load(workdir)` of a speech run (beam search: 'fsdd_ctc').
     source: a folder of wavs, one .wav, or a .txt list of wav paths.
-    beam_width: CTC only: 0 greedy, else prefix beam search.
+    beam_width: CTC only: 0 greedy (on device, as `--mode=predict`), else beam search.
 
   Returns:
-    per file {'file', 'digit', 'probability'} (classifier) or {'file', 'transcript',
-    'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
+    per file the task's record, e.g. {'file', 'digit', 'probability', ...} (classifier)
+    or {'file', 'transcript', 'digits': [{'digit', 'start_s', 'end_s'}]} (CTC).
   """
-  task = trained.task
-  if task.name not in (SpokenDigitTask.name, DigitCTCTask.name):
-    raise ValueError(f'predict_wavs takes an fsdd or fsdd_ctc run, not {task.name!r}.')
-  files = [r.path for r in task.recordings(source, labelled=False)]
-  if task.name == DigitCTCTask.name:
-    rows = transcribe(trained, source, beam_width)
-  else:
-    preds = trained.predict(source)
-    rows = [
-      {'digit': int(d), 'probability': round(float(p), 6)}
-      for d, p in zip(preds['label'], preds['probability'], strict=True)
-    ]
+  if not beam_width:
+    return trained.predict(source)
+  files = trained.task.example_files(source)
+  rows = transcribe(trained, source, beam_width)
+  if files is None:  # joined utterances of a split: no file each
+    return rows
   return [{'file': f, **row} for f, row in zip(files, rows, strict=True)]

@@ -26,7 +26,7 @@ from bilstm_jax import models
 from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
-from bilstm_jax.tasks import base, losses
+from bilstm_jax.tasks import base, losses, speech_output
 from bilstm_jax.tasks.speech import (
   BLANK,
   SpeechData,
@@ -126,6 +126,10 @@ class JoinedData(SpeechData):
   def labels(self, frames, digits, inputs) -> np.ndarray:
     raise NotImplementedError
 
+  def example_files(self, source) -> list[str] | None:
+    """Unlabelled wavs are one utterance each; 'train' and 'dev' join recordings."""
+    return None if source in ('train', 'dev') else super().example_files(source)
+
 
 def _joined_key(task: JoinedData) -> tuple:
   return (
@@ -163,6 +167,7 @@ class DigitFramesTask(JoinedData, TaggingTask):
   """
 
   name: ClassVar[str] = 'fsdd_frames'
+  records = speech_output.frame_records  # digit runs with times, and every step's label
 
   @classmethod
   def from_config(cls, config):
@@ -254,6 +259,7 @@ class DigitCTCTask(JoinedData):
   per_step: ClassVar[bool] = False
 
   max_tokens: int = 16
+  records = speech_output.transcript_records  # {'file', 'transcript', 'digits': [...]}
 
   @classmethod
   def from_config(cls, config):

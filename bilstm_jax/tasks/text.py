@@ -24,8 +24,9 @@ int32[n], and `labels` (int32[n, t] tag ids, or int32[n]).
 
 Reading for prediction (`labelled=False`): a `.txt` file is raw text, one whitespace-
 tokenised sentence per line (`bilstm_jax.data.text.read_raw`); any other file is read in
-the task's own format, its tags ignored. `bilstm_jax.readable.predict_sentences` turns the
-predicted ids back into tags or labels.
+the task's own format, its tags ignored; `encode` takes token lists or strings in memory.
+`records` (`bilstm_jax.load(workdir).predict`, `--mode=predict`) gives the words back with
+their tag names or label.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def read_file(path: str, reader: str, *args):
 def _vectors_cached(path: str, mtime: float) -> word_vectors.WordVectors:
   del mtime
   return word_vectors.read(path)
+
+
+def split_sentences(sentences) -> list[list[str]]:
+  """Token lists as given; strings split at whitespace."""
+  return [s.split() if isinstance(s, str) else list(s) for s in sentences]
 
 
 # ------------------------------------------------------------------------- shared base
@@ -197,13 +203,29 @@ class _TextTask(base.Task):
       return read_file(path, 'read_raw'), None
     return self._sentences(path)
 
-  def encode(self, sentences: list[list[str]]) -> dict:
-    """Word (and character) id arrays of tokenised sentences, with this task's vocabularies."""
+  def encode(self, sentences: list) -> dict:
+    """Word (and character) id arrays of sentences, with this task's vocabularies.
+
+    Args:
+      sentences: token lists, or strings (split at whitespace).
+    """
+    sentences = split_sentences(sentences)
     vocabs = self._vocabs()
     out = vocab.encode_sentences(sentences, vocabs['words'], vocabs.get('chars'), self.max_word_len)
     if self.has_vectors:
       out['vectors'] = self._vectors().embed(sentences, out['inputs'].shape[1])
     return out
+
+  def source_tokens(self, dataset: dict, source) -> list[list[str]]:
+    """The words of each example `read(source, labelled=False)` or `encode(source)` made;
+    for a dict of id arrays, the vocabulary's words (unknown ones as '<unk>')."""
+    if isinstance(source, str):
+      return self.tokens(self.resolve(source), labelled=False)[0]
+    if isinstance(source, list | tuple):
+      return split_sentences(source)
+    words = self.vocabs['words'].tokens
+    pairs = zip(dataset['inputs'], dataset['lengths'], strict=True)
+    return [[words[i] for i in ids[:n]] for ids, n in pairs]
 
   def read(self, source: str, labelled: bool = True) -> dict:
     """A split or file as a dataset dict (see the module docstring)."""

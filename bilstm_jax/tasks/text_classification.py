@@ -52,6 +52,23 @@ class TextClassificationTask(_TextTask):
       encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
     )
 
+  def records(self, dataset, predictions, source):
+    """{'text', 'label', 'probability', 'probabilities': {label: p}} per sentence; an empty
+    sentence has label None."""
+    names = self.label_names()
+    out = []
+    for i, tokens in enumerate(self.source_tokens(dataset, source)):
+      probs = [round(float(p), 6) for p in predictions['probabilities'][i]]
+      out.append(
+        {
+          'text': ' '.join(tokens),
+          'label': names[int(predictions['label'][i])] if tokens else None,
+          'probability': round(float(predictions['probability'][i]), 6),
+          'probabilities': dict(zip(names, probs, strict=True)),
+        }
+      )
+    return out
+
   # One label per sentence: the generic classification task's loss, metrics, predictions
   # (label, its probability, and every class's) and ensemble.
   loss = ClassificationTask.loss

@@ -167,6 +167,17 @@ class TextTaggingTask(_TextTask):
     tags, conf = self.decode(outputs, batch['lengths'])
     return {'labels': tags, 'confidence': conf}
 
+  def records(self, dataset, predictions, source):
+    """{'tokens', 'tags' (names), 'confidence' (each tag's probability)} per sentence."""
+    names = self.label_names()
+    out = []
+    for i, tokens in enumerate(self.source_tokens(dataset, source)):
+      n = len(tokens)
+      tags = [names[j] for j in predictions['labels'][i, :n]]
+      conf = [round(float(c), 6) for c in predictions['confidence'][i, :n]]
+      out.append({'tokens': tokens, 'tags': tags, 'confidence': conf})
+    return out
+
   def final_line(self, train, dev, extra):
     parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
     return 'Final ' + ';  '.join(parts)

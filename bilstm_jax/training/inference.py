@@ -10,8 +10,12 @@ registers the ensemble's when imported (`bilstm_jax.load` and the app import it)
 this module, below ensembles/, never imports it.
 
   model = bilstm_jax.load('runs/default')
-  model.predict({'inputs': x, 'lengths': n})   # {'predictions': float32[b, t, 1]}
-  model.evaluate('dev')                         # {'loss': ..., 'mae': ...}
+  model.predict('dev')                               # [{'index': 0, 'length': 7, ...}, ...]
+  model.predict_arrays({'inputs': x, 'lengths': n})  # {'predictions': float32[b, t, 1]}
+  model.evaluate('dev')                              # {'loss': ..., 'mae': ...}
+
+`predict` returns the task's records (`Task.records`: tag names, labels with
+probabilities, transcripts, forecast rows), the very records `--mode=predict` writes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from bilstm_jax.data import files
 from bilstm_jax.errors import CheckpointError, DataFileError
 from bilstm_jax.training import program, steps
 from bilstm_jax.training import workdir as workdir_lib
+
+COLUMN_SUFFIXES = ('.conll', '.tsv')  # outputs written as CoNLL columns (token, tag)
 
 
 @dataclasses.dataclass
@@ -60,9 +66,12 @@ class Trained:
     return self.config.train.batch_size
 
   def dataset(self, data, labelled: bool) -> dict:
-    """`data` as a checked dataset: a split name, a file path, or a dict of arrays."""
+    """`data` as a checked dataset: a split name, a file path, a list of examples for the
+    task's `encode` (text: token lists or strings), or a dict of arrays."""
     if isinstance(data, str):
       return self.task.read(data, labelled=labelled)
+    if isinstance(data, list | tuple):
+      return self.task.encode(list(data))
     arrays = {k: np.asarray(v) for k, v in dict(data).items()}
     dataset = files.from_arrays('the arrays passed in', arrays)
     if labelled and self.task.label_key not in dataset:
@@ -70,22 +79,35 @@ class Trained:
     self.task.check(dataset, 'the arrays passed in')
     return dataset
 
-  def predict(self, data) -> dict:
-    """The task's predictions for every example of `data`, in order.
+  def predict(self, data) -> list[dict]:
+    """The task's readable records for every example of `data`, in order: what
+    `--mode=predict` writes as JSON lines (`Task.records`).
 
     Args:
-      data: a split ('train', 'dev', 'test'), a .npz/.jsonl path, or a dict of arrays
-        ({'inputs', 'lengths'}; lengths default to full length).
+      data: a split ('train', 'dev', 'test'), a file path, a list of examples the task
+        can `encode` (text: token lists or strings), or a dict of arrays ({'inputs',
+        'lengths'}; lengths default to full length).
+
+    Returns:
+      One JSON-able dict per example, e.g. {'tokens', 'tags', 'confidence'} for a text
+      tagger; by default each example's "index", "length" and prediction arrays as lists.
+    """
+    dataset = self.dataset(data, labelled=False)
+    return self.task.records(dataset, self.predict_encoded(dataset), data)
+
+  def predict_arrays(self, data) -> dict:
+    """The task's prediction arrays for every example of `data` (as for `predict`).
 
     Returns:
       {name: array[n, ...]}: the task's `predictions` (e.g. per-step values, or labels
-      and their probabilities). An ensemble adds '<name>_std' for float predictions: the
-      spread over members.
+      and their probabilities), padded. An ensemble adds '<name>_std' for float
+      predictions: the spread over members.
     """
     return self.predict_encoded(self.dataset(data, labelled=False))
 
   def predict_encoded(self, dataset: dict) -> dict:
-    """`predict` on a dataset the task built itself (`task.read`, `task.encode`): no checks."""
+    """`predict_arrays` on a dataset the task built itself (`task.read`, `task.encode`): no
+    checks."""
     fn = jax.jit(functools.partial(steps.predict_step, task=self.task))
     return program.predict_dataset(fn, self.state, dataset, self.batch_size, self.task)
 
@@ -100,13 +122,26 @@ class Trained:
     fn = jax.jit(functools.partial(steps.eval_step, task=self.task))
     return program.evaluate_dataset(fn, self.state, dataset, self.batch_size, self.task)
 
-  def write_predictions(self, data, path: str) -> dict:
-    """Predicts `data` and writes the predictions to `path` (.jsonl or .npz)."""
+  def write_predictions(self, data, path: str) -> int:
+    """Predicts `data` and writes it to `path`; returns the number of examples.
+
+    Args:
+      data: as for `predict`.
+      path: `.npz`: the prediction arrays and "lengths"; `.conll` or `.tsv`: a tagger's
+        records as CoNLL columns (token, tag); anything else (`.jsonl`): the records of
+        `predict`, one JSON line each.
+    """
     dataset = self.dataset(data, labelled=False)
     preds = self.predict_encoded(dataset)
-    keys = self.task.prediction_time_keys
-    files.write_predictions(path, preds, dataset['lengths'], keys + tuple(f'{k}_std' for k in keys))
-    return preds
+    if path.endswith('.npz'):
+      files.write_predictions(path, preds, dataset['lengths'])
+      return len(dataset['lengths'])
+    records = self.task.records(dataset, preds, data)
+    if path.endswith(COLUMN_SUFFIXES):
+      files.write_columns(path, records)
+    else:
+      files.write_jsonl(path, records)
+    return len(records)
 
   @classmethod
   def prepare(cls, task: tasks.Task, config) -> tuple[tasks.Task, int | None]:

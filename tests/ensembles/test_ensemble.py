@@ -20,7 +20,14 @@ from bilstm_jax.tasks import losses
 from bilstm_jax.training import optim, program
 from bilstm_jax.training import steps as train_lib
 from configs import default
-from tests.utils import TINY, each_member_alone, regression_task, synthetic, tiny_config
+from tests.utils import (
+  TINY,
+  assert_predict_agrees,
+  each_member_alone,
+  regression_task,
+  synthetic,
+  tiny_config,
+)
 
 TASK = regression_task()
 
@@ -516,6 +523,10 @@ def test_evaluate_and_predict_modes_on_an_ensemble_workdir(tmp_path):
   np.testing.assert_allclose(written['predictions'], singles.mean(0), atol=1e-6)
   np.testing.assert_allclose(written['predictions_std'], singles.std(0), atol=1e-6)
   assert written['predictions_std'].max() > 0  # members differ
+  # Records of the combined predictions, spread included: the same through both paths.
+  records = assert_predict_agrees(str(tmp_path), 'dev', tmp_path / 'p.jsonl', 'latest', cfg)
+  n = records[0]['length']
+  np.testing.assert_allclose(records[0]['predictions_std'], written['predictions_std'][0, :n])
 
 
 @pytest.mark.subprocess

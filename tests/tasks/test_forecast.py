@@ -10,7 +10,7 @@ from bilstm_jax import app, load
 from bilstm_jax.errors import ConfigError
 from bilstm_jax.tasks import forecast, forecast_output
 from configs import ett
-from tests.utils import each_member_alone
+from tests.utils import assert_predict_agrees, each_member_alone
 
 ROWS = 400  # fractions 0.7/0.1/0.2: train [0, 280), val [280, 320), test [320, 400)
 
@@ -105,15 +105,18 @@ def test_trains_evaluates_and_predicts_a_sine(tmp_path):
     assert np.isfinite(result[key]), key
   assert result['loss'] < 0.1 * result['last_loss']
 
-  out = str(tmp_path / 'pred.jsonl')
-  app.predict(cfg, workdir, path, out)
-  row = json.loads((tmp_path / 'pred.jsonl').read_text())
-  assert np.asarray(row['forecast']).shape == (4, 2)
-  first = np.datetime64(int(row['time'][0]), 's')
-  assert first == np.datetime64('2020-01-17T16:00:00')  # the row after the last (399 h)
+  # A CSV's future: forecast rows named by their time stamps, as load().predict gives.
+  [record] = assert_predict_agrees(workdir, path, tmp_path / 'pred.jsonl', config=cfg)
+  rows = record['forecast']
+  assert [r['time'] for r in rows[:2]] == ['2020-01-17 16:00:00', '2020-01-17 17:00:00']
+  assert len(rows) == 4 and set(rows[0]) == {'time', 'a', 'b'}  # after the last row (399 h)
   # In the table's units: the next four steps of sine a continue from row 400.
   truth = np.sin(2 * np.pi * np.arange(400, 404) / 24)
-  np.testing.assert_allclose(np.asarray(row['forecast'])[:, 0], truth, atol=0.25)
+  np.testing.assert_allclose([r['a'] for r in rows], truth, atol=0.25)
+  arrays = load(workdir).predict_arrays(path)
+  np.testing.assert_allclose([[r['a'], r['b']] for r in rows], arrays['forecast'][0], atol=1e-6)
+  windows = load(workdir).predict('test')  # a split's windows: rows by step after each
+  assert len(windows) == 77 and [r['step'] for r in windows[0]['forecast']] == [1, 2, 3, 4]
 
   csv_out = tmp_path / 'forecast.csv'
   forecast_output.write_forecast(load(workdir), path, str(csv_out), str(tmp_path / 'plots'))

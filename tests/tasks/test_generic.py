@@ -11,7 +11,7 @@ import bilstm_jax
 from bilstm_jax import app
 from configs import default
 from tests.tasks import generated
-from tests.utils import ROOT
+from tests.utils import ROOT, assert_predict_agrees
 
 
 def _config(task, train, dev, **overrides):
@@ -57,6 +57,10 @@ def test_classification_learns_a_label_of_the_whole_sequence(tmp_path):
   assert summary['final_dev_accuracy'] > 0.85, summary['final_dev_accuracy']  # chance: ~0.5
   spec = json.loads((tmp_path / 'run' / 'task.json').read_text())
   assert spec == {'task': 'classification', 'sizes': {'vocab_size': 6, 'num_classes': 2}}
+  records = assert_predict_agrees(tmp_path / 'run', str(dev), tmp_path / 'p.jsonl')
+  first = records[0]
+  assert set(first) == {'index', 'length', 'label', 'probability', 'probabilities'}
+  assert first['probability'] == max(first['probabilities']) and len(records) == 128
 
 
 @pytest.mark.slow
@@ -106,13 +110,14 @@ def test_cli_trains_evaluates_and_predicts_without_config_and_load_agrees(tmp_pa
   assert pr.returncode == 0 and pr.stderr == '', pr.stderr[-3000:]
   with open(out) as f:
     rows = [json.loads(line) for line in f]
-  preds = bilstm_jax.load(workdir).predict(other)
+  assert rows == bilstm_jax.load(workdir).predict(other)  # the same records, one way
+  preds = bilstm_jax.load(workdir).predict_arrays(other)
   for i, row in enumerate(rows):
     n = row['length']
     assert row['labels'] == preds['labels'][i, :n].tolist()
     np.testing.assert_allclose(row['confidence'], preds['confidence'][i, :n], rtol=1e-6)
   arrays = generated.tagging(9, seed=5)
-  same = bilstm_jax.load(workdir).predict(
+  same = bilstm_jax.load(workdir).predict_arrays(
     {'inputs': arrays['inputs'], 'lengths': arrays['lengths']}
   )
   np.testing.assert_array_equal(same['labels'], preds['labels'][:, : same['labels'].shape[1]])

@@ -7,6 +7,7 @@ numbers, device decoding against the host decoders), not speech recognition.
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from bilstm_jax.heads import ctc
 from bilstm_jax.tasks import speech, speech_decode, speech_joined
 from configs import fsdd as fsdd_config
 from configs import fsdd_ctc as ctc_config
-from tests.utils import ROOT
+from tests.utils import ROOT, assert_predict_agrees
 
 DIGITS = (0, 1, 2)
 SPEAKERS = ('ann', 'bob')
@@ -216,19 +217,23 @@ def test_classifier_learns_evaluates_and_predicts(folder, tmp_path):
     trained.evaluate(str(test_dir))['accuracy'], summary['final_dev_accuracy'], rtol=1e-6
   )
   # Prediction on unlabelled wavs (sorted by name) and on feature arrays agree.
-  preds = trained.predict(str(test_dir))
+  preds = trained.predict_arrays(str(test_dir))
   names = sorted(os.listdir(test_dir))
   digits = np.array([fsdd.parse_name(n).digit for n in names])
   assert (preds['label'] == digits).mean() >= 0.8
   dataset = trained.task.read(str(test_dir), labelled=False)
-  again = trained.predict({'inputs': dataset['inputs'], 'lengths': dataset['lengths']})
+  again = trained.predict_arrays({'inputs': dataset['inputs'], 'lengths': dataset['lengths']})
   np.testing.assert_array_equal(again['label'], preds['label'])
   waves = [wav.read_wav(str(test_dir / n), fsdd.SAMPLE_RATE) for n in names]
-  from_waves = trained.predict(speech.waveform_dataset(trained.task, waves))
+  from_waves = trained.predict_arrays(speech.waveform_dataset(trained.task, waves))
   np.testing.assert_array_equal(from_waves['label'], preds['label'])
-  rows = speech_decode.predict_wavs(trained, str(test_dir))
+  # Records name each file with its digit; --mode=predict writes the same ones.
+  rows = assert_predict_agrees(workdir, str(test_dir), tmp_path / 'digits.jsonl')
   assert [os.path.basename(r['file']) for r in rows] == names
   assert [r['digit'] for r in rows] == preds['label'].tolist()
+  assert rows[0]['probability'] == max(rows[0]['probabilities'].values())
+  assert [r['digit'] for r in trained.predict(waves)] == preds['label'].tolist()  # waveforms
+  assert speech_decode.predict_wavs(trained, str(test_dir)) == rows
 
 
 @pytest.mark.slow
@@ -243,23 +248,32 @@ def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
   np.testing.assert_allclose(result['der_greedy'], summary['final_dev_der'], rtol=1e-6)
   assert result['der_beam'] >= 0 and result['num_utterances'] == 8
   rows = speech_decode.transcribe(trained, 'dev')
-  preds = trained.predict('dev')
+  preds = trained.predict_arrays('dev')
   for i, row in enumerate(rows):
     k = int(preds['num_digits'][i])
     assert row['transcript'] == ''.join(str(d) for d in preds['digits'][i, :k])
+  # The records of a split (no file per utterance) are the host decoder's greedy rows.
+  records = trained.predict('dev')
+  assert [r['transcript'] for r in records] == [r['transcript'] for r in rows]
+  for record, row in zip(records, rows, strict=True):
+    ours = [(d['start_s'], d['end_s']) for d in record['digits']]
+    np.testing.assert_allclose(ours, [(d['start_s'], d['end_s']) for d in row['digits']], atol=2e-4)
   # Wav files of joined utterances, transcribed with file names and timings.
   wavs = tmp_path / 'wavs'
   wavs.mkdir()
   for i, u in enumerate(trained.task.utterances('dev')[:2]):
     wav.write_wav(str(wavs / f'utt{i}.wav'), u.waveform, fsdd.SAMPLE_RATE)
+  greedy = assert_predict_agrees(workdir, str(wavs), tmp_path / 'greedy.jsonl')
   out = str(tmp_path / 'out.jsonl')
-  readable.main(['--workdir', workdir, '--input', str(wavs), '--beam_width', '3', '--output', out])
+  with pytest.warns(DeprecationWarning):  # beam search through the old command
+    readable.main(['--workdir', workdir, '--input', str(wavs), '--beam_width=3', '--output', out])
   with open(out) as f:
     lines = [json.loads(line) for line in f]
-  assert [os.path.basename(r['file']) for r in lines] == ['utt0.wav', 'utt1.wav']
-  for r in lines:
-    assert r['transcript'] == ''.join(str(d['digit']) for d in r['digits'])
-    assert all(0 <= d['start_s'] < d['end_s'] for d in r['digits'])
+  for found in (greedy, lines):
+    assert [os.path.basename(r['file']) for r in found] == ['utt0.wav', 'utt1.wav']
+    for r in found:
+      assert r['transcript'] == ''.join(str(d['digit']) for d in r['digits'])
+      assert all(0 <= d['start_s'] < d['end_s'] for d in r['digits'])
 
 
 @pytest.mark.slow
@@ -270,6 +284,16 @@ def test_framewise_learns_above_silence_baseline(folder, tmp_path):
   real = np.arange(dev['labels'].shape[1])[None, :] < dev['lengths'][:, None]
   silence = (dev['labels'][real] == fsdd.SILENCE).mean()
   assert summary['final_dev_accuracy'] > max(silence, 1 - silence) + 0.05
+  # Records: the runs of digit frames as a transcript with times, and every frame.
+  records = assert_predict_agrees(workdir, 'dev', tmp_path / 'frames.jsonl')
+  tags = bilstm_jax.load(workdir).predict_arrays('dev')['labels']
+  for record, row, n in zip(records, tags, dev['lengths'], strict=True):
+    assert record['frames'] == ''.join('_' if t == fsdd.SILENCE else str(t) for t in row[:n])
+    runs = [k for k, _ in itertools.groupby(record['frames']) if k != '_']
+    digits = record['digits']
+    assert record['transcript'] == ''.join(runs) == ''.join(str(d['digit']) for d in digits)
+    starts = [d['start_s'] for d in digits]
+    assert starts == sorted(starts) and all(d['start_s'] < d['end_s'] for d in digits)
 
 
 @pytest.mark.slow
@@ -295,4 +319,6 @@ def test_cli_evaluate_and_predict_on_a_folder(folder, tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   with open(output) as f:
     rows = [json.loads(line) for line in f]
-  assert [r['index'] for r in rows] == [0, 1] and all(0 <= r['label'] < 10 for r in rows)
+  assert [os.path.basename(r['file']) for r in rows] == ['1_ann_5.wav', '2_bob_6.wav']
+  assert all(0 <= r['digit'] < 10 for r in rows)
+  assert rows == bilstm_jax.load(workdir).predict(str(test_dir))

@@ -20,7 +20,7 @@ from bilstm_jax.tasks import span_metrics
 from bilstm_jax.tasks.text_tagging import TextTaggingTask
 from configs import ner_conll2003, ner_wnut17, pos_ud, sst2
 from tests.tasks import text_fixtures
-from tests.utils import ROOT, each_member_alone
+from tests.utils import ROOT, assert_predict_agrees, each_member_alone
 
 TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC', 'E-PER', 'S-LOC', 'B-creative-work']
 
@@ -146,13 +146,27 @@ def test_pos_tagger_learns_and_reloads_exactly(pos_run, corpora, tmp_path):
   # In the generated corpus 'walk' after a determiner and before a verb is a noun, and
   # 'fish' after a noun a verb (the word before '.' is always a verb there).
   raw.write_text('the dog sees a walk moves .\nA big cat fish\n')
-  out = tmp_path / 'tags.jsonl'
-  readable.main(['--workdir', workdir, '--input', str(raw), '--output', str(out)])
-  rows = [json.loads(x) for x in out.read_text().splitlines()]
+  rows = assert_predict_agrees(workdir, str(raw), tmp_path / 'tags.jsonl')
   assert len(rows) == 2
   assert rows[0]['tags'] == ['DET', 'NOUN', 'VERB', 'DET', 'NOUN', 'VERB', 'PUNCT']
   assert rows[1]['tokens'] == ['A', 'big', 'cat', 'fish'] and rows[1]['tags'][-1] == 'VERB'
   assert all(0.2 < c <= 1.0 for row in rows for c in row['confidence'])
+  # Token lists or strings in memory, and a CoNLL file of the task's own format.
+  assert trained.predict([['the', 'dog', 'sees', 'a', 'walk', 'moves', '.'], 'A big cat fish'])
+  assert trained.predict(corpora['pos_dev'])[0]['tokens'] == trained.predict('dev')[0]['tokens']
+  columns = tmp_path / 'tags.conll'
+  app.predict(None, workdir, str(raw), str(columns))
+  blocks = columns.read_text().split('\n\n')
+  assert blocks[0].splitlines()[1] == 'dog\tNOUN' and blocks[1].splitlines()[-1] == 'fish\tVERB'
+  assert columns.read_text().endswith('fish\tVERB\n\n')
+  # The old command and function are aliases of the same records, with a warning.
+  out = tmp_path / 'old.jsonl'
+  with pytest.warns(DeprecationWarning, match='--mode=predict'):
+    readable.main(['--workdir', workdir, '--input', str(raw), '--output', str(out)])
+  assert [json.loads(x) for x in out.read_text().splitlines()] == rows
+  with pytest.warns(DeprecationWarning):
+    alias = bilstm_jax.predict_sentences(workdir, [rows[1]['tokens']])
+  assert alias == trained.predict([rows[1]['tokens']])
 
 
 @pytest.mark.slow
@@ -198,7 +212,7 @@ def test_ner_crf_learns_spans_ranked_by_dev_f1(corpora, tmp_path):
   trained = bilstm_jax.load(str(tmp_path / 'crf'))
   np.testing.assert_allclose(trained.evaluate('dev')['f1'], summary['final_dev_f1'], rtol=1e-6)
   # The device F1 is conlleval's: score the predicted tags on the host.
-  rows = bilstm_jax.predict_sentences(trained, [['we', 'met', 'Bob', 'Alice', 'in', 'Oslo']])
+  rows = trained.predict([['we', 'met', 'Bob', 'Alice', 'in', 'Oslo']])
   assert rows[0]['tags'][2:4] == ['B-PER', 'B-PER']
   np.testing.assert_allclose(np.sum(rows[0]['confidence']) > 3.0, True)
 
@@ -235,9 +249,17 @@ def test_sentence_classifier_learns_from_tsv(corpora, tmp_path):
   assert np.any(np.asarray(stats['mean']) != 0) and np.any(np.asarray(stats['var']) != 1)
   dev = trained.evaluate('dev')
   np.testing.assert_allclose(dev['accuracy'], summary['final_dev_accuracy'], rtol=1e-6)
-  # One call from a workdir path loads the run and labels the sentences.
-  rows = bilstm_jax.predict_sentences(str(tmp_path / 'cls'), [['very', 'good', 'movie'], []])
+  rows = trained.predict([['very', 'good', 'movie'], ''])
   assert rows[0]['label'] == '1' and rows[1]['label'] is None
+  assert rows[0]['text'] == 'very good movie' and set(rows[0]['probabilities']) == {'0', '1'}
+  assert rows[0]['probability'] == max(rows[0]['probabilities'].values())
+  records = assert_predict_agrees(tmp_path / 'cls', 'dev', tmp_path / 'labels.jsonl')
+  assert len(records) == len(trained.task.read('dev')['lengths'])
+  # The deprecated alias loads the run from its path and gives the same records.
+  with pytest.warns(DeprecationWarning, match='predict_sentences'):
+    assert bilstm_jax.predict_sentences(str(tmp_path / 'cls'), [['very', 'good', 'movie']]) == [
+      rows[0]
+    ]
 
 
 def test_every_text_config_has_the_default_keys_and_a_tiny_variant():
@@ -284,7 +306,7 @@ def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_p
   np.testing.assert_allclose(dev['accuracy'], summary['ensemble_dev_accuracy'], rtol=1e-6)
   assert len(dev['member_accuracy']) == 3
   sentences = [['very', 'good', 'movie'], ['dull', 'plot', 'and', 'awful', 'acting']]
-  rows = readable.predict_sentences(trained, sentences)
+  rows = trained.predict(sentences)
   batch = vocab.encode_sentences(sentences, trained.task.vocabs['words'], None, 20)
   probs = [jax.nn.softmax(logits) for logits in each_member_alone(trained, batch)]
   mean = np.mean(probs, axis=0)
@@ -297,7 +319,7 @@ def test_a_classifier_ensemble_averages_its_members_probabilities(corpora, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_train_py_runs_the_tiny_config_and_predicts_ids(corpora, tmp_path):
+def test_train_py_runs_the_tiny_config_and_predicts_tags(corpora, tmp_path):
   workdir = str(tmp_path / 'run')
   base = [sys.executable, 'train.py', f'--workdir={workdir}']
   cfg = [
@@ -317,4 +339,5 @@ def test_train_py_runs_the_tiny_config_and_predicts_ids(corpora, tmp_path):
     capture_output=True,
   )
   row = json.loads(out.read_text())
-  assert row['length'] == 6 and len(row['labels']) == 6 and len(row['confidence']) == 6
+  assert row['tokens'] == ['the', 'cat', 'sees', 'a', 'dog', '.'] and len(row['tags']) == 6
+  assert [row] == bilstm_jax.load(workdir).predict(str(raw))

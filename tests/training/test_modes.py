@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,14 @@ from bilstm_jax import app as train_lib
 from bilstm_jax import errors
 from bilstm_jax.nn import native
 from bilstm_jax.training import export, monitor, optim
-from tests.utils import ROOT, TINY, load_state, regression_task, tiny_config
+from tests.utils import (
+  ROOT,
+  TINY,
+  assert_predict_agrees,
+  load_state,
+  regression_task,
+  tiny_config,
+)
 
 
 @pytest.fixture(scope='module')
@@ -79,9 +85,9 @@ def test_predict_mode_jsonl_matches_the_model(trained, tmp_path):
   seqs = [rng.normal(size=(n, 5)).astype(np.float32) for n in (6, 3, 1)]
   _write_jsonl(tmp_path / 'in.jsonl', [{'inputs': s.tolist()} for s in seqs])
   out = str(tmp_path / 'out.jsonl')
-  train_lib.predict(cfg, workdir, str(tmp_path / 'in.jsonl'), out, 'latest')
-  rows = [json.loads(x) for x in Path(out).read_text().splitlines()]
-  assert [r['length'] for r in rows] == [6, 3, 1]
+  # The generic tasks' records: index, length and the arrays cut to it, as load() gives.
+  rows = assert_predict_agrees(workdir, str(tmp_path / 'in.jsonl'), out, 'latest', cfg)
+  assert [r['length'] for r in rows] == [6, 3, 1] and [r['index'] for r in rows] == [0, 1, 2]
   state, _ = load_state(cfg, workdir, 'latest')
   for seq, row in zip(seqs, rows, strict=True):
     alone = state.apply_fn({'params': state.params}, seq[None], np.array([len(seq)]))
