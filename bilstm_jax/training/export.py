@@ -34,7 +34,8 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
       exported function.
     example_inputs: the model's positional inputs for one example batch (the task's
       `model_inputs(example_batch())`); their first axis (batch) and, for arrays of rank
-      >= 2, second axis (time) become symbolic, so any batch size and length work.
+      >= 2, second axis (time) become symbolic, so any batch size and length work. A
+      None input stays None and is not an argument of the exported function.
     directory: where `predict.jaxexport` and `signature.json` go.
 
   Returns:
@@ -42,8 +43,14 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
   """
 
   faults.point('export')
+  # An input the model takes as None (e.g. no character ids before word vectors) is left
+  # out of the exported signature and passed as None inside.
+  given = [i for i, x in enumerate(example_inputs) if x is not None]
 
-  def predict(*inputs):
+  def predict(*arrays):
+    inputs = [None] * len(example_inputs)
+    for i, x in zip(given, arrays, strict=True):
+      inputs[i] = x
     return model.apply(variables, *inputs)
 
   b, t = jax_export.symbolic_shape('b, t')
@@ -53,7 +60,7 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
     shape = (b,) + ((t,) + x.shape[2:] if x.ndim >= 2 else x.shape[1:])
     return jax.ShapeDtypeStruct(shape, x.dtype)
 
-  specs = [symbolic(x) for x in example_inputs]
+  specs = [symbolic(example_inputs[i]) for i in given]
   with native.disabled():  # the portable scan: the CPU kernel is a machine-local custom call
     exported = jax_export.export(jax.jit(predict))(*specs)
   os.makedirs(directory, exist_ok=True)
