@@ -8,7 +8,8 @@ Each row is one shipped command (a config or a variant, no extra flags) trained 
   dev    the best dev figure of `metrics.jsonl` (the checkpoint that `train.metric` ranks
          first, which `--mode=evaluate` reproduces)
   test   the workdir's `test_scores.jsonl` (every line: a run scored twice is reported)
-  wall   the training's wall time (from its first to its last `metrics.jsonl` event)
+  wall   the training steps' time (each evaluation window's steps over its rate in
+         `metrics.jsonl`; the evaluations themselves are left out)
 
 and writes `benchmarks/results/text_test.json`, every test scoring it used to
 `benchmarks/results/test_scores.jsonl` (one line each, with its workdir; scorings of
@@ -65,8 +66,13 @@ def read_run(workdir: str, metric: str) -> dict | None:
   events = _events(workdir)
   evals = [e for e in events if e.get('event') == 'eval' and f'dev_{metric}' in e]
   best = max(evals, key=lambda e: e[f'dev_{metric}'])  # first of equals, as the ranking
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    wall = json.load(f).get('train_wall_s')
+  # Training time from each evaluation window's steps and rate (evaluations left out): a
+  # run finished by a second process (after a crash at its very end) keeps its time.
+  steps = [e for e in events if e.get('event') == 'eval' and e.get('steps_per_s')]
+  wall = sum(
+    (b['step'] - a['step']) / b['steps_per_s']
+    for a, b in zip([{'step': 0}, *steps[:-1]], steps, strict=True)
+  )
   tests = []
   path = os.path.join(workdir, 'test_scores.jsonl')
   if os.path.exists(path):
@@ -103,7 +109,7 @@ def _goal(r: dict) -> str:
 def render(rows: list[dict]) -> str:
   """The markdown table of `text_test.json`'s rows (what the docs show between markers)."""
   lines = [
-    '| task | vectors | command | dev | test | goal (issue 32) | wall per run (s) |',
+    '| task | vectors | command | dev | test | goal (issue 32) | training per run (s) |',
     '|---|---|---|---|---|---|---|',
   ]
   for r in rows:
