@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import subprocess
+import sys
 import time
 
 import bilstm_jax.ensembles.trained  # noqa: F401 (registers how inference.load loads ensembles)
@@ -309,10 +312,6 @@ def _same_file(a: str, b: str) -> bool:
 
 def _test_record(result: dict) -> dict:
   """A test_scores.jsonl line: when, which commit, which command, what it scored."""
-  import shlex
-  import subprocess
-  import sys
-
   here = os.path.dirname(os.path.abspath(__file__))
 
   def git(*args):

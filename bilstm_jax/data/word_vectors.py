@@ -79,6 +79,10 @@ class WordVectors:
 
   def fingerprint(self) -> str:
     """Returns the sha256 hex digest of the words and the float16 table."""
+    return self._digest
+
+  @functools.cached_property
+  def _digest(self) -> str:  # hashed once: spec(), save and load all ask for it
     h = hashlib.sha256('\n'.join(self.words).encode('utf-8'))
     h.update(b'\0')
     h.update(np.ascontiguousarray(self.vectors, dtype='<f2').tobytes())
