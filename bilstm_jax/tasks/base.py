@@ -92,6 +92,9 @@ class Task:
   # Model options only some tasks take; `validate_config` refuses them for the others.
   takes_word_vectors: ClassVar[bool] = False  # model.word_vectors: pretrained embeddings
   takes_adversarial: ClassVar[bool] = False  # model.adversarial: embeddings to perturb
+  # Optional metrics computed on the host from a whole dataset's outputs (`host_metrics`),
+  # {name: 'min' or 'max'}; `train.metric` may name them as 'dev_<name>'.
+  host_metric_modes: ClassVar[dict[str, str]] = {}
 
   sources: dict = dataclasses.field(default_factory=dict)
   model: dict = dataclasses.field(default_factory=dict)
@@ -232,6 +235,22 @@ class Task:
       inputs = np.zeros((batch_size, time, self.sizes['input_size']), np.float32)
     return {'inputs': inputs, 'lengths': np.full((batch_size,), time, np.int32)}
 
+  def epoch_transform(self, train_set: dict, seed: int, epoch: int) -> dict:
+    """Optional: the training set as epoch `epoch` sees it (augmentation); unchanged by
+    default, at no cost.
+
+    Contract: a pure function of (seed, epoch, example index), so every epoch draws
+    afresh and a killed run resumes bit-identically (the loop asks again for the epoch it
+    resumes in). It keeps every key, shape, dtype and `lengths` of `train_set` (the
+    epoch's batch plan is made from the lengths), and does not modify `train_set`.
+
+    Args:
+      train_set: what `read('train')` gave (after `fit`).
+      seed: the run's `config.seed` (an ensemble's members share the epoch's draw).
+      epoch: counts from 1.
+    """
+    return train_set
+
   # ------------------------------------------------------------------------ model
 
   def encoder_kwargs(self) -> dict:
@@ -277,6 +296,23 @@ class Task:
   def eval_sums(self, outputs: jax.Array, batch: dict) -> dict:
     """{metric: (sum, count)} float32 scalars over a batch, for every name in `metrics`."""
     raise NotImplementedError
+
+  def host_metrics(self, dataset: dict, outputs: np.ndarray) -> dict[str, float]:
+    """Optional: the `host_metric_modes` metrics of a labelled dataset, computed on the host
+    (for example a beam search's error rate); none by default.
+
+    Called at every evaluation of the dev set, so it should take well under an epoch's
+    time. For an ensemble, `outputs` is the members' combined output (`combine`).
+
+    Args:
+      dataset: the labelled dataset (`read`).
+      outputs: the model's output for every example, in order: numpy [n, ...] at the
+        dataset's full padded length.
+
+    Returns:
+      {name: value} for every name in `host_metric_modes`.
+    """
+    return {}
 
   def combine(self, member_outputs: jax.Array) -> jax.Array:
     """The ensemble's output from float[N, ...] member outputs: their mean by default."""

@@ -166,6 +166,9 @@ def single_model(
     jax.jit(functools.partial(steps.eval_step, task=task)), mesh, batch_size, global_rows=True
   )
   predict_fn = jax.jit(functools.partial(steps.predict_step, task=task))
+  outputs_fn = jax.jit(
+    lambda state, batch: {'outputs': steps.apply_model(state, state.params, batch, task)[0]}
+  )
 
   def init():
     example = task.model_inputs(task.example_batch(batch_size, 1))
@@ -181,7 +184,8 @@ def single_model(
 
   def epoch(e):
     p = plan(e)
-    return sharding.process_batches(train_set, p, rows, task.time_keys), p.chunks
+    data = task.epoch_transform(train_set, seed, e)
+    return sharding.process_batches(data, p, rows, task.time_keys), p.chunks
 
   def train_chunk(state, batches, rng):
     return multi_step(state, batching.stack(batches), rng)
@@ -189,6 +193,13 @@ def single_model(
   def evaluate(state, dataset=None):
     dataset = dev_set if dataset is None else dataset
     return evaluate_dataset(eval_fn, state, dataset, batch_size, task, buckets)
+
+  def dev_metrics(state):
+    dev = {f'dev_{k}': v for k, v in evaluate(state).items()}
+    if task.host_metric_modes:
+      outputs = predict_dataset(outputs_fn, state, dev_set, batch_size, task)['outputs']
+      dev.update({f'dev_{k}': v for k, v in task.host_metrics(dev_set, outputs).items()})
+    return dev
 
   def num_params(state):
     return int(sum(x.size for x in jax.tree.leaves(state.params)))
@@ -233,9 +244,9 @@ def single_model(
     return summary, lines
 
   return Program(
-    metrics=tuple(f'dev_{m}' for m in task.metrics) + ('train_loss',),
+    metrics=tuple(f'dev_{m}' for m in (*task.metrics, *task.host_metric_modes)) + ('train_loss',),
     metric_modes={
-      **{f'dev_{m}': mode for m, mode in task.metric_modes.items()},
+      **{f'dev_{m}': mode for m, mode in {**task.metric_modes, **task.host_metric_modes}.items()},
       'train_loss': 'min',
     },
     steps_per_epoch=steps_per_epoch,
@@ -247,7 +258,7 @@ def single_model(
     train_metrics=lambda window: {
       'train_loss': float(window['loss_sum']) / max(float(window['weight']), 1.0)
     },
-    evaluate=lambda state: {f'dev_{k}': v for k, v in evaluate(state).items()},
+    evaluate=dev_metrics,
     learning_rate=lambda state, step: optim.learning_rate_at(
       optim_config,
       total_steps,
