@@ -45,7 +45,7 @@ def main() -> None:
         cfg.data.input_len, cfg.data.horizon = input_len, horizon
         start = time.perf_counter()
         task = forecast.ForecastTask.from_config(cfg)
-        task = task.fit_series(task.series())
+        task = task.fit('train')
         data = task.read(args.split)
         row = {'file': name, 'features': args.features, 'input_len': input_len}
         row.update(horizon=horizon, split=args.split, windows=len(data['lengths']))

@@ -109,11 +109,10 @@ def _validate_sizes(d) -> None:
 
 
 def load_task_data(config) -> tuple[tasks.Task, dict, dict]:
-  """The config's task, fitted to its training data, and the train and dev sets."""
-  task = tasks.from_config(config)
+  """The config's task fitted on its training source (`Task.fit`), and the train and dev
+  sets it reads."""
+  task = tasks.from_config(config).fit('train')
   train_set = task.read('train')
-  task = task.fit(train_set)
-  task.check(train_set, task.resolve('train') if task.sources.get('train') else 'train')
   dev_set = task.read('dev')
   return task, train_set, dev_set
 

@@ -17,6 +17,10 @@ class DataFileError(RunError):
   """A data file is missing, unreadable or malformed; the message names it (and the line)."""
 
 
+class NotFittedError(RunError):
+  """A task asked to read or encode data before `Task.fit` (or `with_spec`) fitted it."""
+
+
 class CheckpointError(RunError):
   """A workdir's checkpoints or config do not fit the current config."""
 

@@ -125,8 +125,9 @@ class CharSegmenter(TaggingTask):
     self.check(dataset, path or source)
     return dataset
 
-  def fit(self, train_set: dict) -> CharSegmenter:
-    """Required: the sizes the model is built with (fixed here, not read from the data)."""
+  def fit(self, source: str = 'train') -> CharSegmenter:
+    """Optional: the sizes the model is built with, fixed here (by default they are taken
+    from the arrays `read(source)` gives)."""
     return dataclasses.replace(self, sizes={'vocab_size': len(ALPHABET) + 1, 'num_classes': 2})
 
   def records(self, dataset: dict, predictions: dict, source) -> list[dict]:

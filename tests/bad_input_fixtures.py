@@ -93,7 +93,7 @@ def text_run_files(edit) -> dict:
     from bilstm_jax import tasks
 
     task = tasks.from_config(ml_collections.ConfigDict(text_run_config(tmp)))
-    spec = task.fit(task.read('train')).spec()
+    spec = task.fit('train').spec()
     edit(spec)
     return json.dumps(spec).encode()
 

@@ -34,9 +34,8 @@ def task_and_data(cfg=None, split='train'):
   from bilstm_jax import tasks
 
   cfg = cfg or default.get_config()
-  task = tasks.from_config(cfg)
+  task = tasks.from_config(cfg).fit('train')
   train = task.read('train')
-  task = task.fit(train)
   return task, (train if split == 'train' else task.read(split))
 
 

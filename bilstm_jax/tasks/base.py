@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import files
-from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError
+from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError, NotFittedError
 
 SPLITS = ('train', 'dev', 'test')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -183,16 +183,38 @@ class Task:
           f'{self.sizes["input_size"]} (as in the training data).'
         )
 
-  def input_sizes(self, train_set: dict) -> dict:
-    """'vocab_size' (ids: the largest id + 1) or 'input_size' (features) of a train set."""
-    x = train_set['inputs']
-    if x.dtype.kind == 'i':
-      return {'vocab_size': int(x.max(initial=0)) + 1}
-    return {'input_size': int(x.shape[-1])}
+  def fit(self, source: str = 'train') -> Task:
+    """This task fitted on its raw training source, reading nothing else (no dev or test).
 
-  def fit(self, train_set: dict) -> Task:
-    """This task with the sizes the training data implies."""
-    raise NotImplementedError
+    What the model's shapes or the encoding depend on (sizes, vocabularies, scalers,
+    feature statistics) is fitted here and kept in `spec()`, so that `with_spec` restores
+    it exactly; `read` may refuse an unfitted task (`not_fitted`). By default: the sizes
+    of `read(source)` (unfitted): 'vocab_size' (int inputs: largest id + 1) or
+    'input_size' (features), and 'num_classes' (int labels: largest real one + 1) or
+    'output_size' (float targets: the last axis).
+
+    Args:
+      source: 'train' (the configured training data) or a file path.
+    """
+    data = self.read(source)
+    x, labels, lengths = data['inputs'], data[self.label_key], data['lengths']
+    if x.dtype.kind == 'i':
+      sizes = {'vocab_size': int(x.max(initial=0)) + 1}
+    else:
+      sizes = {'input_size': int(x.shape[-1])}
+    if labels.dtype.kind == 'f':
+      sizes['output_size'] = int(labels.shape[-1])
+    else:
+      real = np.arange(labels.shape[-1]) < lengths[:, None] if labels.ndim == 2 else lengths > 0
+      sizes['num_classes'] = int(labels[real].max(initial=0)) + 1
+    return dataclasses.replace(self, sizes=sizes)
+
+  def not_fitted(self, what: str) -> NotFittedError:
+    """The error for `what` asked of a task before `fit` (or `with_spec`)."""
+    return NotFittedError(
+      f'The {self.name} task is not fitted: call task.fit() first (or with_spec(spec) for a '
+      f'trained run) before {what}.'
+    )
 
   def spec(self) -> dict:
     """What `fit` found, as JSON: saved in the workdir beside the checkpoints."""

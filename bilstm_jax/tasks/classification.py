@@ -58,12 +58,6 @@ class ClassificationTask(base.Task):
       if 'num_classes' in self.sizes:
         base.check_labels(dataset['labels'], dataset['lengths'], self.sizes['num_classes'], where)
 
-  def fit(self, train_set: dict):
-    """This task with the input size (or vocabulary) and the number of classes (the largest
-    label + 1) of `train_set`."""
-    classes = int(train_set['labels'].max(initial=0)) + 1
-    return dataclasses.replace(self, sizes={**self.input_sizes(train_set), 'num_classes': classes})
-
   def make_model(self):
     """A `BiLSTMClassifier` with the fitted number of classes."""
     return models.BiLSTMClassifier(

@@ -180,15 +180,16 @@ class ForecastTask(base.Task):
         forecast is the rows after the end of the file.
       labelled: with targets and baselines (training, evaluation).
     """
+    if not self.sizes:
+      raise self.not_fitted('reading windows (they are scaled with the training rows)')
     d = self.data
     split = SPLIT_NAMES.get(source)
     path = d['path'] if split is not None else source
     series = self._checked_series(path)
     if not labelled and split is None:
       return self._future(series)
-    task = self if self.sizes else self.fit_series(series)
-    values = task.scaler().transform(series.values)
-    rows = task.borders(len(series))[split] if split is not None else (0, len(series))
+    values = self.scaler().transform(series.values)
+    rows = self.borders(len(series))[split] if split is not None else (0, len(series))
     stride = d['stride'] if split == 'train' else 1
     windows = ts.make_windows(rows, d['input_len'], d['horizon'], stride)
     if not len(windows):
@@ -199,7 +200,7 @@ class ForecastTask(base.Task):
     dataset = {'inputs': inputs, 'lengths': np.full(len(inputs), d['input_len'], np.int32)}
     if labelled:
       dataset['targets'] = targets
-      dataset.update(task.baselines(inputs, series))
+      dataset.update(self.baselines(inputs, series))
     return dataset
 
   def _future(self, series: csv_series.Series) -> dict:
@@ -214,8 +215,10 @@ class ForecastTask(base.Task):
       dataset['time'] = forecast_output.future_times(series.time, d['horizon'])[None]
     return dataset
 
-  def fit_series(self, series: csv_series.Series) -> ForecastTask:
-    """This task with sizes and a scaler fitted on the training rows of `series`."""
+  def fit(self, source: str = 'train') -> ForecastTask:
+    """This task with sizes and a scaler fitted on the training rows alone (`source`:
+    'train' for the configured CSV, or another CSV with the same columns)."""
+    series = self._checked_series(None if source in SPLIT_NAMES else source)
     train = self.borders(len(series))['train']
     scaler = ts.Scaler.fit(series.values, train, series.columns)
     sizes = {
@@ -231,10 +234,6 @@ class ForecastTask(base.Task):
       },
     }
     return dataclasses.replace(self, sizes=sizes)
-
-  def fit(self, train_set: dict) -> ForecastTask:
-    del train_set  # the scaler needs the training rows, not windows
-    return self.fit_series(self._checked_series())
 
   def with_spec(self, spec: dict) -> ForecastTask:
     task = super().with_spec(spec)
@@ -376,9 +375,8 @@ def _linear_baseline(key: tuple) -> ts_baselines.LinearBaseline:
   """The linear baseline fitted on the training windows (stride 1) of the task `key`
   describes, one channel at a time to bound the memory of the features."""
   d = dict(key)
-  task = ForecastTask(data=d)
-  series = task._checked_series()
-  task = task.fit_series(series)
+  task = ForecastTask(data=d).fit()
+  series = task.series()
   values = task.scaler().transform(series.values)
   windows = ts.make_windows(task.borders(len(series))['train'], d['input_len'], d['horizon'])
   inputs, _ = ts.gather(values, windows, series.target_index, series.target_index)

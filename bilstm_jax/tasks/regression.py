@@ -79,11 +79,6 @@ class RegressionTask(base.Task):
         f'has {outputs} (as in the training data).'
       )
 
-  def fit(self, train_set: dict) -> RegressionTask:
-    """This task with the input size (or vocabulary) and output size of `train_set`."""
-    sizes = {**self.input_sizes(train_set), 'output_size': int(train_set['targets'].shape[-1])}
-    return dataclasses.replace(self, sizes=sizes)
-
   def make_model(self):
     """A `BiLSTMRegressor` with the fitted output size."""
     return models.BiLSTMRegressor(output_size=self.sizes['output_size'], **self.encoder_kwargs())

@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bilstm_jax import models
 from bilstm_jax.errors import DataFileError
@@ -44,14 +43,6 @@ class TaggingTask(base.Task):
         )
       if 'num_classes' in self.sizes:
         base.check_labels(dataset['labels'], dataset['lengths'], self.sizes['num_classes'], where)
-
-  def fit(self, train_set: dict):
-    """This task with the input size (or vocabulary) and the number of classes (the largest
-    label + 1) of `train_set`."""
-    labels, lengths = train_set['labels'], train_set['lengths']
-    real = np.arange(labels.shape[1])[None, :] < lengths[:, None]
-    classes = int(labels[real].max(initial=0)) + 1
-    return dataclasses.replace(self, sizes={**self.input_sizes(train_set), 'num_classes': classes})
 
   def make_model(self):
     """A `BiLSTMTagger` with the fitted number of classes."""

@@ -7,8 +7,9 @@
                        (GLUE SST-2); a label per sentence
 
 Vocabularies (words, optionally lowercased; characters, keeping case; tags or labels) are
-built from the training file and saved in the task's `spec()`, so the workdir's
-`task.json` holds them and evaluation and prediction encode text with the very same ids.
+built from the training file by `fit`, which reads no other file, and saved in the task's
+`spec()`, so the workdir's `task.json` holds them and evaluation and prediction encode
+text with the very same ids. Reading or encoding with an unfitted task is an error.
 
 Pretrained word vectors (`model.word_vectors`: GloVe, word2vec or fastText files,
 `bilstm_jax.data.word_vectors`) are read whole, rounded to float16 once, and kept beside
@@ -159,8 +160,9 @@ class _TextTask(base.Task):
     """(token lists, labels: a tag list per sentence or a label per sentence) of a file."""
     raise NotImplementedError
 
-  def _build_vocabs(self) -> dict:
-    tokens, labels = self._sentences(self.resolve('train'))
+  def _build_vocabs(self, path: str) -> dict:
+    """The word, character and label vocabularies of a training file."""
+    tokens, labels = self._sentences(path)
     words = vocab.Vocabulary.build(
       tokens,
       min_count=self.min_count,
@@ -177,25 +179,21 @@ class _TextTask(base.Task):
     raise NotImplementedError
 
   def _vocabs(self) -> dict:
-    # Before `fit` (the app reads the training split first), the vocabularies come from the
-    # training file; building them is deterministic, so `fit` finds the same ones.
-    return self.vocabs or self._build_vocabs()
+    if not self.vocabs:
+      raise self.not_fitted('reading or encoding text (the vocabularies of the training file)')
+    return self.vocabs
 
   @property
   def has_vectors(self) -> bool:
     return bool(self.word_vectors or self.sizes.get('vectors_dim'))
 
   def _vectors(self) -> word_vectors.WordVectors | None:
-    if self.vectors is not None or not self.has_vectors:
-      return self.vectors
-    if self.sizes.get('vectors_dim'):
+    if self.vectors is None and self.sizes.get('vectors_dim'):
       raise CheckpointError(
         f'The word vectors of a trained run are in its workdir ({VECTORS_FILE}): load the '
         'task with load_artifacts(workdir), as bilstm_jax.load does.'
       )
-    path = self.word_vectors
-    mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
-    return _vectors_cached(path, mtime)
+    return self.vectors
 
   def tokens(self, path: str, labelled: bool = True) -> tuple[list[list[str]], list | None]:
     """(token lists, labels or None) of a file; unlabelled `.txt` files are raw text."""
@@ -242,13 +240,17 @@ class _TextTask(base.Task):
   def check(self, dataset: dict, where: str) -> None:
     pass  # `read` builds every array from the vocabularies, so ids are in range
 
-  def fit(self, train_set: dict):
-    vocabs = self._vocabs()
+  def fit(self, source: str = 'train'):
+    """This task with the vocabularies of the training file (`source`: 'train' or a path)
+    and the pretrained vectors (`word_vectors`), if any; no other file is read."""
+    vocabs = self._build_vocabs(self.resolve(source))
     sizes = {'vocab_size': len(vocabs['words']), 'num_classes': len(vocabs['labels'])}
     if 'chars' in vocabs:
       sizes['char_vocab_size'] = len(vocabs['chars'])
-    vectors = self._vectors()
-    if vectors is not None:
+    vectors = None
+    if self.word_vectors:
+      path = self.word_vectors
+      vectors = _vectors_cached(path, os.path.getmtime(path) if os.path.exists(path) else 0.0)
       sizes['vectors_dim'] = vectors.dim
     return dataclasses.replace(self, vocabs=vocabs, sizes=sizes, vectors=vectors)
 

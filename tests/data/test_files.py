@@ -90,7 +90,7 @@ def test_malformed_npz_names_the_file(tmp_path):
 
 def test_tasks_check_their_data_against_the_training_file(tmp_path):
   tag_train = generated.tagging(20, seed=0)
-  task = TaggingTask().fit(tag_train)
+  task = TaggingTask().fit(generated.write(tmp_path / 'train.npz', tag_train))
   assert task.sizes == {'input_size': 2, 'num_classes': 4}
   bad = dict(tag_train, labels=tag_train['labels'] + 3)
   with pytest.raises(
@@ -110,7 +110,7 @@ def test_tasks_check_their_data_against_the_training_file(tmp_path):
     task.read(generated.write(tmp_path / 'tags.npz', unlabelled))
   assert 'labels' not in task.read(str(tmp_path / 'tags.npz'), labelled=False)
 
-  cls = ClassificationTask().fit(one_per_sequence)
+  cls = ClassificationTask().fit(generated.write(tmp_path / 'cls.npz', one_per_sequence))
   assert cls.sizes == {'vocab_size': 6, 'num_classes': 2}
   big_id = dict(one_per_sequence, inputs=one_per_sequence['inputs'] * 0 + 9)
   with pytest.raises(DataFileError, match=r'ids\.npz: token id 9 at \[0, 0\] is outside \[0, 6\)'):
@@ -121,7 +121,7 @@ def test_tasks_check_their_data_against_the_training_file(tmp_path):
   with pytest.raises(DataFileError, match=r'f\.npz: inputs are float features; the model takes'):
     cls.read(generated.write(tmp_path / 'f.npz', dict(floats, labels=np.zeros(4, np.int32))))
 
-  reg = RegressionTask().fit(generated.regression(5, seed=0))
+  reg = RegressionTask().fit(generated.write(tmp_path / 'reg.npz', generated.regression(5, seed=0)))
   assert reg.sizes == {'input_size': 2, 'output_size': 1}
   two_out = generated.regression(5, seed=0)
   two_out['targets'] = np.concatenate([two_out['targets']] * 2, -1)

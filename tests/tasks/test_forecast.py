@@ -40,7 +40,7 @@ def _config(path, **model):
 def _task(path):
   cfg = _config(path)
   task = forecast.ForecastTask.from_config(cfg)
-  return task.fit(task.read('train'))
+  return task.fit('train')
 
 
 def test_windows_stay_inside_their_splits(tmp_path):
@@ -153,7 +153,7 @@ def test_linear_base_starts_as_the_linear_baseline(tmp_path):
 
   cfg = _config(_write_csv(tmp_path / 's.csv'), linear_base=True)
   task = forecast.ForecastTask.from_config(cfg)
-  task = task.fit(task.read('train'))
+  task = task.fit('train')
   test = task.read('test')
   model = task.make_model()
   inputs = task.model_inputs(test)
@@ -176,12 +176,12 @@ def test_univariate_features_and_targets_the_model_cannot_read(tmp_path):
   cfg = _config(path)
   cfg.data.features, cfg.data.target = 'S', 'b'
   task = forecast.ForecastTask.from_config(cfg)
-  task = task.fit(task.read('train'))
+  task = task.fit('train')
   assert task.read('test')['inputs'].shape[-1] == 1 and task.sizes['target_columns'] == ['b']
   cfg = _config(path)
   cfg.data.input_columns, cfg.data.target_columns = 'a', 'b'
   with pytest.raises(ConfigError, match='must also be input columns'):
-    forecast.ForecastTask.from_config(cfg).read('train')
+    forecast.ForecastTask.from_config(cfg).fit('train')
 
 
 @pytest.mark.slow

@@ -83,8 +83,8 @@ def test_span_sums_hand_cases_iob1_stray_and_adjacent():
 
 def test_read_builds_vocabularies_from_training_and_encodes_chars(corpora):
   task = TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
+  task = task.fit('train')
   train = task.read('train')
-  task = task.fit(train)
   words, chars = task.vocabs['words'], task.vocabs['chars']
   assert words.lowercase and not chars.lowercase and 'C' in chars  # 'Cat' keeps its case
   assert train['inputs'].dtype == np.int32 and train['chars'].ndim == 3
@@ -99,7 +99,7 @@ def test_read_builds_vocabularies_from_training_and_encodes_chars(corpora):
 def test_iob1_is_converted_to_bio_for_the_crf(corpora):
   cfg = _config(ner_conll2003, corpora['ner_train'], corpora['ner_dev'])
   task = TextTaggingTask.from_config(cfg)
-  task = task.fit(task.read('train'))
+  task = task.fit('train')
   names = task.label_names()
   assert 'B-LOC' in names and 'I-LOC' in names and task.metrics[-1] == 'f1'
   allowed = task._allowed()
@@ -112,7 +112,7 @@ def test_iob1_is_converted_to_bio_for_the_crf(corpora):
 
 def test_raw_text_is_read_for_prediction_only(corpora, tmp_path):
   task = TextTaggingTask.from_config(_config(pos_ud, corpora['pos_train'], corpora['pos_dev']))
-  task = task.fit(task.read('train'))
+  task = task.fit('train')
   raw = tmp_path / 'in.txt'
   raw.write_text('the zebra sees a cat .\n\nA dog\n')
   data = task.read(str(raw), labelled=False)
