@@ -59,12 +59,14 @@ def _default_export() -> None:
   import jax
 
   from bilstm_jax.models import BiLSTMRegressor
+  from bilstm_jax.tasks import RegressionTask
   from bilstm_jax.training import export
 
   model = BiLSTMRegressor(hidden_size=8, output_size=1)
   x, n = jax.numpy.zeros((1, 3, 5)), jax.numpy.ones((1,), jax.numpy.int32)
   params = model.init(jax.random.key(0), x)['params']
-  export.export_predict(model, {'params': params}, (x, n), 'runs/default/export')
+  task = RegressionTask(sizes={'input_size': 5, 'output_size': 1})
+  export.export_predict(model, {'params': params}, task, 'runs/default/export')
 
 
 # A path a block reads -> what makes it, run (once per page) before the first block naming it.

@@ -257,6 +257,16 @@ class Task:
       inputs = np.zeros((batch_size, time, self.sizes['input_size']), np.float32)
     return {'inputs': inputs, 'lengths': np.full((batch_size,), time, np.int32)}
 
+  def export_axes(self) -> dict[str, tuple[str | None, ...]]:
+    """The axes of each `example_batch()` array the export leaves symbolic, by name (one
+    name, one size), or None for an axis fixed at the example's size: 'batch' first, then
+    'time' for `time_keys`, by default."""
+    axes = {}
+    for key, x in self.example_batch().items():
+      names = ('batch', 'time' if key in self.time_keys else None) + (None,) * x.ndim
+      axes[key] = names[: x.ndim]
+    return axes
+
   def epoch_transform(self, train_set: dict, seed: int, epoch: int) -> dict:
     """Optional: the training set as epoch `epoch` sees it (augmentation); unchanged by
     default, at no cost.

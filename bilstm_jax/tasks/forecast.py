@@ -302,8 +302,11 @@ class ForecastTask(base.Task):
     )
 
   def model_inputs(self, batch: dict) -> tuple:
-    """(float32[batch, 1, input_len, channels],): see `WindowForecaster`."""
-    return (batch['inputs'][:, None],)
+    """(float32[batch, input_len, channels],): see `WindowForecaster`."""
+    return (batch['inputs'],)
+
+  def export_axes(self) -> dict:  # batch alone: the head's size depends on input_len
+    return {'inputs': ('batch', None, None), 'lengths': ('batch',)}
 
   # ------------------------------------------------------------- loss and metrics
 

@@ -43,12 +43,8 @@ LSTM_SCALE = 0.1  # small, so training starts near the baseline; Adam's steps ig
 
 
 class WindowForecaster(Forecaster):
-  """A `Forecaster` taking windows as float32[batch, 1, input_len, channels], optionally
-  on top of a linear forecast.
-
-  The export (`bilstm_jax.training.export`) makes axis 1 of every input symbolic, as
-  if it were time; the 'flatten' head needs the window length fixed, so the window
-  travels on axes 2 and 3 and axis 1 is a dummy of size 1.
+  """A `Forecaster` taking windows as float32[batch, input_len, channels], optionally on
+  top of a linear forecast.
 
   Attributes:
     linear_skip: if True, a map from input_len to horizon steps, shared by the channels,
@@ -70,7 +66,7 @@ class WindowForecaster(Forecaster):
 
   @nn.compact
   def __call__(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
-    x = jnp.asarray(inputs[:, 0], jnp.float32)
+    x = jnp.asarray(inputs, jnp.float32)
     y = super().__call__(x, deterministic=deterministic)
     idx = list(self._targets(x.shape[-1]) or range(x.shape[-1]))  # static positions
     if self.linear_skip:

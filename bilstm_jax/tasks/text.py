@@ -330,6 +330,12 @@ class _TextTask(base.Task):
       batch['vectors'] = np.zeros((batch_size, time, self.sizes['vectors_dim']), np.float16)
     return batch
 
+  def export_axes(self) -> dict:
+    axes = super().export_axes()
+    if 'chars' in axes:
+      axes['chars'] = ('batch', 'time', 'word')  # words of any length
+    return axes
+
   def model_inputs(self, batch: dict) -> tuple:
     inputs = (batch['inputs'], batch['lengths'], batch['chars'] if self.chars else None)
     if self.has_vectors:

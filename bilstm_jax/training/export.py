@@ -1,13 +1,15 @@
 """The inference function as serialized StableHLO (`jax.export`), callable without this code.
 
 `export_predict` writes `DIR/export/predict.jaxexport` (the serialized `jax.export.Exported`
-with the trained parameters baked in as constants) and `DIR/export/signature.json`. Batch
-and time are symbolic, so any batch size and sequence length work. From a fresh process,
+with the trained parameters baked in as constants) and `DIR/export/signature.json`. The
+function takes the arrays of the task's `example_batch()` in order (`signature.json` names
+them); the axes the task's `export_axes()` names are symbolic (by default batch, and time
+for a sequence task), so any batch size and sequence length work. From a fresh process,
 with only jax installed:
 
   from jax import export
   fn = export.deserialize(open('DIR/export/predict.jaxexport', 'rb').read())
-  predictions = fn.call(inputs, lengths)   # the model's inputs, e.g. float32[b, t, f], int32[b]
+  predictions = fn.call(inputs, lengths)   # e.g. float32[b, t, f], int32[b]
 """
 
 from __future__ import annotations
@@ -25,17 +27,18 @@ from bilstm_jax.nn import native
 FILENAME = 'predict.jaxexport'
 
 
-def export_predict(model, variables, example_inputs: tuple, directory: str) -> jax_export.Exported:
-  """Exports `model.apply(variables, *inputs)` (deterministic) to `directory`.
+def export_predict(model, variables, task, directory: str) -> jax_export.Exported:
+  """Exports `model.apply(variables, *task.model_inputs(batch))` (deterministic).
+
+  The exported function takes the arrays of `task.example_batch()`, in its key order
+  (e.g. `inputs`, `lengths`); the axes `task.export_axes()` names are symbolic, the others
+  keep the example batch's sizes.
 
   Args:
     model: the Flax module.
     variables: its trained variables ({'params': ..., other collections}), baked into the
       exported function.
-    example_inputs: the model's positional inputs for one example batch (the task's
-      `model_inputs(example_batch())`); their first axis (batch) and, for arrays of rank
-      >= 2, second axis (time) become symbolic, so any batch size and length work. A
-      None input stays None and is not an argument of the exported function.
+    task: the fitted task (`example_batch`, `export_axes`, `model_inputs`).
     directory: where `predict.jaxexport` and `signature.json` go.
 
   Returns:
@@ -43,24 +46,27 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
   """
 
   faults.point('export')
-  # An input the model takes as None (e.g. no character ids before word vectors) is left
-  # out of the exported signature and passed as None inside.
-  given = [i for i, x in enumerate(example_inputs) if x is not None]
+  batch, axes = task.example_batch(), task.export_axes()
+  keys = list(batch)
+  for key in keys:
+    if len(axes.get(key, ())) != batch[key].ndim:
+      raise ValueError(
+        f'{type(task).__name__}.export_axes() names {axes.get(key)!r} for {key!r}, an array '
+        f'of rank {batch[key].ndim}: give one name (or None) per axis.'
+      )
+  names = sorted({n for key in keys for n in axes[key] if n is not None})
+  symbols = dict(zip(names, jax_export.symbolic_shape(', '.join(names)), strict=True))
+
+  def symbolic(key):
+    x = jnp.asarray(batch[key])
+    shape = [d if n is None else symbols[n] for n, d in zip(axes[key], x.shape, strict=True)]
+    return jax.ShapeDtypeStruct(tuple(shape), x.dtype)
+
+  specs = [symbolic(k) for k in keys]
 
   def predict(*arrays):
-    inputs = [None] * len(example_inputs)
-    for i, x in zip(given, arrays, strict=True):
-      inputs[i] = x
-    return model.apply(variables, *inputs)
+    return model.apply(variables, *task.model_inputs(dict(zip(keys, arrays, strict=True))))
 
-  b, t = jax_export.symbolic_shape('b, t')
-
-  def symbolic(x):
-    x = jnp.asarray(x)
-    shape = (b,) + ((t,) + x.shape[2:] if x.ndim >= 2 else x.shape[1:])
-    return jax.ShapeDtypeStruct(shape, x.dtype)
-
-  specs = [symbolic(example_inputs[i]) for i in given]
   with native.disabled():  # the portable scan: the CPU kernel is a machine-local custom call
     exported = jax_export.export(jax.jit(predict))(*specs)
   os.makedirs(directory, exist_ok=True)
@@ -68,12 +74,9 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
   with open(path + '.tmp', 'wb') as f:
     f.write(exported.serialize())
   os.replace(path + '.tmp', path)
-  names = ('inputs', 'lengths')
   signature = {
     'file': FILENAME,
-    'inputs': {
-      names[i] if i < len(names) else f'arg{i}': str(a) for i, a in enumerate(exported.in_avals)
-    },
+    'inputs': {k: str(a) for k, a in zip(keys, exported.in_avals, strict=True)},
     'outputs': [str(a) for a in exported.out_avals],
     'platforms': list(exported.platforms),
   }
@@ -85,7 +88,7 @@ def export_predict(model, variables, example_inputs: tuple, directory: str) -> j
 
 
 def load(directory: str):
-  """The exported predict function: `fn(inputs, lengths) -> predictions`."""
+  """The exported predict function: `fn(*example_batch arrays) -> the model's output`."""
   with open(os.path.join(directory, FILENAME), 'rb') as f:
     exported = jax_export.deserialize(bytearray(f.read()))
   return exported.call

@@ -229,7 +229,7 @@ def single_model(
       export.export_predict(
         model,
         {'params': host_state.params, **host_state.model_state},
-        task.model_inputs(task.example_batch()),
+        task,
         os.path.join(workdir, 'export'),
       )
 

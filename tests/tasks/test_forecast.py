@@ -132,7 +132,7 @@ def test_linear_skip_adds_one_map_shared_by_the_channels():
   model = forecast.WindowForecaster(
     hidden_size=4, horizon=3, out_channels=1, target_index=(1,), norm='last', linear_skip=True
   )
-  x = jax.random.normal(jax.random.key(0), (2, 1, 5, 2))
+  x = jax.random.normal(jax.random.key(0), (2, 5, 2))
   variables = model.init(jax.random.key(1), x)
   assert variables['params']['linear_skip']['kernel'].shape == (5, 3)
   plain = forecast.WindowForecaster(
@@ -140,7 +140,7 @@ def test_linear_skip_adds_one_map_shared_by_the_channels():
   )
   no_skip = {'params': {k: v for k, v in variables['params'].items() if k != 'linear_skip'}}
   # The skip's contribution is its map of the normalised window, on the target channel.
-  normed = x[:, 0] - x[:, 0, -1:]
+  normed = x - x[:, -1:]
   p = variables['params']['linear_skip']
   skip = np.einsum('btc,th->bhc', normed, p['kernel']) + p['bias'][None, :, None]
   np.testing.assert_allclose(

@@ -178,7 +178,7 @@ def test_every_scoring_of_the_test_file_is_logged(runs, tmp_path):
 
 def test_a_classifier_with_vectors_and_no_characters_exports(tmp_path):
   """Its model inputs hold None where the character ids would be (an export once failed)."""
-  from bilstm_jax.tasks import text_models
+  from bilstm_jax.tasks import text_classification, text_models
   from bilstm_jax.training import export
 
   model = text_models.TextClassifier(
@@ -189,7 +189,9 @@ def test_a_classifier_with_vectors_and_no_characters_exports(tmp_path):
   lengths = np.array([3], np.int32)
   vectors = np.random.default_rng(0).normal(size=(1, 4, DIM)).astype(np.float16)
   variables = model.init(jax.random.key(0), words, lengths, None, vectors)
-  export.export_predict(model, variables, (words, lengths, None, vectors), str(tmp_path))
+  sizes = {'vocab_size': 9, 'num_classes': 2, 'vectors_dim': DIM}
+  task = text_classification.TextClassificationTask(chars='', sizes=sizes)
+  export.export_predict(model, variables, task, str(tmp_path))
   got = export.load(str(tmp_path))(words, lengths, vectors)
   want = model.apply(variables, words, lengths, None, vectors)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
