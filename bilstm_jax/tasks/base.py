@@ -1,28 +1,27 @@
 """`Task`: the one place that knows what is being learned.
 
-The training loop, the ensemble code and inference know only "a batch dict in, outputs
-and metric sums out"; everything else comes from the task:
+The training loop, the ensembles, inference and the export know only "a batch dict in,
+outputs and metric sums out"; the rest comes from the task's hooks (each one's contract,
+and why it is required or optional: docs/guides/own-task.md).
 
-  reading      `read(source)`: a split name ('train', 'dev', 'test') or a file path ->
-               a dataset dict of numpy arrays with `lengths`;
-  sizes        `fit(train_set)`: feature size, vocabulary, classes... from the training
-               data; `spec()` / `with_spec()` save and restore them (`task.json` in a
-               workdir), so evaluation and prediction rebuild the same model;
-               `save_artifacts()` / `load_artifacts()` do the same for what is too big
-               for JSON (a word-vector table);
-  shapes       `example_batch()`: names, shapes and dtypes for init, export, inference;
-  the model    `make_model()` and `model_inputs(batch)`, the positional arguments the
-               model is called with (then `deterministic=`);
-  training     `loss(outputs, batch) -> (sum, weight)`;
-  evaluation   `eval_sums(outputs, batch) -> {metric: (sum, count)}`, every metric a
-               ratio of sums, so means over batches are exact; `metrics` names them and
-               `metric_modes` says which direction is better;
-  ensembles    `combine(member_outputs)`: the ensemble's output from its members';
-  prediction   `predictions(outputs, batch)` (traceable) and `prediction_time_keys`,
-               the predictions with a time axis; `records(dataset, predictions, source)`
-               (optional), the same in the task's own terms (tag names, labels,
-               transcripts), what `--mode=predict` and `Trained.predict` give;
-  reporting    `report(...)`: the task's own summary fields, printed lines and plots.
+Required, since no default could be right: the class attributes `name`, `metrics` and
+`metric_modes` ('min'/'max'), `make_model()`, `loss(outputs, batch) -> (sum, weight)`,
+`eval_sums(outputs, batch) -> {metric: (sum, count)}` and `predictions(outputs, batch)`.
+
+Optional, with defaults for .npz/.jsonl files of features or token ids:
+  from_config, validate_config    the task from a run config; checks of its keys
+  read(source, labelled), check   a split or file -> numpy dataset dict; its checks
+  fit(source='train')             fitted on the training source alone -> the fitted task
+  spec(), with_spec(spec)         what `fit` found, as JSON (task.json), and back exactly
+  save_artifacts, load_artifacts  the same for what is too big for JSON (word vectors)
+  example_batch(), model_inputs   a batch's arrays; the model's positional arguments
+  export_axes()                   the exported function's symbolic axes, by name
+  epoch_transform(set, seed, e)   the training set epoch e sees (augmentation)
+  host_metric_modes, host_metrics dev metrics computed on the host from all outputs
+  combine(member_outputs)         an ensemble's output from its members'
+  encode(examples), records(...)  examples in memory; predictions in the task's terms
+  report(...), final_line(...)    the end-of-run summary
+  per_step, label_key, prediction_time_keys: which arrays have a time axis, the label key
 
 Concrete tasks are frozen dataclasses whose fields are plain values (paths, model
 keyword arguments, sizes). `from_config(config)` on each task class is the adapter from
@@ -187,26 +186,22 @@ class Task:
     """This task fitted on its raw training source, reading nothing else (no dev or test).
 
     What the model's shapes or the encoding depend on (sizes, vocabularies, scalers,
-    feature statistics) is fitted here and kept in `spec()`, so that `with_spec` restores
-    it exactly; `read` may refuse an unfitted task (`not_fitted`). By default: the sizes
-    of `read(source)` (unfitted): 'vocab_size' (int inputs: largest id + 1) or
-    'input_size' (features), and 'num_classes' (int labels: largest real one + 1) or
-    'output_size' (float targets: the last axis).
+    feature statistics) is fitted here and kept in `spec()`, which `with_spec` restores
+    exactly; `read` may refuse an unfitted task (`not_fitted`). By default the sizes of
+    `read(source)`: 'vocab_size' (int inputs: largest id + 1) or 'input_size', and
+    'num_classes' (int labels: largest real one + 1) or 'output_size' (float targets).
 
     Args:
       source: 'train' (the configured training data) or a file path.
     """
     data = self.read(source)
     x, labels, lengths = data['inputs'], data[self.label_key], data['lengths']
-    if x.dtype.kind == 'i':
-      sizes = {'vocab_size': int(x.max(initial=0)) + 1}
-    else:
-      sizes = {'input_size': int(x.shape[-1])}
+    ids = x.dtype.kind == 'i'
+    sizes = {'vocab_size': int(x.max(initial=0)) + 1} if ids else {'input_size': x.shape[-1]}
     if labels.dtype.kind == 'f':
-      sizes['output_size'] = int(labels.shape[-1])
-    else:
-      real = np.arange(labels.shape[-1]) < lengths[:, None] if labels.ndim == 2 else lengths > 0
-      sizes['num_classes'] = int(labels[real].max(initial=0)) + 1
+      return dataclasses.replace(self, sizes={**sizes, 'output_size': labels.shape[-1]})
+    real = np.arange(labels.shape[-1]) < lengths[:, None] if labels.ndim == 2 else lengths > 0
+    sizes['num_classes'] = int(labels[real].max(initial=0)) + 1
     return dataclasses.replace(self, sizes=sizes)
 
   def not_fitted(self, what: str) -> NotFittedError:

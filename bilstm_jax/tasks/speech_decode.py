@@ -5,8 +5,9 @@ error rates of greedy and prefix-beam decoding, and named predictions for wav fi
   decode_eval(trained, 'dev', beam_width)  -> digit and utterance error rates
   predict_wavs(trained, source, beam)      -> one record per wav file, beam-decoded
 
-The device metrics of `speech_joined.DigitCTCTask` are greedy; beam search needs the whole
-logit sequence on the host, so it lives here, beside the reference `levenshtein`.
+The device metrics of `speech_joined.DigitCTCTask` are greedy; its host metric
+`beam_der` (every evaluation) and `decode_eval` here share `ctc.best_labellings` and
+`ctc.error_rate`.
 """
 
 from __future__ import annotations
@@ -58,14 +59,7 @@ def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
   return spans_to_rows(decoded, trained.task)
 
 
-def levenshtein(a, b) -> int:
-  """Edit distance between two sequences (host reference for `edit_distances`)."""
-  row = list(range(len(b) + 1))
-  for i, x in enumerate(a, 1):
-    prev, row[0] = row[0], i
-    for j, y in enumerate(b, 1):
-      prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-  return row[-1]
+levenshtein = ctc.levenshtein  # the host reference for `speech_joined.edit_distances`
 
 
 def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
@@ -85,7 +79,7 @@ def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:
   out = {'num_utterances': len(refs), 'num_digits': total, 'beam_width': beam_width}
   for name, decoded in (('greedy', greedy), ('beam', beam)):
     hyps = [t.tolist() for t, _ in decoded]
-    out[f'der_{name}'] = sum(levenshtein(h, r) for h, r in zip(hyps, refs, strict=True)) / total
+    out[f'der_{name}'] = ctc.error_rate(hyps, refs)
     out[f'utterance_error_{name}'] = float(
       np.mean([h != r for h, r in zip(hyps, refs, strict=True)])
     )
