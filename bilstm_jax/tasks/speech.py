@@ -135,6 +135,8 @@ class SpeechData(base.Task):
       (dims x k, steps / k): the recurrence runs k times fewer steps.
   """
 
+  num_classes: ClassVar[int]  # the model's outputs, fixed by the task, not by the data
+
   folder: str = ''
   test_speaker: str = ''
   features: dict = dataclasses.field(default_factory=dict)
@@ -228,11 +230,9 @@ class SpeechData(base.Task):
   def raw_features(self, recs: list[fsdd.Recording]) -> list[np.ndarray]:
     return list(_features(tuple(r.path for r in recs), self.feature_config, self.cache_dir))
 
-  def train_stats(self) -> dict:
-    """The normalisation statistics: saved ones, else fitted on the clean training split."""
-    if self.stats is not None:
-      return self.stats
-    stats = audio.FeatureStats.fit(self.raw_features(self.recordings('train', True)))
+  def train_stats(self, source: str = 'train') -> dict:
+    """The normalisation statistics {'mean', 'std'} of the clean features of `source`."""
+    stats = audio.FeatureStats.fit(self.raw_features(self.recordings(source, True)))
     return {'mean': list(stats.mean), 'std': list(stats.std)}
 
   def normalised(self, feats: list[np.ndarray], stats: dict | None) -> list[np.ndarray]:
@@ -253,13 +253,22 @@ class SpeechData(base.Task):
     return fc.hop_length * k, fc.win_length + (k - 1) * fc.hop_length, fc.sample_rate
 
   def stats_if_needed(self) -> dict | None:
-    return self.train_stats() if self.normalise == 'train' else None
+    """The fitted statistics for `normalise='train'`, else None."""
+    if self.normalise != 'train':
+      return None
+    if self.stats is None:
+      raise self.not_fitted('computing features (the statistics of the training features)')
+    return self.stats
 
   # ----------------------------------------------------------------- spec, fit
 
-  def fit(self, train_set: dict):
-    fitted = super().fit(train_set)
-    return dataclasses.replace(fitted, stats=self.stats_if_needed())
+  def fit(self, source: str = 'train'):
+    """This task with its sizes (from the feature settings and `num_classes`) and, for
+    `normalise='train'`, the statistics of `source`'s clean features; no dev recording is
+    read."""
+    stats = self.train_stats(source) if self.normalise == 'train' else None
+    sizes = {'input_size': self.sizes_dims, 'num_classes': self.num_classes}
+    return dataclasses.replace(self, sizes=sizes, stats=stats)
 
   def spec(self) -> dict:
     return {
@@ -287,9 +296,6 @@ class SpeechData(base.Task):
   def sizes_dims(self) -> int:
     return self.feature_config.dims * self.frame_stack
 
-  def input_sizes(self, train_set: dict) -> dict:
-    return {'input_size': self.feature_config.dims * self.frame_stack}
-
 
 @dataclasses.dataclass(frozen=True)
 class SpokenDigitTask(SpeechData, ClassificationTask):
@@ -299,6 +305,7 @@ class SpokenDigitTask(SpeechData, ClassificationTask):
   """
 
   name: ClassVar[str] = 'fsdd'
+  num_classes: ClassVar[int] = fsdd.NUM_DIGITS  # whatever digits the training files hold
 
   @classmethod
   def from_config(cls, config):
@@ -333,11 +340,6 @@ class SpokenDigitTask(SpeechData, ClassificationTask):
       (f,) = self.normalised([audio.compute_features(wave, fc)], stats)
       out.append(fsdd.spec_augment(f, aug, self.data_seed, copy, i))
     return out
-
-  def fit(self, train_set: dict):
-    # Ten outputs whatever digits the training files hold, so any FSDD folder scores.
-    fitted = super().fit(train_set)
-    return dataclasses.replace(fitted, sizes={**fitted.sizes, 'num_classes': fsdd.NUM_DIGITS})
 
 
 def waveform_dataset(task: SpeechData, waveforms) -> dict:

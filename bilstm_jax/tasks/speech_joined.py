@@ -88,25 +88,19 @@ class JoinedData(SpeechData):
       digits.append(u.digits)
     return feats, frames, digits
 
-  def joined_stats(self) -> dict | None:
-    if self.normalise != 'train':
-      return None
-    if self.stats is not None:
-      return self.stats
-    feats, _, _ = _joined(self, 'train', 0)
+  def train_stats(self, source: str = 'train') -> dict:
+    """The statistics of the clean features of `source`'s joined utterances."""
+    feats, _, _ = _joined(self, source, 0)
     stats = audio.FeatureStats.fit(list(feats))
     return {'mean': list(stats.mean), 'std': list(stats.std)}
-
-  def stats_if_needed(self) -> dict | None:
-    return self.joined_stats()
 
   def read(self, source: str, labelled: bool = True) -> dict:
     if not labelled and source not in ('train', 'dev'):  # plain wavs, one utterance each
       recs = self.recordings(source, labelled=False)
-      feats = self.normalised(self.raw_features(recs), self.joined_stats())
+      feats = self.normalised(self.raw_features(recs), self.stats_if_needed())
       inputs, lengths = pad_features(feats, self.sizes_dims)
       return {'inputs': inputs, 'lengths': lengths}
-    stats = self.joined_stats()
+    stats = self.stats_if_needed()
     copies = self.augment_copies if source == 'train' else 0
     feats, frames, digits = [], [], []
     for copy in range(copies + 1):
@@ -167,6 +161,7 @@ class DigitFramesTask(JoinedData, TaggingTask):
   """
 
   name: ClassVar[str] = 'fsdd_frames'
+  num_classes: ClassVar[int] = fsdd.NUM_DIGITS + 1  # the digits and silence
   records = speech_output.frame_records  # digit runs with times, and every step's label
 
   @classmethod
@@ -178,10 +173,6 @@ class DigitFramesTask(JoinedData, TaggingTask):
     for i, fr in enumerate(frames):
       out[i, : len(fr)] = fr
     return out
-
-  def fit(self, train_set: dict):
-    fitted = super().fit(train_set)
-    return dataclasses.replace(fitted, sizes={**fitted.sizes, 'num_classes': fsdd.NUM_DIGITS + 1})
 
 
 # ------------------------------------------------------------------------------ CTC
@@ -254,6 +245,7 @@ class DigitCTCTask(JoinedData):
   """
 
   name: ClassVar[str] = 'fsdd_ctc'
+  num_classes: ClassVar[int] = fsdd.NUM_DIGITS + 1  # the digits and the blank
   metrics: ClassVar[tuple[str, ...]] = ('loss', 'der')
   metric_modes: ClassVar[dict] = {'loss': 'min', 'der': 'min'}
   per_step: ClassVar[bool] = False
@@ -279,10 +271,6 @@ class DigitCTCTask(JoinedData):
 
   def check(self, dataset: dict, where: str) -> None:
     base.Task.check(self, dataset, where)
-
-  def fit(self, train_set: dict):
-    sizes = {**self.input_sizes(train_set), 'num_classes': fsdd.NUM_DIGITS + 1}
-    return dataclasses.replace(self, sizes=sizes, stats=self.stats_if_needed())
 
   def make_model(self):
     return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())

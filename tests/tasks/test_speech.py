@@ -66,8 +66,8 @@ def tiny(module, variant, folder, **overrides):
 
 def test_splits_features_and_saved_stats(folder):
   task = tasks.from_config(tiny(fsdd_config, 'tiny', folder))
+  task = task.fit('train')
   train = task.read('train')
-  task = task.fit(train)
   dev = task.read('dev')
   assert len(train['labels']) == 2 * 3 * 6 and len(dev['labels']) == 2 * 3 * 3
   assert train['inputs'].shape[-1] == task.sizes['input_size'] == 13
@@ -114,7 +114,7 @@ def test_augmented_copies_are_seeded_and_exact(folder):
     **{'data.augment_copies': 1, 'data.shift_ms': 20.0, 'data.time_masks': 1},
   )
   cfg.data.max_time_mask = 3
-  task = tasks.from_config(cfg)
+  task = tasks.from_config(cfg).fit('train')
   a, b = task.read('train'), task.read('train')
   n = len(a['labels']) // 2
   np.testing.assert_array_equal(a['inputs'], b['inputs'])  # a rebuilt (resumed) run's data
@@ -125,7 +125,7 @@ def test_augmented_copies_are_seeded_and_exact(folder):
 
 def test_joined_labels_match_their_segments(folder):
   cfg = tiny(ctc_config, 'frames_tiny', folder)
-  frames_task = tasks.from_config(cfg)
+  frames_task = tasks.from_config(cfg).fit('train')
   utts = frames_task.utterances('dev')
   data = frames_task.read('dev')
   fc = frames_task.feature_config
@@ -135,11 +135,11 @@ def test_joined_labels_match_their_segments(folder):
     # Collapsing runs of the frame labels and dropping silence gives the digits said.
     runs = labels[np.concatenate([[True], labels[1:] != labels[:-1]])]
     assert runs[runs != fsdd.SILENCE].tolist() == u.digits.tolist()
-  ctc_task = tasks.from_config(tiny(ctc_config, 'tiny', folder))
+  ctc_task = tasks.from_config(tiny(ctc_config, 'tiny', folder)).fit('train')
   refs = ctc_task.read('dev')['labels']
   assert [r[r >= 0].tolist() for r in refs] == [u.digits.tolist() for u in utts]
   # The dev set is fixed: another data seed changes training utterances only.
-  other = tasks.from_config(tiny(ctc_config, 'tiny', folder, **{'data.seed': 5}))
+  other = tasks.from_config(tiny(ctc_config, 'tiny', folder, **{'data.seed': 5})).fit('train')
   np.testing.assert_array_equal(other.read('dev')['labels'], refs)
   assert not np.array_equal(other.read('train')['labels'], ctc_task.read('train')['labels'])
 
@@ -280,7 +280,7 @@ def test_ctc_learns_and_host_decoding_agrees(folder, tmp_path):
 def test_framewise_learns_above_silence_baseline(folder, tmp_path):
   workdir = str(tmp_path / 'frames')
   summary = app.train_and_evaluate(tiny(ctc_config, 'frames_tiny', folder), workdir)
-  dev = tasks.from_config(tiny(ctc_config, 'frames_tiny', folder)).read('dev')
+  dev = tasks.from_config(tiny(ctc_config, 'frames_tiny', folder)).fit('train').read('dev')
   real = np.arange(dev['labels'].shape[1])[None, :] < dev['lengths'][:, None]
   silence = (dev['labels'][real] == fsdd.SILENCE).mean()
   assert summary['final_dev_accuracy'] > max(silence, 1 - silence) + 0.05
