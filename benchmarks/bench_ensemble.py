@@ -79,7 +79,6 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str, tuned
 
     runtime.tune_cpu()
   import jax
-  import ml_collections
   import numpy as np
 
   from bilstm_jax import models
@@ -97,8 +96,7 @@ def child(kind: str, cfg: str, n: int, k: int, min_time: float, impl: str, tuned
   batches = jax.device_put(batches)
   one_batch = jax.tree.map(lambda x: x[0], batches)
   model = models.BiLSTMRegressor(h, **({'impl': impl} if impl else {}))
-  optim_config = ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3})
-  tx = optim.make_optimizer(optim_config)
+  tx = optim.make_optimizer(optim.OptimizerSpec(name='adam', learning_rate=1e-3))
   init_keys, step_keys = ensemble.member_keys(0, n)
   state = ensemble.create_members(init_keys, model, tx, one_batch)
   jax.block_until_ready(state)

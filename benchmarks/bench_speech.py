@@ -48,10 +48,11 @@ def jax_runner(config, task, batches):
   """A warmed-up callable that trains on `batches` once and returns the seconds taken."""
   import jax
 
+  from bilstm_jax import app
   from bilstm_jax.training import optim, steps
 
   model = task.make_model()
-  tx = optim.make_optimizer(config.optim, 10_000)
+  tx = optim.make_optimizer(app.optimizer_spec(config.optim), 10_000)
   state = steps.create_train_state(
     jax.random.key(0), model, tx, task.model_inputs(task.example_batch(32, 1))
   )

@@ -11,6 +11,7 @@ good, so a run that cannot start leaves no workdir behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from bilstm_jax.ensembles import hparams as hparams_lib
 from bilstm_jax.ensembles import population as population_lib
 from bilstm_jax.ensembles import sweep
 from bilstm_jax.parallel import distributed, sharding
-from bilstm_jax.training import inference, loop, monitor, program
+from bilstm_jax.training import inference, loop, monitor, optim, program
 from bilstm_jax.training import workdir as workdir_lib
 from bilstm_jax.training.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES
 
@@ -117,15 +118,16 @@ def load_task_data(config) -> tuple[tasks.Task, dict, dict]:
   return task, train_set, dev_set
 
 
-def build_program(config, task, train_set: dict, dev_set: dict, mesh, workdir: str):
-  """The config's `Program`: a population for an `ensemble` block, else one model."""
+def optimizer_spec(optim_config) -> optim.OptimizerSpec:
+  """The config's `optim` block as typed settings (absent keys take their defaults)."""
+  fields = {f.name for f in dataclasses.fields(optim.OptimizerSpec)}
+  return optim.OptimizerSpec(**{k: v for k, v in optim_config.items() if k in fields})
+
+
+def run_shape(config) -> program.RunShape:
+  """How the run walks its data: `seed`, the `train` block's order and `data.buckets`."""
   t = config.train
-  common = dict(
-    task=task,
-    train_set=train_set,
-    dev_set=dev_set,
-    mesh=mesh,
-    optim_config=config.optim,
+  return program.RunShape(
     seed=config.seed,
     batch_size=t.batch_size,
     epochs=t.epochs,
@@ -134,14 +136,39 @@ def build_program(config, task, train_set: dict, dev_set: dict, mesh, workdir: s
     steps_per_call=t.steps_per_call,
     num_buckets=config.data.get('buckets', 0),
   )
+
+
+def make_mesh(config):
+  """The device mesh of `config.mesh` (axis sizes; absent: every device on `data`)."""
+  sizes = dict(config.get('mesh') or {})
+  unknown = sorted(set(sizes) - set(sharding.AXES))
+  if unknown:
+    raise ValueError(f'Unknown mesh axes {unknown}; known: {list(sharding.AXES)}.')
+  return sharding.make_mesh(**sizes)
+
+
+def initialize_distributed(config) -> bool:
+  """`distributed.initialize` with `config.distributed`'s fields (none: one process)."""
+  dist = config.get('distributed')
+  return distributed.initialize(**dict(dist)) if dist is not None else False
+
+
+def build_program(config, task, train_set: dict, dev_set: dict, mesh, workdir: str):
+  """The config's `Program`: a population for an `ensemble` block, else one model."""
+  common = dict(
+    task=task,
+    train_set=train_set,
+    dev_set=dev_set,
+    mesh=mesh,
+    optimizer=optimizer_spec(config.optim),
+    shape=run_shape(config),
+  )
   if config.get('ensemble') is None:
     return program.single_model(workdir=workdir, **common)
   e = config.ensemble
   ranges = hparams_lib.member_ranges(config)
   hparams = hparams_lib.sample_hparams(e.num_members, ranges, e.sampling, config.seed)
-  return population_lib.population(
-    num_members=e.num_members, hparams=hparams, data_mode=e.data_mode, **common
-  )
+  return population_lib.population(hparams=hparams, data_mode=e.data_mode, **common)
 
 
 def prepare(config, workdir: str):
@@ -153,7 +180,7 @@ def prepare(config, workdir: str):
   validate(config)
   try:
     task, train_set, dev_set = load_task_data(config)
-    mesh = sharding.make_mesh(config.get('mesh'))
+    mesh = make_mesh(config)
     prog = build_program(config, task, train_set, dev_set, mesh, workdir)
   except ValueError as e:
     raise errors.ConfigError(str(e)) from e
@@ -179,9 +206,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     errors.RunError: a bad config or data (before anything is written), a workdir in use
       or holding an incompatible run, or a NaN/inf loss (the last good checkpoint stays).
   """
+  initialize_distributed(config)  # before any other JAX computation
   if config.get('sweep') is not None:
     return sweep.run(config, workdir, train_and_evaluate)
-  distributed.initialize(config.get('distributed'))  # before any other JAX computation
   task, prog, mesh, settings = prepare(config, workdir)
   config_dict = config.to_dict()
   if config.get('ensemble') is not None:  # config.json records the ranges the members used

@@ -71,7 +71,6 @@ def run(config, workdir: str, train_fn: Callable[..., dict]) -> dict:
   Raises:
     errors.CheckpointError: `workdir` holds results of a sweep with another base config.
   """
-  distributed.initialize(config.get('distributed'))  # before any other JAX call
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'results.json')
   base = config.to_dict()

@@ -21,40 +21,49 @@ import jax
 from jax.experimental import multihost_utils
 
 
-def wants_initialize(dist_config) -> bool:
-  """Whether `config.distributed` (or `JAX_COORDINATOR_ADDRESS`) asks for several processes."""
-  if dist_config is None:
-    return False
-  if dist_config.coordinator or dist_config.num_processes is not None:
+def wants_initialize(
+  coordinator: str = '', num_processes: int | None = None, auto_detect: bool = False
+) -> bool:
+  """Whether the settings (or `JAX_COORDINATOR_ADDRESS`) ask for several processes."""
+  if coordinator or num_processes is not None:
     return True
-  return 'JAX_COORDINATOR_ADDRESS' in os.environ or bool(dist_config.get('auto_detect'))
+  return 'JAX_COORDINATOR_ADDRESS' in os.environ or auto_detect
 
 
-def initialize(dist_config) -> bool:
-  """Calls `jax.distributed.initialize` if the config asks for several processes.
+def initialize(
+  coordinator: str = '',
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  auto_detect: bool = False,
+  timeout_s: int = 300,
+) -> bool:
+  """Calls `jax.distributed.initialize` if the settings ask for several processes.
 
   Must run before any other JAX computation in the process. Values left unset
   (`coordinator=''`, `num_processes=None`, `process_id=None`) are filled in by JAX from
   its environment: `JAX_COORDINATOR_ADDRESS`, or a SLURM / Open MPI / Cloud TPU job's
-  variables. Calling it again after a successful start does nothing.
+  variables. Calling it again after a successful start does nothing. The app passes
+  `config.distributed`'s fields (`app.distributed_settings`).
 
   Args:
-    dist_config: `config.distributed` with `coordinator` ('host:port' or ''),
-      `num_processes`, `process_id` (ints or None), `auto_detect` (bool: start from the
-      environment alone) and `timeout_s` (how long to wait for the other processes).
+    coordinator: 'host:port' where process 0 listens, or '' (from the environment).
+    num_processes: how many processes, or None (from the environment).
+    process_id: this process's index, 0 .. num_processes - 1, or None.
+    auto_detect: start from the environment alone (a SLURM / Open MPI / TPU job's).
+    timeout_s: how long to wait for the other processes to connect.
 
   Returns:
     True if this process is (now) part of a multi-process run.
   """
   if jax.distributed.is_initialized():
     return True
-  if not wants_initialize(dist_config):
+  if not wants_initialize(coordinator, num_processes, auto_detect):
     return False
   jax.distributed.initialize(
-    coordinator_address=dist_config.coordinator or None,
-    num_processes=dist_config.num_processes,
-    process_id=dist_config.process_id,
-    initialization_timeout=int(dist_config.timeout_s),
+    coordinator_address=coordinator or None,
+    num_processes=num_processes,
+    process_id=process_id,
+    initialization_timeout=int(timeout_s),
   )
   return True
 

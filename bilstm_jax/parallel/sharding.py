@@ -32,13 +32,13 @@ from bilstm_jax.data import batching as data_lib
 AXES = ('member', 'data', 'model')
 
 
-def mesh_shape(mesh_config, num_devices: int) -> dict[str, int]:
-  """Axis sizes from `config.mesh` ({'member', 'data', 'model'}: int, one of them may be -1).
+def mesh_shape(sizes: dict[str, int] | None, num_devices: int) -> dict[str, int]:
+  """Axis sizes from {'member', 'data', 'model'}: int (one of them may be -1: the rest).
 
   Raises:
     ValueError: an unknown axis name, or sizes that do not multiply to `num_devices`.
   """
-  sizes = dict(mesh_config or {})
+  sizes = dict(sizes or {})
   unknown = sorted(set(sizes) - set(AXES))
   if unknown:
     raise ValueError(f'Unknown mesh axes {unknown}; known: {list(AXES)}.')
@@ -60,18 +60,23 @@ def mesh_shape(mesh_config, num_devices: int) -> dict[str, int]:
   return sizes
 
 
-def make_mesh(mesh_config=None, devices=None) -> Mesh:
+def make_mesh(member: int = 1, data: int = -1, model: int = 1, devices=None) -> Mesh:
   """A mesh over `devices` (default: every process's devices) with axes `AXES`.
 
   Args:
-    mesh_config: `config.mesh` or a dict of axis sizes; None puts all devices on `data`.
+    member: devices an ensemble's members are split over.
+    data: devices each batch is split over; -1 (default): all the devices left over.
+    model: devices each parameter is split over (1: replicated).
     devices: the devices to use; default `jax.devices()`.
 
   Returns:
     A `Mesh` of shape (member, data, model) with automatic (SPMD partitioner) axes.
+
+  Example:
+    >>> mesh = make_mesh(member=2)  # members split in two, each batch over the rest
   """
   devices = list(jax.devices() if devices is None else devices)
-  sizes = mesh_shape(mesh_config, len(devices))
+  sizes = mesh_shape({'member': member, 'data': data, 'model': model}, len(devices))
   shape = tuple(sizes[name] for name in AXES)
   return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 

@@ -50,7 +50,8 @@ class Checkpoints:
     workdir: the run directory; checkpoints go to `workdir/checkpoints/`.
     metric: the dev metric that ranks checkpoints (a key of the metrics saved with each).
     mode: 'min' or 'max': which direction of `metric` is better.
-    keep_best: how many of the best checkpoints to keep (the newest is kept as well).
+    keep_best: how many of the best checkpoints to keep, >= 1 (`app.validate` checks the
+      config's); the newest is kept as well.
     read_only: open existing checkpoints without creating or deleting anything.
   """
 
@@ -67,8 +68,6 @@ class Checkpoints:
     self.metric, self.mode = metric, mode
     if mode not in ('min', 'max'):
       raise ValueError(f"checkpoint.metric_mode must be 'min' or 'max'; got {mode!r}.")
-    if keep_best < 1:
-      raise ValueError(f'checkpoint.keep_best must be >= 1; got {keep_best}.')
 
     def score(metrics):
       return metrics[metric]

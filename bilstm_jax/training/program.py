@@ -62,11 +62,101 @@ class Program:
   loss_labels: dict | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class RunShape:
+  """How a run walks its training data (the config's `seed`, `train` and `data.buckets`).
+
+  Attributes:
+    seed: parameters, dropout and shuffling.
+    batch_size: examples per step.
+    epochs: passes over the training data.
+    num_steps: steps in all, instead of `epochs` when > 0.
+    shuffle: each epoch in its own order, drawn from (seed, epoch); else in file order.
+    steps_per_call: steps per compiled call (0: one epoch per call).
+    num_buckets: length buckets (0: every batch at the data's full length).
+  """
+
+  seed: int
+  batch_size: int
+  epochs: int
+  num_steps: int = 0
+  shuffle: bool = True
+  steps_per_call: int = 0
+  num_buckets: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A run's epoch plans and what follows from them, for a single model and a population.
+
+  Attributes:
+    shape: the run's shape.
+    optimizer: the optimiser's settings (its schedule needs `total_steps`).
+    buckets: the length buckets of the training lengths, or None.
+    steps_per_epoch: optimiser steps per epoch.
+    total_steps: optimiser steps in the whole run.
+  """
+
+  shape: RunShape
+  optimizer: optim.OptimizerSpec
+  buckets: batching.Buckets | None
+  steps_per_epoch: int
+  total_steps: int
+
+  @classmethod
+  def build(
+    cls, shape: RunShape, optimizer: optim.OptimizerSpec, train_set: dict, epoch_lengths=None
+  ) -> Schedule:
+    """The schedule of a training set (its lengths make the buckets), with epochs of
+    `epoch_lengths` (int[n]; default the set's own; an ensemble member's set)."""
+    lengths = train_set['lengths'] if epoch_lengths is None else epoch_lengths
+    buckets = make_buckets(train_set, shape.num_buckets)
+    per_epoch = len(_plan(shape, buckets, 1, lengths))
+    total = shape.num_steps if shape.num_steps > 0 else shape.epochs * per_epoch
+    return cls(shape, optimizer, buckets, per_epoch, total)
+
+  def plan(self, epoch: int, lengths, seed: int | None = None) -> batching.EpochPlan:
+    """Epoch `epoch`'s plan of `lengths` in the order of `seed` (default the run's); the
+    calls' order always comes from the run's seed, so plans of one data share it."""
+    return _plan(self.shape, self.buckets, epoch, lengths, seed)
+
+  def make_optimizer(self, inject_weight_decay: bool = False):
+    """`optim.make_optimizer` for this run's length."""
+    return optim.make_optimizer(self.optimizer, self.total_steps, inject_weight_decay)
+
+  def learning_rate(self, state, step: int) -> float | list:
+    """The rate used at `step`, for the log: a float, or a list of the members' rates."""
+    peak = sharding.host_copy(state.opt_state.hyperparams['learning_rate'])  # may span hosts
+    return optim.learning_rate_at(self.optimizer, self.total_steps, peak, step)
+
+
+def _plan(shape: RunShape, buckets, epoch: int, lengths, seed: int | None = None):
+  return batching.epoch_plan(
+    lengths,
+    shape.batch_size,
+    seed=shape.seed if seed is None else seed,
+    epoch=epoch,
+    shuffle=shape.shuffle,
+    steps_per_call=shape.steps_per_call,
+    buckets=buckets,
+    call_seed=shape.seed,
+  )
+
+
 def make_buckets(train_set: dict, num_buckets: int) -> batching.Buckets | None:
   """Length buckets from the training lengths (`num_buckets` 0: none)."""
   if num_buckets <= 0:
     return None
   return batching.Buckets.from_lengths(train_set['lengths'], num_buckets)
+
+
+def check_batch_size(shape: RunShape, mesh, examples: int, what: str) -> None:
+  """Raises ValueError when a batch cannot be split over the mesh or exceeds `examples`."""
+  sharding.check_batch_size(shape.batch_size, mesh)
+  if shape.batch_size > examples:
+    raise ValueError(
+      f'train.batch_size={shape.batch_size} is larger than {what} ({examples} examples).'
+    )
 
 
 def evaluate_dataset(eval_fn, state, dataset: dict, batch_size: int, task, buckets=None) -> dict:
@@ -98,20 +188,7 @@ def predict_dataset(predict_fn, state, dataset: dict, batch_size: int, task, axi
 
 
 def single_model(
-  *,
-  task,
-  train_set: dict,
-  dev_set: dict,
-  mesh,
-  workdir: str,
-  optim_config,
-  seed: int,
-  batch_size: int,
-  epochs: int,
-  num_steps: int,
-  shuffle: bool,
-  steps_per_call: int,
-  num_buckets: int = 0,
+  *, task, train_set: dict, dev_set: dict, mesh, workdir: str, optimizer, shape: RunShape
 ) -> Program:
   """The `Program` of one model of `task` (which must be `fit` to the training data).
 
@@ -121,39 +198,15 @@ def single_model(
     dev_set: the dev dataset dict.
     mesh: the device mesh (`parallel.sharding.make_mesh`).
     workdir: where `finish` writes the export and plots.
-    optim_config: the config's `optim` block (`training.optim.make_optimizer`).
-    seed: parameters, dropout and shuffling.
-    batch_size: examples per step, as in the config's `train` block.
-    epochs: passes over the training data.
-    num_steps: steps in all, instead of `epochs` when > 0.
-    shuffle: each epoch in its own order, drawn from (seed, epoch); else in file order.
-    steps_per_call: steps per compiled call (0: one epoch per call).
-    num_buckets: length buckets (0: every batch at the data's full length).
+    optimizer: the optimiser's settings (`training.optim.OptimizerSpec`).
+    shape: the run's seed, batch size, length and order (`RunShape`).
   """
+  check_batch_size(shape, mesh, len(train_set['lengths']), 'the training set')
+  sched = Schedule.build(shape, optimizer, train_set)
+  batch_size, seed = shape.batch_size, shape.seed
   model = task.make_model()
-  buckets = make_buckets(train_set, num_buckets)
-  sharding.check_batch_size(batch_size, mesh)
-  if batch_size > len(train_set['lengths']):
-    raise ValueError(
-      f'train.batch_size={batch_size} is larger than the training set '
-      f'({len(train_set["lengths"])} examples).'
-    )
+  tx = sched.make_optimizer()
   rows = sharding.local_rows(mesh, batch_size)
-
-  def plan(epoch):
-    return batching.epoch_plan(
-      train_set['lengths'],
-      batch_size,
-      seed=seed,
-      epoch=epoch,
-      shuffle=shuffle,
-      steps_per_call=steps_per_call,
-      buckets=buckets,
-    )
-
-  steps_per_epoch = len(plan(1))
-  total_steps = num_steps if num_steps > 0 else epochs * steps_per_epoch
-  tx = optim.make_optimizer(optim_config, total_steps)
   # The jitted steps see global arrays: each batch split over the mesh's `data` axis (the
   # train step gets this process's rows, evaluation whole batches), the state as placed.
   multi_step = sharding.data_parallel(
@@ -165,7 +218,6 @@ def single_model(
   eval_fn = sharding.data_parallel(
     jax.jit(functools.partial(steps.eval_step, task=task)), mesh, batch_size, global_rows=True
   )
-  predict_fn = jax.jit(functools.partial(steps.predict_step, task=task))
   outputs_fn = jax.jit(
     lambda state, batch: {'outputs': steps.apply_model(state, state.params, batch, task)[0]}
   )
@@ -183,91 +235,101 @@ def single_model(
     return sharding.put((state, rng), placement)
 
   def epoch(e):
-    p = plan(e)
+    p = sched.plan(e, train_set['lengths'])
     data = task.epoch_transform(train_set, seed, e)
     return sharding.process_batches(data, p, rows, task.time_keys), p.chunks
 
-  def train_chunk(state, batches, rng):
-    return multi_step(state, batching.stack(batches), rng)
-
-  def evaluate(state, dataset=None):
-    dataset = dev_set if dataset is None else dataset
-    return evaluate_dataset(eval_fn, state, dataset, batch_size, task, buckets)
+  def evaluate(state, dataset):
+    return evaluate_dataset(eval_fn, state, dataset, batch_size, task, sched.buckets)
 
   def dev_metrics(state):
-    dev = {f'dev_{k}': v for k, v in evaluate(state).items()}
-    if task.host_metric_modes:
-      outputs = predict_dataset(outputs_fn, state, dev_set, batch_size, task)['outputs']
-      dev.update({f'dev_{k}': v for k, v in task.host_metrics(dev_set, outputs).items()})
-    return dev
+    dev = {f'dev_{k}': v for k, v in evaluate(state, dev_set).items()}
+    host = dev_host_metrics(task, outputs_fn, state, dev_set, batch_size)
+    return {**dev, **{f'dev_{k}': v for k, v in host.items()}}
 
-  def num_params(state):
-    return int(sum(x.size for x in jax.tree.leaves(state.params)))
-
-  def finish(state, wall):
-    train = evaluate(state, train_set)
-    dev = evaluate(state, dev_set)
-    n = int(state.step)
-    summary = {
-      'task': task.name,
-      **{f'final_train_{k}': v for k, v in train.items()},
-      **{f'final_dev_{k}': v for k, v in dev.items()},
-      'steps': n,
-      'epochs': epochs,
-      'train_wall_s': wall,
-      'steps_per_s': n / wall if wall > 0 else None,
-      'num_params': num_params(state),
-    }
-    lines = []
-    # On every process: parameters split over the `model` axis of several processes are
-    # gathered from all of them (a collective), before process 0 alone writes outputs.
-    host_state = state.replace(
-      params=sharding.host_copy(state.params), model_state=sharding.host_copy(state.model_state)
-    )
-    writer = distributed.is_writer()
-    if writer:
-      export.export_predict(
-        model,
-        {'params': host_state.params, **host_state.model_state},
-        task,
-        os.path.join(workdir, 'export'),
-      )
-
-    def predict(dataset):
-      head = {k: v[:4] for k, v in dataset.items()}
-      return predict_dataset(predict_fn, host_state, head, 4, task)
-
-    plots = os.path.join(workdir, 'plots') if writer else None
-    extra = task.report(predict, dev_set, dev, lines.append, plots)
-    summary.update(extra)
-    lines.append(task.final_line(train, dev, extra))
-    return summary, lines
-
+  finish = functools.partial(
+    _finish_single,
+    task=task,
+    model=model,
+    evaluate=evaluate,
+    data=(train_set, dev_set),
+    workdir=workdir,
+    epochs=shape.epochs,
+  )
+  modes = {**task.metric_modes, **task.host_metric_modes}
   return Program(
-    metrics=tuple(f'dev_{m}' for m in (*task.metrics, *task.host_metric_modes)) + ('train_loss',),
-    metric_modes={
-      **{f'dev_{m}': mode for m, mode in {**task.metric_modes, **task.host_metric_modes}.items()},
-      'train_loss': 'min',
-    },
-    steps_per_epoch=steps_per_epoch,
-    total_steps=total_steps,
+    metrics=tuple(f'dev_{m}' for m in modes) + ('train_loss',),
+    metric_modes={**{f'dev_{m}': mode for m, mode in modes.items()}, 'train_loss': 'min'},
+    steps_per_epoch=sched.steps_per_epoch,
+    total_steps=sched.total_steps,
     batch_size=batch_size,
     init=init,
     epoch=epoch,
-    train_chunk=train_chunk,
+    train_chunk=lambda state, batches, rng: multi_step(state, batching.stack(batches), rng),
     train_metrics=lambda window: {
       'train_loss': float(window['loss_sum']) / max(float(window['weight']), 1.0)
     },
     evaluate=dev_metrics,
-    learning_rate=lambda state, step: optim.learning_rate_at(
-      optim_config,
-      total_steps,
-      sharding.host_copy(state.opt_state.hyperparams['learning_rate']),  # may span processes
-      step,
-    ),
-    start_info=lambda state: {'num_params': num_params(state)},
+    learning_rate=sched.learning_rate,
+    start_info=lambda state: {'num_params': _num_params(state)},
     log_line=lambda m: '  '.join(
       [f'train loss {m["train_loss"]:.6f}'] + [f'dev {k} {m[f"dev_{k}"]:.6f}' for k in task.metrics]
     ),
     finish=finish,
   )
+
+
+def dev_host_metrics(task, outputs_fn, state, dev_set: dict, batch_size: int) -> dict:
+  """`task.host_metrics` of the dev set ({} when the task has none), from `outputs_fn`:
+  (state, batch) -> {'outputs': [batch, ...]}, the model's (or the combined) output."""
+  if not task.host_metric_modes:
+    return {}
+  outputs = predict_dataset(outputs_fn, state, dev_set, batch_size, task)['outputs']
+  return task.host_metrics(dev_set, outputs)
+
+
+def _num_params(state) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(state.params)))
+
+
+def _finish_single(state, wall, *, task, model, evaluate, data, workdir, epochs):
+  """`Program.finish` of one model: final metrics, the export and the task's report."""
+  train_set, dev_set = data
+  train = evaluate(state, train_set)
+  dev = evaluate(state, dev_set)
+  n = int(state.step)
+  summary = {
+    'task': task.name,
+    **{f'final_train_{k}': v for k, v in train.items()},
+    **{f'final_dev_{k}': v for k, v in dev.items()},
+    'steps': n,
+    'epochs': epochs,
+    'train_wall_s': wall,
+    'steps_per_s': n / wall if wall > 0 else None,
+    'num_params': _num_params(state),
+  }
+  lines = []
+  # On every process: parameters split over the `model` axis of several processes are
+  # gathered from all of them (a collective), before process 0 alone writes outputs.
+  host_state = state.replace(
+    params=sharding.host_copy(state.params), model_state=sharding.host_copy(state.model_state)
+  )
+  writer = distributed.is_writer()
+  if writer:
+    export.export_predict(
+      model,
+      {'params': host_state.params, **host_state.model_state},
+      task,
+      os.path.join(workdir, 'export'),
+    )
+  predict_fn = jax.jit(functools.partial(steps.predict_step, task=task))
+
+  def predict(dataset):
+    head = {k: v[:4] for k, v in dataset.items()}
+    return predict_dataset(predict_fn, host_state, head, 4, task)
+
+  plots = os.path.join(workdir, 'plots') if writer else None
+  extra = task.report(predict, dev_set, dev, lines.append, plots)
+  summary.update(extra)
+  lines.append(task.final_line(train, dev, extra))
+  return summary, lines

@@ -42,7 +42,7 @@ def _dataset(num=9, seq_len=6):
 
 
 def _optim(lr=0.01):
-  return ml_collections.ConfigDict({'name': 'adam', 'learning_rate': lr})
+  return optim.OptimizerSpec(name='adam', learning_rate=lr)
 
 
 def _stacked_calls(dataset, members, shared, epochs=2):
@@ -301,7 +301,7 @@ import ml_collections
 assert jax.device_count() == 2
 b = {'inputs': np.ones((2, 3, 4, 5), np.float32), 'lengths': np.full((2, 3), 4, np.int32),
      'targets': np.zeros((2, 3, 4, 1), np.float32)}
-tx = optim.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 0.1}))
+tx = optim.make_optimizer(optim.OptimizerSpec(name='adam', learning_rate=0.1))
 ik, sk = ensemble.member_keys(0, 4)
 task = RegressionTask(sizes={'input_size': 5, 'output_size': 1})
 s = ensemble.create_members(ik, models.BiLSTMRegressor(4), tx, (b['inputs'][0], b['lengths'][0]))
@@ -563,7 +563,7 @@ def test_one_member_scan_ensemble_compiles_and_matches_a_single_run():
   }
   one = jax.tree.map(lambda x: x[0], batches)
   model = models.BiLSTMRegressor(h, impl='fused')
-  tx = optim.make_optimizer(ml_collections.ConfigDict({'name': 'adam', 'learning_rate': 1e-3}))
+  tx = optim.make_optimizer(optim.OptimizerSpec(name='adam', learning_rate=1e-3))
   init_keys, step_keys = ensemble.member_keys(0, 1)
   state = ensemble.create_members(init_keys, model, tx, TASK.model_inputs(one))
   new, _ = ensemble.make_train_steps(TASK, donate=False)(state, batches, step_keys, None)

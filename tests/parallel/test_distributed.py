@@ -26,14 +26,13 @@ TIMEOUT_S = 240
 
 def test_initialize_only_when_asked(monkeypatch):
   monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
-  dist = default.get_config().distributed
-  assert not distributed.wants_initialize(dist)
-  assert not distributed.initialize(dist)  # the default config stays one process
-  dist.coordinator = '127.0.0.1:1234'
-  assert distributed.wants_initialize(dist)
-  dist.coordinator = ''
+  config = default.get_config()
+  assert not distributed.wants_initialize()
+  assert not train_lib.initialize_distributed(config)  # the default config stays one process
+  assert distributed.wants_initialize(coordinator='127.0.0.1:1234')
+  assert distributed.wants_initialize(num_processes=2)
   monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '127.0.0.1:1234')
-  assert distributed.wants_initialize(dist)
+  assert distributed.wants_initialize()
 
 
 def test_muted_swallows_calls_and_keeps_attributes():

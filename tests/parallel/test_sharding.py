@@ -79,6 +79,7 @@ def _worker() -> dict:
   """Runs in a subprocess with 8 CPU devices; returns max |difference| per check."""
   import jax
 
+  from bilstm_jax import app
   from bilstm_jax.ensembles import ensemble
   from bilstm_jax.training import optim
   from bilstm_jax.training import steps as train_lib
@@ -90,7 +91,7 @@ def _worker() -> dict:
   batch_size = cfg.train.batch_size
   batches = list(data.batches(train_set, batch_size, epoch=1))
   stacked = data.stack(batches[:3])
-  tx = optim.make_optimizer(cfg.optim)
+  tx = optim.make_optimizer(app.optimizer_spec(cfg.optim))
   model = task.make_model()
   inputs = task.model_inputs(batches[0])
   rng = jax.random.key(1)
@@ -104,7 +105,7 @@ def _worker() -> dict:
 
   def compare(fn, state, batch, rngs, mesh_config, batch_axis, member_axis=False):
     ref_state, ref_metrics = jax.jit(fn)(state, batch, rngs)
-    mesh = sharding.make_mesh(mesh_config)
+    mesh = sharding.make_mesh(**mesh_config)
     shardings = sharding.state_sharding(state, mesh, member_axis=member_axis)
     step = sharding.jit_step(fn, mesh, shardings, batch_axis=batch_axis, donate=False)
     placed = sharding.put_batch(batch, mesh, batch_size, batch_axis)
@@ -148,7 +149,7 @@ def _worker() -> dict:
   model = task.make_model()
   init_keys, step_keys = ensemble.member_keys(0, members)
   stacked_state = ensemble.create_members(init_keys, model, tx, inputs)
-  mesh = sharding.make_mesh({'member': members, 'data': 4})
+  mesh = sharding.make_mesh(member=members, data=4)
   for name, shared, batch in [
     ('data_member_shared', True, stacked),
     ('data_member_per_member', False, data.stack([data.stack(batches[3:6]), stacked])),
@@ -184,7 +185,7 @@ def _shard_map_checks(batch: dict, max_diff) -> dict:
 
   from bilstm_jax.nn import lstm
 
-  mesh = sharding.make_mesh({'data': 8})
+  mesh = sharding.make_mesh(data=8)
   x, n = jnp.asarray(batch['inputs']), jnp.asarray(batch['lengths'])
   report = {}
   for impl in ('native', 'fused', 'reference'):

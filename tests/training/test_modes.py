@@ -150,14 +150,18 @@ def test_bad_data_files_name_the_file_and_line(tmp_path):
 
 def test_schedules_clipping_and_injected_rate():
   cfg = tiny_config(**{'optim.schedule': 'warmup_cosine', 'optim.warmup_steps': 2})
-  rates = [optim.learning_rate_at(cfg.optim, 10, 0.01, s) for s in (0, 1, 2, 10)]
+  rates = [
+    optim.learning_rate_at(train_lib.optimizer_spec(cfg.optim), 10, 0.01, s) for s in (0, 1, 2, 10)
+  ]
   np.testing.assert_allclose(rates, [0.0, 0.005, 0.01, 0.0], atol=1e-9)
   cfg = tiny_config(**{'optim.schedule': 'step', 'optim.decay_every_steps': 3})
-  rates = [optim.learning_rate_at(cfg.optim, None, 0.01, s) for s in (0, 2, 3, 6)]
+  rates = [
+    optim.learning_rate_at(train_lib.optimizer_spec(cfg.optim), None, 0.01, s) for s in (0, 2, 3, 6)
+  ]
   np.testing.assert_allclose(rates, [0.01, 0.01, 0.001, 0.0001], rtol=1e-6)
   cfg = tiny_config(**{'optim.name': 'adamw', 'optim.weight_decay': 0.1})
   cfg.optim.grad_clip_norm = 1e-3
-  tx = optim.make_optimizer(cfg.optim)
+  tx = optim.make_optimizer(train_lib.optimizer_spec(cfg.optim))
   params = {'w': np.ones(3, np.float32)}
   state = tx.init(params)
   assert float(state.hyperparams['learning_rate']) == pytest.approx(0.01)
@@ -178,7 +182,7 @@ def test_sgd_is_heavy_ball_momentum_on_the_l2_regularised_gradient():
       'optim.warmup_steps': 1,
     }
   )
-  tx = optim.make_optimizer(cfg.optim, total_steps=5)
+  tx = optim.make_optimizer(train_lib.optimizer_spec(cfg.optim), total_steps=5)
   rng = np.random.default_rng(0)
   w = rng.normal(size=4).astype(np.float32)
   params, state = {'w': w}, tx.init({'w': w})
@@ -188,11 +192,13 @@ def test_sgd_is_heavy_ball_momentum_on_the_l2_regularised_gradient():
     updates, state = tx.update({'w': grad}, state, params)
     params = {'w': params['w'] + updates['w']}
     velocity = 0.8 * velocity + grad + 0.05 * ref
-    ref = ref - optim.learning_rate_at(cfg.optim, 5, 0.01, step) * velocity
+    ref = (
+      ref - optim.learning_rate_at(train_lib.optimizer_spec(cfg.optim), 5, 0.01, step) * velocity
+    )
   np.testing.assert_allclose(params['w'], ref, rtol=1e-5, atol=1e-7)
   assert float(state.hyperparams['weight_decay']) == pytest.approx(0.05)
   with pytest.raises(ValueError, match='needs optim.name=adamw or sgd'):
-    optim.make_optimizer(tiny_config(**{'optim.weight_decay': 0.1}).optim)
+    optim.make_optimizer(train_lib.optimizer_spec(tiny_config(**{'optim.weight_decay': 0.1}).optim))
 
 
 @pytest.mark.slow

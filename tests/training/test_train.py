@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import models
+from bilstm_jax import app, models
 from bilstm_jax.data import batching as data
 from bilstm_jax.tasks import losses
 from bilstm_jax.training import optim, program
@@ -31,7 +31,7 @@ def _state_and_batch(num_layers=2, dropout=0.0):
   batch = next(data.batches(synthetic(cfg, 'train'), 4, shuffle=False))
   batch['lengths'] = np.array([10, 7, 1, 0], np.int32)
   model = models.BiLSTMRegressor(hidden_size=4, num_layers=num_layers, dropout=dropout)
-  tx = optim.make_optimizer(cfg.optim)
+  tx = optim.make_optimizer(app.optimizer_spec(cfg.optim))
   inputs = (batch['inputs'], batch['lengths'])
   return train_lib.create_train_state(jax.random.key(0), model, tx, inputs), batch
 

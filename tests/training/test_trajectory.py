@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilstm_jax import interop, models
+from bilstm_jax import app, interop, models
 from bilstm_jax.training import optim
 from bilstm_jax.training import steps as train_lib
 from configs import default
@@ -56,7 +56,7 @@ def test_fifty_adam_steps_match_pytorch(num_layers):
   torch_losses = _torch_losses(tmodel, x, y, steps=50, lr=cfg.optim.learning_rate)
 
   model = models.BiLSTMRegressor(hidden_size=8, num_layers=num_layers)
-  tx = optim.make_optimizer(cfg.optim)
+  tx = optim.make_optimizer(app.optimizer_spec(cfg.optim))
   state = train_lib.TrainState.create(
     apply_fn=model.apply, params=jax.tree.map(jnp.asarray, params), tx=tx
   )
