@@ -1,10 +1,14 @@
-"""A test-only fault hook: SIGKILL this process when it enters a phase of a run.
+"""The one test-only fault hook: SIGKILL this process when it enters a phase of a run.
 
   BILSTM_JAX_FAULT=save:3        killed on entering its 3rd checkpoint save
+  BILSTM_JAX_FAULT=commit:1      killed inside its 1st save, before the save is committed
   BILSTM_JAX_FAULT=step:5:0.02   killed 0.02 s after entering its 5th training call
 
-Phases: 'step' (a compiled training call), 'eval' (the dev evaluation), 'save', 'export'
-and 'plot'. Counts are per process, from 1. With the variable unset (always, outside
+Phases: 'step' (a compiled training call), 'eval' (the dev evaluation), 'save' (before a
+checkpoint's files are written), 'commit' (inside the save, once its `meta` item is
+written and before the checkpoint is committed: a partial checkpoint is left behind),
+'export' and 'plot'.
+Counts are per process, from 1. With the variable unset (always, outside
 `benchmarks/faults.py` and the fault tests) `point` only reads the environment.
 """
 

@@ -1,20 +1,16 @@
 """The orbax pieces under `checkpoint.Checkpoints`: the manager with its four items, the
-JSON `meta` item (with the kill-mid-save test hook), step names that hide damaged
-checkpoints, and restore targets placed on this process's devices."""
+JSON `meta` item (with the 'commit' fault point, `bilstm_jax.faults`), step names that
+hide damaged checkpoints, and restore targets placed on this process's devices."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import time
 
 import jax
 import orbax.checkpoint as ocp
 
-# Test hook: seconds to sleep inside each save, after the files are written and before
-# the checkpoint is committed, so a test can SIGKILL a run in the middle of a save.
-SAVE_DELAY_ENV = 'BILSTM_JAX_TEST_SAVE_DELAY_S'
+from bilstm_jax import faults
 
 
 def open_manager(directory: str, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
@@ -38,13 +34,12 @@ def open_manager(directory: str, options: ocp.CheckpointManagerOptions) -> ocp.C
 
 
 class MetaHandler(ocp.JsonCheckpointHandler):
-  """JSON handler with the optional test delay inside the save."""
+  """JSON handler with the 'commit' fault point inside the save: once the meta item is
+  written, before the checkpoint is committed (a kill there leaves a partial one)."""
 
   async def _save_fn(self, x, directory):
     await super()._save_fn(x, directory)
-    delay = float(os.environ.get(SAVE_DELAY_ENV, '0') or 0)
-    if delay > 0:
-      time.sleep(delay)
+    faults.point('commit')
 
 
 @ocp.args.register_with_handler(MetaHandler, for_save=True)

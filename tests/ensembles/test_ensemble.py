@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -426,7 +425,7 @@ def _tiny_ensemble_config(**overrides):
 
 @pytest.mark.subprocess
 def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
-  from bilstm_jax.training import orbax_io
+  from bilstm_jax import faults
 
   reference = str(tmp_path / 'reference')
   expected = app.train_and_evaluate(_tiny_ensemble_config(), reference)
@@ -436,24 +435,13 @@ def test_ensemble_killed_mid_training_resumes_bit_identical(tmp_path):
   flags = [f'--config.{k}={v}' for k, v in TINY_ENSEMBLE.items()]
   cmd = [sys.executable, 'train.py', '--config', 'configs/ensemble.py', '--workdir', workdir]
   env = {**os.environ, 'PYTHONPATH': ROOT}
-  # Saves are slow (0.3 s each), training between them fast: killing as soon as the first
-  # checkpoint is complete lands in training or evaluation, before the next save.
-  proc = subprocess.Popen(
-    cmd + flags,
-    cwd=ROOT,
-    env={**env, orbax_io.SAVE_DELAY_ENV: '0.3'},
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
+  # Killed entering its 3rd training call: after two calls and their checkpoints.
+  proc = subprocess.run(
+    cmd + flags, cwd=ROOT, env={**env, faults.ENV: 'step:3'}, capture_output=True, timeout=300
   )
-  end = time.time() + 120
-  while time.time() < end and proc.poll() is None:
-    if os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir)):
-      break
-    time.sleep(0.005)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
   at_kill = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
-  assert at_kill and at_kill[-1] < 12, (at_kill, proc.stderr.read().decode()[-2000:])
+  assert at_kill == [2, 4], at_kill
 
   resumed = subprocess.run(cmd + flags, cwd=ROOT, env=env, capture_output=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]

@@ -1,18 +1,19 @@
-"""Checkpoints: a run SIGKILLed mid-training or mid-save resumes to bit-identical params."""
+"""Checkpoints: a run SIGKILLed mid-training or mid-save resumes to bit-identical params.
+
+The kills come from `bilstm_jax.faults` (BILSTM_JAX_FAULT), at exact points of the run.
+"""
 
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from bilstm_jax import app as train_lib
-from bilstm_jax import errors
-from bilstm_jax.training import orbax_io
+from bilstm_jax import errors, faults
 from tests.utils import ROOT, TINY, load_state, tiny_config
 
 # The kill test runs with every batch at full length, and with length buckets (ragged
@@ -20,9 +21,9 @@ from tests.utils import ROOT, TINY, load_state, tiny_config
 VARIANTS = {'full_length': {}, 'buckets': {'data.buckets': 3, 'data.min_length': 1}}
 
 
-def _start(workdir, delay_s=0.0, variant='full_length', env=None):
+def _start(workdir, variant='full_length', env=None):
   flags = [f'--config.{k}={v}' for k, v in {**TINY, **VARIANTS[variant]}.items()]
-  env = {**os.environ, orbax_io.SAVE_DELAY_ENV: str(delay_s), 'PYTHONPATH': ROOT, **(env or {})}
+  env = {**os.environ, 'PYTHONPATH': ROOT, **(env or {})}
   cmd = [sys.executable, 'train.py', '--config', 'configs/default.py', '--workdir', workdir]
   return subprocess.Popen(
     cmd + flags, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -32,17 +33,6 @@ def _start(workdir, delay_s=0.0, variant='full_length', env=None):
 def _listing(workdir):
   path = os.path.join(workdir, 'checkpoints')
   return os.listdir(path) if os.path.isdir(path) else []
-
-
-def _wait_for(proc, predicate, timeout=120.0):
-  end = time.time() + timeout
-  while time.time() < end:
-    if predicate():
-      return True
-    if proc.poll() is not None:
-      return False
-    time.sleep(0.005)
-  return False
 
 
 def _final_params(workdir, variant='full_length'):
@@ -66,13 +56,11 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
 
 
-def _kill_when(workdir, predicate, delay_s, variant):
-  """Starts the run (or its resumption) and SIGKILLs it when `predicate(listing)` holds."""
-  proc = _start(workdir, delay_s, variant)
-  hit = _wait_for(proc, lambda: predicate(_listing(workdir)))
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert hit, f'the run ended before the kill point: {proc.stderr.read().decode()[-2000:]}'
+def _killed(workdir, fault, variant):
+  """Runs the run (or its resumption) until `faults` SIGKILLs it at `fault`."""
+  proc = _start(workdir, variant, env={faults.ENV: fault})
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == -signal.SIGKILL, f'not killed at {fault}: {err.decode()[-2000:]}'
   return _listing(workdir)
 
 
@@ -80,21 +68,11 @@ def _kill_when(workdir, predicate, delay_s, variant):
 def test_sigkill_mid_training_then_mid_save_resumes_bit_identical(tmp_path, reference):
   workdir = str(tmp_path)
   variant = reference[2]
-  # 1. Saves are slow (0.3 s each), training between them fast: killing as soon as the
-  #    second checkpoint is complete lands between saves, in training or evaluation.
-  at_kill = _kill_when(workdir, lambda names: sum(n.isdigit() for n in names) >= 2, 0.3, variant)
-  assert sum(n.isdigit() for n in at_kill) >= 2
-  # 2. The resumed run sleeps 3 s inside each save: kill it in its first one. Run 1 may
-  #    itself have died inside a save, leaving a partial directory that run 2 deletes on
-  #    start; only a partial directory seen after run 2 logged its resume is its own.
-  metrics = os.path.join(workdir, 'metrics.jsonl')
-
-  def in_own_save(names):
-    with open(metrics) as f:
-      resumed = any('"resume"' in line for line in f)
-    return resumed and any('tmp' in n for n in names)
-
-  at_kill = _kill_when(workdir, in_own_save, 3.0, variant)
+  # 1. Killed entering its 4th training call, with checkpoints after the first calls.
+  at_kill = sorted(int(n) for n in _killed(workdir, 'step:4', variant) if n.isdigit())
+  assert len(at_kill) >= 2 and at_kill[-1] < 12, at_kill
+  # 2. The resumed run is killed inside its first save, before the save is committed.
+  at_kill = _killed(workdir, 'commit:1', variant)
   assert any('tmp' in n for n in at_kill), at_kill  # it died inside a save
   # 3. Resume again and finish.
   resumed = _start(workdir, variant=variant)
