@@ -18,14 +18,16 @@ Features (`bilstm_jax.data.audio`) and the normalisation statistics fitted on th
 training features are part of the task's `spec()` (task.json), so evaluation and
 prediction compute exactly what training saw, whatever the config says later.
 
-Augmentation (`fsdd.Augment`, off by default) is materialised as `augment_copies` extra
-copies of the training set, copy c of example i drawn from (data_seed, c, i). The loop's
-batches are a pure function of (seed, epoch) over a fixed training set, so a resumed run
-sees exactly the data the uninterrupted run saw.
+Augmentation (`fsdd.Augment`, off by default) is drawn afresh every epoch
+(`epoch_transform`): each training example's features are recomputed from its clean
+waveform, shifted and noised, then normalised with the clean statistics and masked, all
+drawn from (run seed, epoch, example index). A resumed run redraws exactly what the
+uninterrupted run drew; dev and test are never augmented.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -34,7 +36,8 @@ from typing import ClassVar
 import numpy as np
 
 from bilstm_jax.data import audio, feature_cache, fsdd, wav
-from bilstm_jax.errors import CheckpointError, DataFileError
+from bilstm_jax.data.frames import pad_features, pad_like, stack_frames
+from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError
 from bilstm_jax.tasks import base, speech_output
 from bilstm_jax.tasks.classification import ClassificationTask
 
@@ -81,38 +84,27 @@ def augment_settings(data) -> dict:
   }
 
 
-def pad_features(feats: list[np.ndarray], dims: int) -> tuple[np.ndarray, np.ndarray]:
-  """float32[frames_i, dims] each -> (inputs float32[n, max_frames, dims], lengths int32[n])."""
-  lengths = np.array([len(f) for f in feats], np.int32)
-  inputs = np.zeros((len(feats), int(lengths.max(initial=1)), dims), np.float32)
-  for i, f in enumerate(feats):
-    inputs[i, : len(f)] = f
-  return inputs, lengths
-
-
-def stack_frames(features: np.ndarray, k: int) -> np.ndarray:
-  """float[frames, dims] -> float32[ceil(frames / k), dims * k]: k frames per step, the
-  last step completed by repeating the last frame."""
-  if k <= 1:
-    return features
-  steps = -(-len(features) // k)
-  idx = np.minimum(np.arange(steps * k), len(features) - 1)
-  return features[idx].reshape(steps, k * features.shape[1]).astype(np.float32)
-
-
-def stack_labels(labels: np.ndarray, k: int) -> np.ndarray:
-  """int[frames] -> int32[ceil(frames / k)]: each step takes its middle frame's label."""
-  if k <= 1:
-    return labels
-  steps = -(-len(labels) // k)
-  return labels[np.minimum(np.arange(steps) * k + k // 2, len(labels) - 1)].astype(np.int32)
-
-
 @functools.lru_cache(maxsize=16)
 def _features(paths: tuple[str, ...], config: audio.FeatureConfig, cache_dir: str):
   # Train and dev are read several times in one process (fit, check, evaluate); the disk
   # cache, if any, serves other processes.
   return tuple(feature_cache.load_features(list(paths), config, cache_dir or None, name='fsdd'))
+
+
+def _one_blas_thread():
+  # Per-utterance features are many small matrix products: BLAS threads fighting over
+  # them make an epoch's augmentation several times slower on a busy machine.
+  try:
+    from threadpoolctl import threadpool_limits  # optional: without it, BLAS as is
+  except ImportError:
+    return contextlib.nullcontext()
+  return threadpool_limits(1, user_api='blas')
+
+
+@functools.lru_cache(maxsize=2)
+def _waveforms(paths: tuple[str, ...], sample_rate: int, resample: bool) -> tuple:
+  # Every epoch redraws augmentation from the clean waveforms: read the files once.
+  return tuple(wav.read_wav(p, sample_rate, resample) for p in paths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +119,9 @@ class SpeechData(base.Task):
     normalise: 'train' (per-dimension statistics of the clean training features),
       'utterance' (per-utterance mean and variance) or 'none'.
     stats: the fitted 'train' statistics {'mean', 'std'}; None before `fit`.
-    augment: `fsdd.Augment` keyword arguments.
-    augment_copies: augmented copies of the training set added to the clean one.
-    data_seed: seeds augmentation (and the joined training utterances).
+    augment: `fsdd.Augment` keyword arguments: the augmentation `epoch_transform` draws
+      afresh every epoch (all off: none).
+    data_seed: seeds the joined training utterances.
     cache_dir: where single-file features are cached ('' for no cache).
     frame_stack: k > 1 concatenates k consecutive normalised frames into one model step
       (dims x k, steps / k): the recurrence runs k times fewer steps.
@@ -143,7 +135,6 @@ class SpeechData(base.Task):
   normalise: str = 'train'
   stats: dict | None = None
   augment: dict = dataclasses.field(default_factory=dict)
-  augment_copies: int = 0
   data_seed: int = 0
   cache_dir: str = ''
   frame_stack: int = 1
@@ -162,11 +153,20 @@ class SpeechData(base.Task):
       'features': feature_settings(d),
       'normalise': normalise,
       'augment': augment_settings(d),
-      'augment_copies': int(d.get('augment_copies', 0)),
       'data_seed': int(d.get('seed', 0)),
       'cache_dir': d.get('cache_dir', '') or '',
       'frame_stack': int(d.get('frame_stack', 1)),
     }
+
+  @classmethod
+  def validate_config(cls, config) -> None:
+    super().validate_config(config)
+    if 'augment_copies' in config.data:
+      raise ConfigError(
+        f'config.data.augment_copies={config.data.augment_copies!r} was removed: augmentation '
+        'is now drawn afresh every epoch from the clean recordings whenever data.shift_ms, '
+        'data.snr_db_max, data.time_masks or data.freq_masks is set. Drop the key.'
+      )
 
   @property
   def feature_config(self) -> audio.FeatureConfig:
@@ -221,7 +221,7 @@ class SpeechData(base.Task):
     if not isinstance(source, str):
       return None
     paths = [r.path for r in self.recordings(source, labelled=False)]
-    return paths * (1 + self.augment_copies) if source == 'train' else paths
+    return paths
 
   def encode(self, examples: list) -> dict:
     """Waveforms (float[samples_i] each, at the task's sample rate) as a dataset."""
@@ -235,8 +235,15 @@ class SpeechData(base.Task):
     stats = audio.FeatureStats.fit(self.raw_features(self.recordings(source, True)))
     return {'mean': list(stats.mean), 'std': list(stats.std)}
 
-  def normalised(self, feats: list[np.ndarray], stats: dict | None) -> list[np.ndarray]:
-    """Normalised (and stacked, see `frame_stack`) float32[steps, dims x k] features."""
+  def normalised(self, feats: list[np.ndarray], stats: dict | None, mask=None) -> list[np.ndarray]:
+    """Normalised, masked and stacked (see `frame_stack`) float32[steps, dims x k] features.
+
+    Args:
+      feats: float[frames_i, dims] raw features.
+      stats: the 'train' statistics {'mean', 'std'} (None for the other `normalise`).
+      mask: None, or (i, float32[frames, dims]) -> the same masked: applied to example i
+        after normalisation and before stacking (SpecAugment).
+    """
     if self.normalise == 'utterance':
       feats = [audio.cmvn(f) for f in feats]
     elif self.normalise == 'train':
@@ -244,7 +251,39 @@ class SpeechData(base.Task):
       feats = [fs.apply(f) for f in feats]
     else:
       feats = [np.asarray(f, np.float32) for f in feats]
+    if mask is not None:
+      feats = [mask(i, f) for i, f in enumerate(feats)]
     return [stack_frames(f, self.frame_stack) for f in feats]
+
+  @property
+  def augmenting(self) -> bool:
+    """Whether `augment` changes anything (else `epoch_transform` changes nothing)."""
+    return fsdd.Augment(**self.augment) != fsdd.Augment()
+
+  def epoch_features(self, waves, seed: int, epoch: int, stats: dict | None):
+    """Augmented features of clean waveforms, as epoch `epoch` sees them.
+
+    Waveform i is shifted and noised (`fsdd.augment_waveform`), featurised, normalised
+    with the clean training statistics, masked (`fsdd.spec_augment`) and stacked, every
+    draw from (seed, epoch, i).
+
+    Args:
+      waves: float[samples_i] each.
+
+    Returns:
+      (float32[steps_i, dims x k] each, the shift of each waveform in samples).
+    """
+    aug, fc = fsdd.Augment(**self.augment), self.feature_config
+    moved = [
+      fsdd.augment_waveform(w, aug, seed, epoch, i, fc.sample_rate) for i, w in enumerate(waves)
+    ]
+    with _one_blas_thread():
+      feats = [audio.compute_features(w, fc) for w, _ in moved]
+
+    def mask(i, f):
+      return fsdd.spec_augment(f, aug, seed, epoch, i)
+
+    return self.normalised(feats, stats, mask), [shift for _, shift in moved]
 
   @property
   def step_timing(self) -> tuple[int, int, int]:
@@ -318,11 +357,6 @@ class SpokenDigitTask(SpeechData, ClassificationTask):
     stats = self.stats_if_needed()
     feats = self.normalised(self.raw_features(recs), stats)
     labels = [r.digit for r in recs]
-    if source == 'train' and self.augment_copies:
-      aug = fsdd.Augment(**self.augment)
-      for copy in range(1, self.augment_copies + 1):
-        feats += self.augmented(recs, aug, copy, stats)
-        labels += [r.digit for r in recs]
     inputs, lengths = pad_features(feats, self.sizes_dims)
     dataset = {'inputs': inputs, 'lengths': lengths}
     if labelled:
@@ -330,16 +364,16 @@ class SpokenDigitTask(SpeechData, ClassificationTask):
     self.check(dataset, source)
     return dataset
 
-  def augmented(self, recs, aug: fsdd.Augment, copy: int, stats) -> list[np.ndarray]:
-    """Copy `copy` of the recordings: waveform shift and noise, features, masks."""
-    fc, out = self.feature_config, []
-    for i, r in enumerate(recs):
-      wave, _ = fsdd.augment_waveform(
-        wav.read_wav(r.path, fc.sample_rate, fc.resample), aug, self.data_seed, copy, i
-      )
-      (f,) = self.normalised([audio.compute_features(wave, fc)], stats)
-      out.append(fsdd.spec_augment(f, aug, self.data_seed, copy, i))
-    return out
+  def epoch_transform(self, train_set: dict, seed: int, epoch: int) -> dict:
+    """The training set with every recording augmented afresh (`epoch_features`), drawn
+    from (seed, epoch, index); the set itself when `augment` does nothing."""
+    if not self.augmenting:
+      return train_set
+    fc = self.feature_config
+    paths = tuple(r.path for r in self.recordings('train', True))
+    waves = _waveforms(paths, fc.sample_rate, fc.resample)
+    feats, _ = self.epoch_features(waves, seed, epoch, self.stats_if_needed())
+    return {**train_set, 'inputs': pad_like(feats, train_set)}
 
 
 def waveform_dataset(task: SpeechData, waveforms) -> dict:

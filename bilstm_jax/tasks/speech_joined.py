@@ -9,7 +9,8 @@
 Sources, features and their saved statistics are those of `bilstm_jax.tasks.speech`. The
 dev set (and a test folder's) is built with the fixed seed `fsdd.DEV_SEED` from the
 split's recordings, so every run scores the same utterances; the training utterances
-come from `data_seed`.
+come from `data_seed`. Augmentation is redrawn every epoch from the clean utterances
+(`JoinedData.epoch_transform`), their frame labels moved with the time shift.
 """
 
 from __future__ import annotations
@@ -24,15 +25,11 @@ import numpy as np
 
 from bilstm_jax import models
 from bilstm_jax.data import audio, fsdd, wav
+from bilstm_jax.data.frames import pad_features, pad_like, stack_labels
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
 from bilstm_jax.tasks import base, losses, speech_output
-from bilstm_jax.tasks.speech import (
-  BLANK,
-  SpeechData,
-  pad_features,
-  stack_labels,
-)
+from bilstm_jax.tasks.speech import BLANK, SpeechData
 from bilstm_jax.tasks.tagging import TaggingTask
 
 
@@ -74,23 +71,16 @@ class JoinedData(SpeechData):
     kwargs = {'num_digits': tuple(self.num_digits), 'silence_ms': tuple(self.silence_ms)}
     return fsdd.joined_set(pool, num, seed=seed, **kwargs)
 
-  def joined_features(self, utts, copy: int = 0):
-    """(features, frame labels, digits) of each utterance; copy > 0 augments them."""
-    fc, aug = self.feature_config, fsdd.Augment(**self.augment)
-    feats, frames, digits = [], [], []
-    for i, u in enumerate(utts):
-      wave, segments = u.waveform, u.segments
-      if copy:
-        wave, shift = fsdd.augment_waveform(wave, aug, self.data_seed, copy, i)
-        segments = fsdd.shift_segments(segments, shift, len(wave))
-      feats.append(audio.compute_features(wave, fc))
-      frames.append(fsdd.frame_labels(segments, u.digits, len(wave), fc))
-      digits.append(u.digits)
-    return feats, frames, digits
+  def joined_features(self, utts):
+    """(raw features, frame labels, digits) of each clean utterance."""
+    fc = self.feature_config
+    feats = [audio.compute_features(u.waveform, fc) for u in utts]
+    frames = [fsdd.frame_labels(u.segments, u.digits, len(u.waveform), fc) for u in utts]
+    return feats, frames, [u.digits for u in utts]
 
   def train_stats(self, source: str = 'train') -> dict:
     """The statistics of the clean features of `source`'s joined utterances."""
-    feats, _, _ = _joined(self, source, 0)
+    feats, _, _ = _joined(self, source)
     stats = audio.FeatureStats.fit(list(feats))
     return {'mean': list(stats.mean), 'std': list(stats.std)}
 
@@ -101,14 +91,8 @@ class JoinedData(SpeechData):
       inputs, lengths = pad_features(feats, self.sizes_dims)
       return {'inputs': inputs, 'lengths': lengths}
     stats = self.stats_if_needed()
-    copies = self.augment_copies if source == 'train' else 0
-    feats, frames, digits = [], [], []
-    for copy in range(copies + 1):
-      f, fr, d = _joined(self, source, copy)
-      feats += list(f)
-      frames += list(fr)
-      digits += list(d)
-    feats = self.normalised(feats, stats)
+    feats, frames, digits = _joined(self, source)
+    feats = self.normalised(list(feats), stats)
     frames = [stack_labels(fr, self.frame_stack) for fr in frames]
     inputs, lengths = pad_features(feats, self.sizes_dims)
     dataset = {'inputs': inputs, 'lengths': lengths}
@@ -120,6 +104,24 @@ class JoinedData(SpeechData):
   def labels(self, frames, digits, inputs) -> np.ndarray:
     raise NotImplementedError
 
+  def epoch_transform(self, train_set: dict, seed: int, epoch: int) -> dict:
+    """The training utterances augmented afresh (`epoch_features`), drawn from (seed,
+    epoch, index), their frame labels moved with the shift; the set itself when
+    `augment` does nothing. Shifts shorter than the edge silences keep every digit whole."""
+    if not self.augmenting:
+      return train_set
+    utts = _cached(self, 'train')[0]
+    waves = [u.waveform for u in utts]
+    feats, shifts = self.epoch_features(waves, seed, epoch, self.stats_if_needed())
+    fc, frames = self.feature_config, []
+    for u, shift in zip(utts, shifts, strict=True):
+      segments = fsdd.shift_segments(u.segments, shift, len(u.waveform))
+      labels = fsdd.frame_labels(segments, u.digits, len(u.waveform), fc)
+      frames.append(stack_labels(labels, self.frame_stack))
+    inputs = pad_like(feats, train_set)
+    labels = self.labels(frames, [u.digits for u in utts], inputs)
+    return {**train_set, 'inputs': inputs, 'labels': labels}
+
   def example_files(self, source) -> list[str] | None:
     """Unlabelled wavs are one utterance each; 'train' and 'dev' join recordings."""
     return None if source in ('train', 'dev') else super().example_files(source)
@@ -130,7 +132,6 @@ def _joined_key(task: JoinedData) -> tuple:
     task.folder,
     task.test_speaker,
     tuple(sorted(task.features.items())),
-    tuple(sorted((k, str(v)) for k, v in task.augment.items())),
     task.data_seed,
     task.num_train,
     task.num_dev,
@@ -142,15 +143,22 @@ def _joined_key(task: JoinedData) -> tuple:
 _JOINED: dict = {}
 
 
-def _joined(task: JoinedData, source: str, copy: int):
-  # The same utterances are read for stats, fit, check and the run itself; building them
-  # (waveforms, features, labels) is the slow part, so keep the last few sets.
-  key = (_joined_key(task), os.path.abspath(source) if os.path.exists(source) else source, copy)
+def _cached(task: JoinedData, source: str):
+  # The same utterances are read for stats, fit, check, the run itself and every epoch's
+  # augmentation; building them (waveforms, features, labels) is the slow part, so keep
+  # the last few sets: (utterances, raw features, frame labels, digits).
+  key = (_joined_key(task), os.path.abspath(source) if os.path.exists(source) else source)
   if key not in _JOINED:
-    if len(_JOINED) >= 8:
+    if len(_JOINED) >= 4:
       _JOINED.pop(next(iter(_JOINED)))
-    _JOINED[key] = task.joined_features(task.utterances(source), copy)
+    utts = task.utterances(source)
+    _JOINED[key] = (utts, *task.joined_features(utts))
   return _JOINED[key]
+
+
+def _joined(task: JoinedData, source: str):
+  """(raw features, frame labels, digits) of a source's clean joined utterances."""
+  return _cached(task, source)[1:]
 
 
 @dataclasses.dataclass(frozen=True)

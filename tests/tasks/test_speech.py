@@ -21,7 +21,7 @@ import pytest
 
 import bilstm_jax
 from bilstm_jax import app, readable, tasks
-from bilstm_jax.data import audio, fsdd, wav
+from bilstm_jax.data import audio, frames, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
 from bilstm_jax.tasks import speech, speech_decode, speech_joined
@@ -41,15 +41,19 @@ def tone(digit: int, rng: np.random.Generator) -> np.ndarray:
   return 0.3 * np.hanning(n) * np.sin(2 * np.pi * f * t) + 0.003 * rng.standard_normal(n)
 
 
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-  path = tmp_path_factory.mktemp('tones')
+def write_tones(path) -> str:
+  """Writes the tone recordings of every speaker, digit and index into `path`."""
   rng = np.random.default_rng(0)
   for s in SPEAKERS:
     for d in DIGITS:
       for i in INDICES:
         wav.write_wav(str(path / f'{d}_{s}_{i}.wav'), tone(d, rng), fsdd.SAMPLE_RATE)
   return str(path)
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  return write_tones(tmp_path_factory.mktemp('tones'))
 
 
 def tiny(module, variant, folder, **overrides):
@@ -106,23 +110,6 @@ def test_bad_names_and_sources_are_clear_errors(folder, tmp_path):
     task.recordings('nothing.npz', labelled=True)
 
 
-def test_augmented_copies_are_seeded_and_exact(folder):
-  cfg = tiny(
-    fsdd_config,
-    'tiny',
-    folder,
-    **{'data.augment_copies': 1, 'data.shift_ms': 20.0, 'data.time_masks': 1},
-  )
-  cfg.data.max_time_mask = 3
-  task = tasks.from_config(cfg).fit('train')
-  a, b = task.read('train'), task.read('train')
-  n = len(a['labels']) // 2
-  np.testing.assert_array_equal(a['inputs'], b['inputs'])  # a rebuilt (resumed) run's data
-  assert a['labels'][:n].tolist() == a['labels'][n:].tolist()
-  assert not np.array_equal(a['inputs'][:n], a['inputs'][n:])  # the copy differs
-  assert len(task.read('dev')['labels']) == 2 * 3 * 3  # dev is never augmented
-
-
 def test_joined_labels_match_their_segments(folder):
   cfg = tiny(ctc_config, 'frames_tiny', folder)
   frames_task = tasks.from_config(cfg).fit('train')
@@ -146,10 +133,10 @@ def test_joined_labels_match_their_segments(folder):
 
 def test_frame_stacking():
   x = np.arange(10, dtype=np.float32).reshape(5, 2)
-  got = speech.stack_frames(x, 2)
+  got = frames.stack_frames(x, 2)
   np.testing.assert_array_equal(got, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 8, 9]])
-  assert speech.stack_labels(np.array([1, 1, 2, 3, 3]), 2).tolist() == [1, 3, 3]
-  assert speech.stack_labels(np.array([1, 2, 3, 4, 5, 6, 7]), 3).tolist() == [2, 5, 7]
+  assert frames.stack_labels(np.array([1, 1, 2, 3, 3]), 2).tolist() == [1, 3, 3]
+  assert frames.stack_labels(np.array([1, 2, 3, 4, 5, 6, 7]), 3).tolist() == [2, 5, 7]
 
 
 # ------------------------------------------------------- CTC decoding on the device
