@@ -1,8 +1,9 @@
 """Speech tasks on joined utterances: 2-7 FSDD digits of one speaker, with silences.
 
   fsdd_ctc     -> the digit string: per-frame logits over 10 digits + blank, CTC loss,
-               greedy digit error rate on device (`DigitCTCTask`); prefix beam search and
-               timings on the host (`bilstm_jax.tasks.speech_decode`);
+               greedy digit error rate on device and the prefix beam search's on the
+               host at every evaluation (`DigitCTCTask`); transcripts with timings in
+               `bilstm_jax.tasks.speech_decode`;
   fsdd_frames  -> a label per frame, digit or silence (`DigitFramesTask`, a
                `TaggingTask`): the 2005 framewise BLSTM set-up.
 
@@ -246,10 +247,12 @@ class DigitCTCTask(JoinedData):
 
   Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, max_digits]
   (-1 past each utterance's digits). Metrics: `loss` (CTC negative log-likelihood per
-  utterance) and `der` (greedy digit error rate: edit distance over reference digits).
+  utterance) and `der` (greedy digit error rate: edit distance over reference digits) on
+  device; `beam_der` (the same rate of prefix beam search) on the host (`host_metrics`).
 
   Attributes:
     max_tokens: digits `predictions` holds per utterance (the count is exact beyond it).
+    beam_width: prefixes the beam search of `beam_der` keeps.
   """
 
   name: ClassVar[str] = 'fsdd_ctc'
@@ -257,13 +260,15 @@ class DigitCTCTask(JoinedData):
   metrics: ClassVar[tuple[str, ...]] = ('loss', 'der')
   metric_modes: ClassVar[dict] = {'loss': 'min', 'der': 'min'}
   per_step: ClassVar[bool] = False
+  host_metric_modes: ClassVar[dict] = {'beam_der': 'min'}
 
   max_tokens: int = 16
+  beam_width: int = 8
   records = speech_output.transcript_records  # {'file', 'transcript', 'digits': [...]}
 
   @classmethod
   def from_config(cls, config):
-    return cls(**cls.speech_fields(config))
+    return cls(beam_width=int(config.data.get('beam_width', 8)), **cls.speech_fields(config))
 
   @property
   def time_keys(self) -> tuple[str, ...]:
@@ -299,6 +304,17 @@ class DigitCTCTask(JoinedData):
       'loss': self._ctc(outputs, batch),
       'der': (dist.sum().astype(jnp.float32), ref_lengths.sum().astype(jnp.float32)),
     }
+
+  def host_metrics(self, dataset: dict, outputs: np.ndarray) -> dict[str, float]:
+    """{'beam_der': the digit error rate of prefix beam search (`beam_width`)}.
+
+    Args:
+      dataset: `labels` int32[n, max_digits] (-1 padded) and `lengths` int32[n].
+      outputs: float32[n, time, 11] logits (or an ensemble's log-probabilities).
+    """
+    refs = [row[row >= 0].tolist() for row in dataset['labels']]
+    hyps = ctc.best_labellings(outputs, dataset['lengths'], self.beam_width, BLANK)
+    return {'beam_der': ctc.error_rate(hyps, refs)}
 
   def combine(self, member_outputs):
     return losses.mean_probability_logits(member_outputs)
