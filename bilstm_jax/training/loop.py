@@ -99,15 +99,17 @@ class Progress:
 
 
 def chunks_from(program, progress: Progress):
-  """Yields (epoch, lo, hi): the batch ranges of the compiled calls still to run."""
+  """Yields (epoch, lo, hi, batches): the batch ranges of the compiled calls still to run,
+  with their epoch's batches (`program.epoch` runs once per epoch: it may transform the
+  training set, `Task.epoch_transform`)."""
   epoch, batch, step = progress.epoch, progress.batch, progress.step
   while step < program.total_steps:
-    _, chunks = program.epoch(epoch)
+    batches, chunks = program.epoch(epoch)
     for lo, hi in chunks:
       if hi <= batch:
         continue
       hi = min(hi, lo + program.total_steps - step)
-      yield epoch, lo, hi
+      yield epoch, lo, hi, batches
       step += hi - lo
       if step >= program.total_steps:
         return
@@ -186,13 +188,11 @@ def train(
   Returns:
     The final state.
   """
-  timer, cache = _Timer(progress.step), {}
-  for epoch, lo, hi in chunks_from(program, progress):
-    if epoch not in cache:
-      cache = {epoch: program.epoch(epoch)[0]}
+  timer = _Timer(progress.step)
+  for epoch, lo, hi, batches in chunks_from(program, progress):
     before = progress.step
     faults.point('step')
-    state, sums = program.train_chunk(state, cache[epoch][lo:hi], rng)
+    state, sums = program.train_chunk(state, batches[lo:hi], rng)
     progress.add_sums(sums)
     progress.step += hi - lo
     mon.advance(hi - lo)

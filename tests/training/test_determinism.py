@@ -48,8 +48,8 @@ def _losses_by_call(workdir, impl):
   _, prog, _, _ = train_lib.prepare(cfg, workdir)
   state, rng = prog.init()
   losses = []
-  for epoch, lo, hi in loop.chunks_from(prog, loop.Progress()):
-    state, sums = prog.train_chunk(state, prog.epoch(epoch)[0][lo:hi], rng)
+  for _, lo, hi, batches in loop.chunks_from(prog, loop.Progress()):
+    state, sums = prog.train_chunk(state, batches[lo:hi], rng)
     losses.append(float(sums['loss_sum']) / float(sums['weight']))
   return losses + list(prog.evaluate(state).values())
 
