@@ -3,6 +3,8 @@
 MFCC features (13 + deltas + delta-deltas, 25 ms windows every 10 ms) normalised with the
 training split's statistics, a 2-layer BiLSTM, mean pooling over valid frames, 10 digits.
 Dev: recordings 5-9 of every speaker and digit (`bilstm_jax.data.fsdd.dev_split`).
+Variant 'aug' augments every training example afresh each epoch (time shift, noise,
+SpecAugment masks, drawn from (config.seed, epoch, example)): dev accuracy 100% (300/300).
 
   python train.py --config=fsdd --workdir runs/fsdd
   python train.py --config=configs/fsdd.py:aug --workdir runs/fsdd_aug   # augmented
@@ -43,7 +45,7 @@ def speech_data(config: ml_collections.ConfigDict) -> None:
   d.frame_stack = 1  # k > 1: k consecutive frames per model step (k times fewer steps)
   d.cache_dir = ''  # '' = no feature cache on disk (FSDD's features take under a second)
   # Augmentation, off by default: drawn afresh every epoch for every training example
-  # from (seed, epoch, example), so a resumed run redraws exactly; dev is never augmented.
+  # from (config.seed, epoch, example), so a resumed run redraws exactly; dev never is.
   d.shift_ms = 0.0  # time shift uniform in +-shift_ms
   d.snr_db_min = 0.0  # white noise at an SNR uniform in [min, max] dB; max 0 = none
   d.snr_db_max = 0.0
