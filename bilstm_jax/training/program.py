@@ -3,7 +3,11 @@
 The loop (`bilstm_jax.training.loop`) depends on a `Program` alone. Two builders return
 one: `single_model` here, and `bilstm_jax.ensembles.population.population` for a config
 with an `ensemble` block (N stacked members). Neither knows the loop, and the loop knows
-neither; both take the task, which alone knows what is learned.
+neither; both take the task, which alone knows what is learned, and share the rest:
+a `RunShape` (seed, batch size, length and order of the run, built by the app) and the
+`Schedule` it gives (the epoch plans, steps per epoch, total steps, the logged rate).
+Every epoch trains on `Task.epoch_transform` of the training set, and `Task.host_metrics`
+of the dev outputs join the dev metrics.
 """
 
 from __future__ import annotations
