@@ -1,6 +1,6 @@
 """Training throughput of the text models against a PyTorch equivalent, in one process.
 
-Two models, each in bilstm_jax (`bilstm_jax.tasks.text_models`) and in PyTorch as PyTorch
+Two models, each in bilstm_jax (`bilstm_jax.models.text`) and in PyTorch as PyTorch
 users write it (`nn.Embedding`, a character CNN, `nn.LSTM` over `pack_padded_sequence`,
 `torchcrf.CRF`), with the same sizes, the same batches and Adam:
 
@@ -47,7 +47,7 @@ import optax
 
 from bilstm_jax.data import batching as batching_lib
 from bilstm_jax.heads import crf as crf_lib
-from bilstm_jax.tasks import text_models
+from bilstm_jax.models.text import TextEncoder, TextTagger
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDS, CHARS, WIDTH, BATCH = 20000, 100, 12, 32
@@ -99,11 +99,11 @@ def make_batches(num: int, seed: int, num_tags: int, batching: str = 'buckets') 
 
 def jax_trainer(spec: dict):
   dim = spec.get('vectors', 0)
-  enc = dict(
+  enc = TextEncoder(
     vocab_size=WORDS, hidden_size=128, num_layers=spec['num_layers'], embed_size=dim or 100,
     char_vocab_size=CHARS, char_features=50, vectors_dim=dim, vectors_trainable=True,
   )  # fmt: skip
-  model = text_models.TextTagger(encoder=enc, num_tags=spec['num_tags'], crf=spec['crf'])
+  model = TextTagger(enc, num_tags=spec['num_tags'], crf=spec['crf'])
   tx = optax.adam(1e-3)
 
   def loss_fn(params, b):

@@ -5,7 +5,8 @@ The names below are the public API; submodules load when first used, so importin
 package (and `train.py --help`) stays quick.
 
   layers       BiLSTM, MaskedBatchNorm (`bilstm_jax.nn`)
-  models       BiLSTMRegressor, BiLSTMTagger, BiLSTMClassifier
+  models       BiLSTMRegressor, BiLSTMTagger, BiLSTMClassifier (`bilstm_jax.models`: every
+               model family and its typed config)
   heads        CRF (a linear-chain CRF for any per-step logits)
   training     TrainState, create_train_state, train_step, train_steps, eval_step
   ensembles    member_keys, create_members, make_train_steps, get_member, shard_members

@@ -109,7 +109,8 @@ def with_dropout_layers(task, rates):
   population and loading one build their model through here, so both have the same layers.
 
   Args:
-    task: a task whose `model` dict has a `dropout` entry.
+    task: a task whose `model` config has a `dropout` field.
     rates: the members' rates (float[N]), or a (low, high) range.
   """
-  return dataclasses.replace(task, model=dict(task.model, dropout=float(np.max(rates))))
+  model = dataclasses.replace(task.model, dropout=float(np.max(rates)))
+  return dataclasses.replace(task, model=model)

@@ -4,5 +4,5 @@ dense.py     linear heads initialised like `torch.nn.Linear`
 pooling.py   mean / max / attention pooling over valid steps only
 crf.py       a linear-chain CRF: log-likelihood, Viterbi decoding, BIO/BIOES constraints
 ctc.py       CTC loss, greedy and prefix beam search decoding, forced alignment
-forecast.py  `Forecaster`: a multi-horizon forecasting model with instance normalisation
+forecast.py  instance normalisation of forecast windows (RevIN), for `bilstm_jax.models.forecast`
 """

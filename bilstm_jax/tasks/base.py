@@ -23,8 +23,8 @@ Optional, with defaults for .npz/.jsonl files of features or token ids:
   report(...), final_line(...)    the end-of-run summary
   per_step, label_key, prediction_time_keys: which arrays have a time axis, the label key
 
-Concrete tasks are frozen dataclasses whose fields are plain values (paths, model
-keyword arguments, sizes). `from_config(config)` on each task class is the adapter from
+Concrete tasks are frozen dataclasses whose fields are plain values (paths, the model's
+typed options, sizes). `from_config(config)` on each task class is the adapter from
 the training app's ConfigDict, and `validate_config(config)` checks the keys the task
 reads; nothing else in a task reads a config. A config names a task by a short name or
 by 'module:Class' / 'path/to/file.py:Class' (`bilstm_jax.tasks.task_class`), so a task
@@ -39,36 +39,14 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import files
 from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError, NotFittedError
+from bilstm_jax.models.config import ModelConfig
+from bilstm_jax.models.sequence import EncoderConfig
 
 SPLITS = ('train', 'dev', 'test')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def dtype_from_name(name: str):
-  if name not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}; got {name!r}.')
-  return DTYPES[name]
-
-
-def model_kwargs(model_config) -> dict:
-  """The `_Encoder` keyword arguments from a config's `model` block (the app's adapter)."""
-  kwargs = {
-    'hidden_size': model_config.hidden_size,
-    'num_layers': model_config.num_layers,
-    'dropout': model_config.dropout,
-    'bidirectional': model_config.bidirectional,
-    'dtype': model_config.dtype,
-    'impl': model_config.get('impl') or None,
-  }
-  for key in ('embed_size', 'embed_dropout'):
-    if key in model_config:
-      kwargs[key] = model_config[key]
-  return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +55,9 @@ class Task:
 
   Attributes:
     sources: {split: file path} for 'train', 'dev' and 'test' ('' or absent: none).
-    model: keyword arguments of the model (`model_kwargs`); dtype by name.
+    model: the model's typed options (`bilstm_jax.models.EncoderConfig` for the generic
+      tasks; a task with another model family keeps that family's config), or None
+      for a task built without a config (it can read and fit, not build its model).
     sizes: what `fit` found in the training data: 'input_size' (features) or
       'vocab_size' (ids), and the task's output size; empty before `fit`.
   """
@@ -96,7 +76,7 @@ class Task:
   host_metric_modes: ClassVar[dict[str, str]] = {}
 
   sources: dict = dataclasses.field(default_factory=dict)
-  model: dict = dataclasses.field(default_factory=dict)
+  model: ModelConfig | None = None
   sizes: dict = dataclasses.field(default_factory=dict)
 
   # ----------------------------------------------------------------------- config
@@ -130,9 +110,9 @@ class Task:
   @classmethod
   def from_config(cls, config) -> Task:
     """The task (before `fit`) from a run config: by default the files `data.train`,
-    `data.dev` and `data.test` and the model block (`model_kwargs`)."""
+    `data.dev` and `data.test` and the model block (`EncoderConfig`)."""
     sources = {s: config.data.get(s) or '' for s in SPLITS}
-    return cls(sources=sources, model=model_kwargs(config.model))
+    return cls(sources=sources, model=EncoderConfig.from_config(config.model))
 
   # ------------------------------------------------------------------------- data
 
@@ -237,7 +217,7 @@ class Task:
   def adversarial(self) -> float:
     """The size of the adversarial perturbation `training.steps.train_step` adds to the
     model's perturbation point (0: none); only models that mark one take it."""
-    return float(self.model.get('adversarial', 0.0))
+    return float(getattr(self.model, 'adversarial', 0.0))
 
   @property
   def time_keys(self) -> tuple[str, ...]:
@@ -280,20 +260,9 @@ class Task:
 
   # ------------------------------------------------------------------------ model
 
-  def encoder_kwargs(self) -> dict:
-    """The model's keyword arguments: `model` with its dtype resolved and the fitted
-    `vocab_size` for token ids (the embedding's arguments dropped for float features)."""
-    kwargs = dict(self.model)
-    kwargs['dtype'] = dtype_from_name(kwargs.get('dtype', 'float32'))
-    if 'vocab_size' in self.sizes:
-      kwargs['vocab_size'] = self.sizes['vocab_size']
-    else:
-      kwargs.pop('embed_size', None)
-      kwargs.pop('embed_dropout', None)
-    return kwargs
-
   def make_model(self) -> nn.Module:
-    """The Flax module this task trains, built from `model` and the fitted `sizes`."""
+    """The Flax module this task trains, built from `model` and the fitted `sizes` in one
+    step (`Model.from_config(self.model, **sizes)`, `bilstm_jax.models`)."""
     raise NotImplementedError
 
   def model_inputs(self, batch: dict) -> tuple:

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import models
 from bilstm_jax.errors import DataFileError
+from bilstm_jax.models import BiLSTMClassifier, EncoderConfig
 from bilstm_jax.tasks import base, losses
 
 
@@ -39,7 +39,7 @@ class ClassificationTask(base.Task):
     sources = {s: config.data.get(s) or '' for s in base.SPLITS}
     return cls(
       sources=sources,
-      model=base.model_kwargs(config.model),
+      model=EncoderConfig.from_config(config.model),
       pooling=config.model.get('pooling', 'mean'),
     )
 
@@ -60,8 +60,11 @@ class ClassificationTask(base.Task):
 
   def make_model(self):
     """A `BiLSTMClassifier` with the fitted number of classes."""
-    return models.BiLSTMClassifier(
-      num_classes=self.sizes['num_classes'], pooling=self.pooling, **self.encoder_kwargs()
+    return BiLSTMClassifier.from_config(
+      self.model,
+      num_classes=self.sizes['num_classes'],
+      pooling=self.pooling,
+      vocab_size=self.sizes.get('vocab_size'),
     )
 
   def loss(self, outputs, batch):

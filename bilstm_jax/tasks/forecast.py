@@ -36,8 +36,8 @@ import numpy as np
 from bilstm_jax.data import csv_series, ts_baselines
 from bilstm_jax.data import timeseries as ts
 from bilstm_jax.errors import ConfigError, DataFileError
+from bilstm_jax.models.forecast import ForecastConfig, WindowForecaster
 from bilstm_jax.tasks import base, forecast_output, losses
-from bilstm_jax.tasks.forecast_models import WindowForecaster
 
 SPLIT_NAMES = {'train': 'train', 'dev': 'val', 'val': 'val', 'test': 'test'}
 FEATURES = ('M', 'S', 'MS')
@@ -62,8 +62,7 @@ class ForecastTask(base.Task):
       windows), 'split' ('ett', 'rows' or 'fractions'), 'ett_freq' ('h' or 'm'),
       'split_rows' (4 boundaries), 'split_fractions' ((train, test)),
       'baseline_ridge', 'baseline_individual', 'baseline_kernel'.
-    model: `Forecaster` keyword arguments other than sizes (hidden_size, num_layers,
-      dropout, bidirectional, channel_independent, norm, head_input, impl).
+    model: the model's typed options (`bilstm_jax.models.ForecastConfig`).
     sizes: after `fit`: 'input_size', 'output_size', 'columns', 'input_columns',
       'target_columns' and 'scaler' ({'columns', 'mean', 'std'} of the training rows).
   """
@@ -114,20 +113,7 @@ class ForecastTask(base.Task):
       'baseline_individual': bool(d.baseline_individual),
       'baseline_kernel': int(d.baseline_kernel),
     }
-    model = {
-      'hidden_size': m.hidden_size,
-      'num_layers': m.num_layers,
-      'dropout': m.dropout,
-      'bidirectional': m.bidirectional,
-      'channel_independent': m.channel_independent,
-      'norm': m.norm,
-      'head_input': m.head_input,
-      'segment_len': segment,
-      'linear_skip': bool(m.get('linear_skip', False)),
-      'linear_base': bool(m.get('linear_base', False)),
-      'impl': m.get('impl') or None,
-    }
-    return cls(model=model, data=data)
+    return cls(model=ForecastConfig.from_config(m), data=data)
 
   # ------------------------------------------------------------------------- data
 
@@ -284,21 +270,21 @@ class ForecastTask(base.Task):
     return tuple(inputs.index(c) for c in self.sizes['target_columns'])
 
   def make_model(self) -> WindowForecaster:
-    kwargs = dict(self.model)
+    """A `WindowForecaster` from the typed model options and the fitted columns."""
     linear = None
-    if kwargs.pop('linear_base', False):
+    if self.model.linear_base:
       key = self._train_key()
 
       def linear():  # the fit runs only where parameters are initialised
         return _linear_baseline(key).weights.astype(np.float32)
 
-    return WindowForecaster(
+    return WindowForecaster.from_config(
+      self.model,
       horizon=self.data['horizon'],
       out_channels=self.sizes['output_size'],
       target_index=self.target_positions(),
       linear_init=linear,
       linear_kernel=self.data['baseline_kernel'],
-      **kwargs,
     )
 
   def model_inputs(self, batch: dict) -> tuple:

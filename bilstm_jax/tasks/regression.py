@@ -12,9 +12,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from bilstm_jax import models, plots
+from bilstm_jax import plots
 from bilstm_jax.data import synthetic
 from bilstm_jax.errors import DataFileError
+from bilstm_jax.models import BiLSTMRegressor, EncoderConfig
 from bilstm_jax.tasks import base, losses
 
 
@@ -57,7 +58,7 @@ class RegressionTask(base.Task):
         'min_length': data.get('min_length'),
       }
     sources = {s: data.get(s) or '' for s in base.SPLITS}
-    return cls(sources=sources, model=base.model_kwargs(config.model), synthetic=gen)
+    return cls(sources=sources, model=EncoderConfig.from_config(config.model), synthetic=gen)
 
   def read(self, source: str, labelled: bool = True) -> dict:
     """As `Task.read`; a synthetic task generates its train and dev splits instead."""
@@ -81,7 +82,9 @@ class RegressionTask(base.Task):
 
   def make_model(self):
     """A `BiLSTMRegressor` with the fitted output size."""
-    return models.BiLSTMRegressor(output_size=self.sizes['output_size'], **self.encoder_kwargs())
+    return BiLSTMRegressor.from_config(
+      self.model, output_size=self.sizes['output_size'], vocab_size=self.sizes.get('vocab_size')
+    )
 
   def loss(self, outputs, batch):
     """Masked squared error: outputs and targets float32[batch, time, outputs]."""

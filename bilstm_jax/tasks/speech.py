@@ -38,6 +38,7 @@ import numpy as np
 from bilstm_jax.data import audio, feature_cache, fsdd, wav
 from bilstm_jax.data.frames import pad_features, pad_like, stack_frames
 from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError
+from bilstm_jax.models import EncoderConfig
 from bilstm_jax.tasks import base, speech_output
 from bilstm_jax.tasks.classification import ClassificationTask
 
@@ -147,7 +148,7 @@ class SpeechData(base.Task):
       raise ValueError(f'data.normalise must be one of {NORMALISE}; got {normalise!r}.')
     return {
       'sources': {'test': d.get('test') or ''},
-      'model': base.model_kwargs(config.model),
+      'model': EncoderConfig.from_config(config.model),
       'folder': d.get('folder', ''),
       'test_speaker': d.get('test_speaker', '') or '',
       'features': feature_settings(d),

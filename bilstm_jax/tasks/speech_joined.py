@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilstm_jax import models
 from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.data.frames import pad_features, pad_like, stack_labels
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
+from bilstm_jax.models import BiLSTMTagger
 from bilstm_jax.tasks import base, losses, speech_output
 from bilstm_jax.tasks.speech import BLANK, SpeechData
 from bilstm_jax.tasks.tagging import TaggingTask
@@ -286,7 +286,7 @@ class DigitCTCTask(JoinedData):
     base.Task.check(self, dataset, where)
 
   def make_model(self):
-    return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())
+    return BiLSTMTagger.from_config(self.model, num_classes=self.sizes['num_classes'])
 
   def _ctc(self, outputs, batch):
     labels = batch['labels']

@@ -12,8 +12,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from bilstm_jax import models
 from bilstm_jax.errors import DataFileError
+from bilstm_jax.models import BiLSTMTagger, EncoderConfig
 from bilstm_jax.tasks import base, losses
 
 
@@ -30,7 +30,7 @@ class TaggingTask(base.Task):
   def from_config(cls, config):
     """The task with a config's data files and model block."""
     sources = {s: config.data.get(s) or '' for s in base.SPLITS}
-    return cls(sources=sources, model=base.model_kwargs(config.model))
+    return cls(sources=sources, model=EncoderConfig.from_config(config.model))
 
   def check(self, dataset: dict, where: str) -> None:
     """As `Task.check`, and the labels must be int[batch, time], within the fitted classes."""
@@ -46,7 +46,9 @@ class TaggingTask(base.Task):
 
   def make_model(self):
     """A `BiLSTMTagger` with the fitted number of classes."""
-    return models.BiLSTMTagger(num_classes=self.sizes['num_classes'], **self.encoder_kwargs())
+    return BiLSTMTagger.from_config(
+      self.model, num_classes=self.sizes['num_classes'], vocab_size=self.sizes.get('vocab_size')
+    )
 
   def loss(self, outputs, batch):
     """Cross-entropy per step of the logits against `labels` int32[batch, time]."""

@@ -41,6 +41,7 @@ import numpy as np
 
 from bilstm_jax.data import text, vocab, word_vectors
 from bilstm_jax.errors import CheckpointError, DataFileError
+from bilstm_jax.models.text import TextEncoder, TextEncoderConfig
 from bilstm_jax.tasks import base
 
 RAW_SUFFIXES = ('.txt',)  # raw text: one whitespace-tokenised sentence per line
@@ -122,24 +123,9 @@ class _TextTask(base.Task):
   @classmethod
   def _common(cls, config) -> dict:
     d, m = config.data, config.model
-    enc = {
-      'hidden_size': m.hidden_size,
-      'num_layers': m.num_layers,
-      'dropout': m.dropout,
-      'embed_size': m.embed_size,
-      'embed_dropout': m.embed_dropout,
-      'word_dropout': m.get('word_dropout', 0.0),
-      'adversarial': m.get('adversarial', 0.0),
-      'vectors_trainable': m.get('word_vectors_trainable', False),
-      'char_embed_size': m.get('char_embed_size', 30),
-      'char_features': m.get('char_features', 50),
-      'norm': m.get('norm', ''),
-      'dtype': m.dtype,
-      'impl': m.get('impl') or None,
-    }
     return dict(
       sources={s: find_file(d.get(s) or '') for s in base.SPLITS},
-      model=enc,
+      model=TextEncoderConfig.from_config(m),
       lowercase=d.get('lowercase', False),
       min_count=d.get('min_count', 1),
       max_vocab=d.get('max_vocab', 0),
@@ -342,15 +328,16 @@ class _TextTask(base.Task):
       return inputs + (batch['vectors'],)
     return inputs if self.chars else inputs[:2]
 
-  def encoder_kwargs(self) -> dict:
-    kwargs = dict(self.model)
-    kwargs['dtype'] = base.dtype_from_name(kwargs.get('dtype', 'float32'))
-    kwargs['vocab_size'] = self.sizes['vocab_size']
-    kwargs['char_vocab_size'] = self.sizes.get('char_vocab_size', 0)
-    kwargs['char_encoder'] = self.chars or 'cnn'
-    if self.sizes.get('vectors_dim'):
-      kwargs['vectors_dim'] = kwargs['embed_size'] = self.sizes['vectors_dim']
-    return kwargs
+  def make_encoder(self) -> TextEncoder:
+    """The text encoder from the typed model options and the fitted vocabularies (the
+    tagger's and the classifier's shared body)."""
+    return TextEncoder.from_config(
+      self.model,
+      vocab_size=self.sizes['vocab_size'],
+      char_vocab_size=self.sizes.get('char_vocab_size', 0),
+      char_encoder=self.chars or 'cnn',
+      vectors_dim=self.sizes.get('vectors_dim', 0),
+    )
 
   def label_names(self) -> list[str]:
     return list(self.vocabs['labels'].tokens)

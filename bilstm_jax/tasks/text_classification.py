@@ -10,7 +10,7 @@ import numpy as np
 
 from bilstm_jax.data import vocab
 from bilstm_jax.errors import DataFileError
-from bilstm_jax.tasks import text_models
+from bilstm_jax.models.text import TextClassifier
 from bilstm_jax.tasks.classification import ClassificationTask
 from bilstm_jax.tasks.text import _TextTask, read_file
 
@@ -48,9 +48,7 @@ class TextClassificationTask(_TextTask):
       raise DataFileError(f'{path}: label {e.args[0]!r} is not in the training data.') from e
 
   def make_model(self):
-    return text_models.TextClassifier(
-      encoder=self.encoder_kwargs(), num_classes=self.sizes['num_classes'], pooling=self.pooling
-    )
+    return TextClassifier(self.make_encoder(), self.sizes['num_classes'], self.pooling)
 
   def records(self, dataset, predictions, source):
     """{'text', 'label', 'probability', 'probabilities': {label: p}} per sentence; an empty

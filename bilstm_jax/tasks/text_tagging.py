@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from bilstm_jax.data import tag_schemes, vocab
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import crf as crf_lib
-from bilstm_jax.tasks import losses, text_models
+from bilstm_jax.models.text import TextTagger
+from bilstm_jax.tasks import losses
 from bilstm_jax.tasks.span_metrics import scheme_tables, span_sums
 from bilstm_jax.tasks.text import _TextTask, read_file
 
@@ -96,12 +97,7 @@ class TextTaggingTask(_TextTask):
     return crf_lib.allowed_transitions(self.label_names(), self.scheme)
 
   def make_model(self):
-    return text_models.TextTagger(
-      encoder=self.encoder_kwargs(),
-      num_tags=self.sizes['num_classes'],
-      crf=self.crf,
-      allowed=self._allowed(),
-    )
+    return TextTagger(self.make_encoder(), self.sizes['num_classes'], self.crf, self._allowed())
 
   def _tables(self):
     return scheme_tables(self.label_names())

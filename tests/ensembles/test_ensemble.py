@@ -403,13 +403,13 @@ def test_train_py_ensemble_members_use_the_command_lines_dropout_and_rate(tmp_pa
   np.testing.assert_allclose([r['learning_rate'] for r in rows], [0.003, 0.003], rtol=1e-6)
   saved = json.loads((workdir / 'config.json').read_text())
   assert saved['ensemble']['dropout'] == [0.25, 0.25]  # the record says what was used
-  assert inference.load(str(workdir)).task.model['dropout'] == 0.25
+  assert inference.load(str(workdir)).task.model.dropout == 0.25
   # A workdir written before: ranges copied from the config file's values, which the
   # command line's model.dropout no longer matches. It loads with the ranges it holds.
   saved['ensemble'].update(dropout=[0.1, 0.1], learning_rate=[0.01, 0.01])
   (workdir / 'config.json').write_text(json.dumps(saved))
   trained = inference.load(str(workdir))
-  assert trained.num_members == 2 and trained.task.model['dropout'] == 0.1
+  assert trained.num_members == 2 and trained.task.model.dropout == 0.1
   assert np.isfinite(trained.evaluate('dev')['loss'])
 
 

@@ -1,4 +1,5 @@
-"""The multi-horizon Forecaster and instance normalisation (bilstm_jax.heads.forecast)."""
+"""The multi-horizon Forecaster (bilstm_jax.models.forecast) and instance normalisation
+(bilstm_jax.heads.forecast)."""
 
 import time
 
@@ -8,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from bilstm_jax.heads.forecast import Forecaster, instance_denorm, instance_norm
+from bilstm_jax.heads.forecast import instance_denorm, instance_norm
+from bilstm_jax.models.forecast import Forecaster
 
 
 def series(batch=2, steps=7, channels=3, seed=0):

@@ -107,7 +107,7 @@ def test_gradients_flow_through_the_batch_statistics():
 
 
 def test_text_encoder_batch_norm_keeps_padding_out():
-  from bilstm_jax.tasks.text_models import TextEncoder
+  from bilstm_jax.models.text import TextEncoder
 
   enc = TextEncoder(vocab_size=9, hidden_size=4, num_layers=2, embed_size=3, norm='batch')
   rng = np.random.default_rng(6)

@@ -178,13 +178,12 @@ def test_every_scoring_of_the_test_file_is_logged(runs, tmp_path):
 
 def test_a_classifier_with_vectors_and_no_characters_exports(tmp_path):
   """Its model inputs hold None where the character ids would be (an export once failed)."""
-  from bilstm_jax.tasks import text_classification, text_models
+  from bilstm_jax.models.text import TextClassifier, TextEncoder
+  from bilstm_jax.tasks import text_classification
   from bilstm_jax.training import export
 
-  model = text_models.TextClassifier(
-    encoder={'vocab_size': 9, 'hidden_size': 4, 'embed_size': DIM, 'vectors_dim': DIM},
-    num_classes=2,
-  )
+  encoder = TextEncoder(vocab_size=9, hidden_size=4, embed_size=DIM, vectors_dim=DIM)
+  model = TextClassifier(encoder, num_classes=2)
   words = np.array([[2, 3, 1, 0]], np.int32)
   lengths = np.array([3], np.int32)
   vectors = np.random.default_rng(0).normal(size=(1, 4, DIM)).astype(np.float16)

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from bilstm_jax import models
-from bilstm_jax.tasks import text_models
+from bilstm_jax.models.text import TextClassifier, TextEncoder
 from bilstm_jax.training import steps
 
 VOCAB, BATCH, TIME = 30, 4, 7
@@ -38,8 +38,8 @@ def _batch(seed=0):
 
 
 def _state(size, tx=None):
-  encoder = dict(vocab_size=VOCAB, hidden_size=5, embed_size=6, adversarial=size)
-  model = text_models.TextClassifier(encoder, num_classes=2)
+  encoder = TextEncoder(vocab_size=VOCAB, hidden_size=5, embed_size=6, adversarial=size)
+  model = TextClassifier(encoder, num_classes=2)
   batch = _batch()
   tx = tx or optax.sgd(1.0)
   return steps.create_train_state(jax.random.key(0), model, tx, _Task(size).model_inputs(batch))

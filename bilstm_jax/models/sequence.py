@@ -1,13 +1,16 @@
-"""Task models: an optional embedding, a `BiLSTM` body and a head.
+"""The generic sequence models: an optional embedding, a `BiLSTM` body and a head.
 
-Modules read attributes, never a ConfigDict. Inputs are float features
-`float[batch, time, features]`, or token ids `int[batch, time]` when `vocab_size` is set
-(then an embedding comes first). Parameter names: 'embed' (ids only), 'lstm', the head's.
+Modules read attributes, never a ConfigDict; `from_config(EncoderConfig, **sizes)` builds
+one from a run config's typed `model` block and the sizes a task fitted. Inputs are float
+features `float[batch, time, features]`, or token ids `int[batch, time]` when `vocab_size`
+is set (then an embedding comes first). Parameter names: 'embed' (ids only), 'lstm', the
+head's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Self
 
 import flax.linen as nn
 import jax
@@ -15,7 +18,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.heads import dense, pooling
+from bilstm_jax.models.config import ModelConfig, dtype_from_name
 from bilstm_jax.nn.lstm import BiLSTM
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(ModelConfig):
+  """The generic models' options, from a run config's `model` block (`from_config`).
+
+  Attributes:
+    hidden_size: LSTM units per direction.
+    num_layers: stacked LSTM layers.
+    dropout: between stacked layers, and on the features before a tagger's or a
+      classifier's head.
+    bidirectional: both directions (False: forward only).
+    dtype: the matmuls' dtype by name, 'float32' or 'bfloat16' (parameters stay float32).
+    impl: the `BiLSTM` recurrence; None: the library default.
+    embed_size: the embedding size (token-id inputs only).
+    embed_dropout: dropout on the embeddings (token-id inputs only).
+  """
+
+  hidden_size: int
+  num_layers: int = 1
+  dropout: float = 0.0
+  bidirectional: bool = True
+  dtype: str = 'float32'
+  impl: str | None = None
+  embed_size: int = 64
+  embed_dropout: float = 0.0
 
 
 def _check_ids(inputs: jax.Array, vocab_size: int) -> None:
@@ -39,7 +69,7 @@ class _Encoder(nn.Module):
 
   Attributes:
     hidden_size, num_layers, dropout, bidirectional, dtype, impl: passed to `BiLSTM`
-      (impl None: the library default).
+      (impl None: the library default); dtype a JAX dtype, not a name.
     vocab_size: number of token ids when the inputs are ids; None for float features.
     embed_size: embedding size (ids only).
     embed_dropout: dropout on the embeddings (ids only).
@@ -54,6 +84,32 @@ class _Encoder(nn.Module):
   vocab_size: int | None = None
   embed_size: int = 64
   embed_dropout: float = 0.0
+
+  @classmethod
+  def from_config(cls, config: EncoderConfig, **sizes) -> Self:
+    """The model from its typed config and what the task fitted, in one step.
+
+    Args:
+      config: the options (`EncoderConfig.from_config(run_config.model)`).
+      **sizes: the rest of the attributes: `vocab_size` (None or absent for float
+        features) and the head's (`num_classes`, `output_size`, `pooling`).
+
+    Example:
+      >>> config = EncoderConfig(hidden_size=8)
+      >>> BiLSTMTagger.from_config(config, num_classes=5, vocab_size=100).hidden_size
+      8
+    """
+    return cls(
+      hidden_size=config.hidden_size,
+      num_layers=config.num_layers,
+      dropout=config.dropout,
+      bidirectional=config.bidirectional,
+      dtype=dtype_from_name(config.dtype),
+      impl=config.impl,
+      embed_size=config.embed_size,
+      embed_dropout=config.embed_dropout,
+      **sizes,
+    )
 
   def encode(self, inputs: jax.Array, lengths: jax.Array | None, deterministic: bool):
     """float[batch, time, dirs * hidden_size]: zero at padded steps."""
@@ -85,7 +141,9 @@ class BiLSTMRegressor(_Encoder):
   """The tutorial's model: a (Bi)LSTM and a per-step linear head.
 
   Attributes:
-    output_size: outputs per time step (other attributes: see `_Encoder`).
+    output_size: outputs per time step.
+    The encoder's attributes are `EncoderConfig`'s fields (dtype as a JAX dtype) and
+    `vocab_size`: the number of token ids for id inputs, None for float features.
   """
 
   output_size: int = 1
@@ -106,7 +164,8 @@ class BiLSTMTagger(_Encoder):
   """Per-step class logits: a label for every step (POS tags, framewise labels).
 
   Attributes:
-    num_classes: number of labels (other attributes: see `_Encoder`).
+    num_classes: number of labels.
+    The encoder's attributes: as `BiLSTMRegressor`'s.
   """
 
   num_classes: int = 2
@@ -127,6 +186,7 @@ class BiLSTMClassifier(_Encoder):
   Attributes:
     num_classes: number of labels.
     pooling: 'mean', 'max' or 'attention' (see `bilstm_jax.heads.pooling`).
+    The encoder's attributes: as `BiLSTMRegressor`'s.
   """
 
   num_classes: int = 2

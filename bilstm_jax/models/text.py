@@ -3,17 +3,21 @@
 Inputs are word ids `int32[batch, time]` (0 = padding, 1 = unknown), lengths `int32[batch]`,
 optionally character ids `int32[batch, time, chars]` (0 = padding) and pretrained word
 vectors `float[batch, time, d]` (zero for a word without one). Modules read
-attributes, never a ConfigDict; `bilstm_jax.tasks.text` builds them from a config.
+attributes, never a ConfigDict; `TextEncoder.from_config` builds the encoder from a run
+config's typed `model` block (`TextEncoderConfig`) and the task's fitted vocabularies.
 
-  TextEncoder     embeddings (+ CharCNN or CharLSTM) -> dropout -> BiLSTM layers with
-                  dropout and an optional layer or batch norm between them -> float[b, t, 2h]
-  TextTagger      per-token logits, or a CRF's emissions and scores (`crf=True`)
-  TextClassifier  pooled over valid words (mean, max or attention) -> logits
+  TextEncoderConfig  the encoder's options from the `model` block
+  TextEncoder        embeddings (+ CharCNN or CharLSTM) -> dropout -> BiLSTM layers with
+                     dropout and an optional layer or batch norm between them
+                     -> float[b, t, 2h]
+  TextTagger         an encoder, then per-token logits or a CRF's emissions and scores
+  TextClassifier     an encoder, pooled over valid words (mean, max or attention) -> logits
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Self
 
 import flax.linen as nn
 import jax
@@ -21,10 +25,38 @@ import jax.numpy as jnp
 
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.heads import pooling
+from bilstm_jax.models.config import ModelConfig, dtype_from_name
 from bilstm_jax.nn.lstm import BiLSTM
 from bilstm_jax.nn.norm import MaskedBatchNorm
 
 UNK_ID = 1  # `bilstm_jax.data.vocab.Vocabulary` puts '<unk>' right after '<pad>'
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEncoderConfig(ModelConfig):
+  """The text encoder's options, from a run config's `model` block (`from_config`).
+
+  The fields are `TextEncoder`'s attributes of the same names (see there), dtype by name
+  ('float32' or 'bfloat16'); `vectors_trainable` reads `model.word_vectors_trainable`.
+  What the task fits (the vocabulary sizes, the character encoder its data was read for,
+  the word vectors' dimension) is not here: `TextEncoder.from_config` takes it.
+  """
+
+  hidden_size: int
+  num_layers: int = 1
+  dropout: float = 0.0
+  embed_size: int = 100
+  embed_dropout: float = 0.0
+  word_dropout: float = 0.0
+  adversarial: float = 0.0
+  vectors_trainable: bool = dataclasses.field(
+    default=False, metadata={'key': 'word_vectors_trainable'}
+  )
+  char_embed_size: int = 30
+  char_features: int = 50
+  norm: str = ''
+  dtype: str = 'float32'
+  impl: str | None = None
 
 
 def _mask(lengths: jax.Array, time: int) -> jax.Array:
@@ -145,6 +177,43 @@ class TextEncoder(nn.Module):
   dtype: Any = jnp.float32
   impl: str | None = None
 
+  @classmethod
+  def from_config(
+    cls,
+    config: TextEncoderConfig,
+    vocab_size: int,
+    char_vocab_size: int = 0,
+    char_encoder: str = 'cnn',
+    vectors_dim: int = 0,
+  ) -> Self:
+    """The encoder from its typed options and the task's fitted vocabularies, in one step.
+
+    Args:
+      config: the options (`TextEncoderConfig.from_config(run_config.model)`).
+      vocab_size, char_vocab_size, char_encoder, vectors_dim: as the attributes; with
+        word vectors (`vectors_dim` > 0) the embedding takes their dimension, whatever
+        `config.embed_size` says.
+    """
+    return cls(
+      vocab_size=vocab_size,
+      hidden_size=config.hidden_size,
+      num_layers=config.num_layers,
+      embed_size=vectors_dim or config.embed_size,
+      char_vocab_size=char_vocab_size,
+      char_encoder=char_encoder,
+      char_embed_size=config.char_embed_size,
+      char_features=config.char_features,
+      embed_dropout=config.embed_dropout,
+      word_dropout=config.word_dropout,
+      dropout=config.dropout,
+      vectors_dim=vectors_dim,
+      vectors_trainable=config.vectors_trainable,
+      adversarial=config.adversarial,
+      norm=config.norm,
+      dtype=dtype_from_name(config.dtype),
+      impl=config.impl,
+    )
+
   @nn.compact
   def __call__(
     self, words, lengths, chars=None, vectors=None, deterministic: bool = True
@@ -222,13 +291,17 @@ class TextTagger(nn.Module):
   """Per-token scores over `num_tags` tags, optionally for a linear-chain CRF.
 
   Attributes:
-    encoder: the `TextEncoder` keyword arguments.
+    encoder: the `TextEncoder` (its parameters are the model's 'encoder').
     num_tags: tags.
     crf: add CRF transition scores (the outputs are then a dict).
     allowed: optional `crf_lib.AllowedTransitions` (BIO/BIOES constraints).
+
+  Example:
+    >>> encoder = TextEncoder.from_config(TextEncoderConfig(hidden_size=8), vocab_size=50)
+    >>> model = TextTagger(encoder, num_tags=5, crf=True)
   """
 
-  encoder: dict
+  encoder: TextEncoder
   num_tags: int
   crf: bool = False
   allowed: Any = None
@@ -238,7 +311,7 @@ class TextTagger(nn.Module):
     """Returns logits float32[batch, time, num_tags]; with `crf`, a dict of 'emissions'
     (that shape), 'transitions' float32[num_tags, num_tags] (from, to), 'start' and 'end'
     float32[num_tags], forbidden moves already at `crf_lib.DISALLOWED`."""
-    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, vectors, deterministic)
+    x = self.encoder(words, lengths, chars, vectors, deterministic)
     logits = nn.Dense(self.num_tags, name='head')(x)
     if not self.crf:
       return logits
@@ -250,12 +323,12 @@ class TextClassifier(nn.Module):
   """One label per sentence: encoder features pooled over valid words, then a linear head.
 
   Attributes:
-    encoder: the `TextEncoder` keyword arguments.
+    encoder: the `TextEncoder` (its parameters are the model's 'encoder').
     num_classes: labels.
     pooling: 'mean', 'max' or 'attention' (`bilstm_jax.heads.pooling`).
   """
 
-  encoder: dict
+  encoder: TextEncoder
   num_classes: int
   pooling: str = 'max'
 
@@ -264,6 +337,6 @@ class TextClassifier(nn.Module):
     self, words, lengths, chars=None, vectors=None, deterministic: bool = True
   ) -> jax.Array:
     """-> logits float32[batch, num_classes]."""
-    x = TextEncoder(**self.encoder, name='encoder')(words, lengths, chars, vectors, deterministic)
+    x = self.encoder(words, lengths, chars, vectors, deterministic)
     pooled = pooling.pool(x, lengths, self.pooling)
     return nn.Dense(self.num_classes, name='head')(pooled)
