@@ -1,7 +1,7 @@
 """Every public name has a docstring, and the API reference (docs/api/) covers every one.
 
 The public names are those of `bilstm_jax.__all__` and of each documented package: its
-`__all__` where its `__init__.py` has one (`nn`, `tasks`, `interop`), else every public
+`__all__` where its `__init__.py` has one (`nn`, `models`, `tasks`, `interop`), else every public
 submodule's own functions and classes (`training.steps.train_step`). A class's public
 methods and properties count too, and so do the modules themselves.
 """
@@ -16,7 +16,17 @@ import types
 import bilstm_jax
 from tests.utils import ROOT
 
-PACKAGES = ('nn', 'heads', 'tasks', 'training', 'ensembles', 'parallel', 'interop', 'data')
+PACKAGES = (
+  'nn',
+  'models',
+  'heads',
+  'tasks',
+  'training',
+  'ensembles',
+  'parallel',
+  'interop',
+  'data',
+)
 DOCS = pathlib.Path(ROOT) / 'docs' / 'api'
 
 

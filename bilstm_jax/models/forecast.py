@@ -246,7 +246,8 @@ LSTM_SCALE = 0.1  # small, so training starts near the baseline; Adam's steps ig
 
 class WindowForecaster(Forecaster):
   """A `Forecaster` taking windows as float32[batch, input_len, channels], optionally on
-  top of a linear forecast.
+  top of a linear forecast. Without `linear_skip` or `linear_init`, the parameters are
+  those of `Forecaster`.
 
   Attributes:
     linear_skip: if True, a map from input_len to horizon steps, shared by the channels,
@@ -259,7 +260,6 @@ class WindowForecaster(Forecaster):
       the LSTM learns what it misses (at 0 exactly, neither the scale nor the LSTM would
       get a gradient). Adds the 'linear_base' (frozen) and 'lstm_scale' parameters.
     linear_kernel: the baseline's moving-average width.
-    Without either, the parameters are those of `Forecaster`.
   """
 
   linear_skip: bool = False

@@ -140,10 +140,11 @@ class _Encoder(nn.Module):
 class BiLSTMRegressor(_Encoder):
   """The tutorial's model: a (Bi)LSTM and a per-step linear head.
 
+  The encoder's attributes are `EncoderConfig`'s fields (dtype as a JAX dtype) and
+  `vocab_size`: the number of token ids for id inputs, None for float features.
+
   Attributes:
     output_size: outputs per time step.
-    The encoder's attributes are `EncoderConfig`'s fields (dtype as a JAX dtype) and
-    `vocab_size`: the number of token ids for id inputs, None for float features.
   """
 
   output_size: int = 1
@@ -163,9 +164,10 @@ class BiLSTMRegressor(_Encoder):
 class BiLSTMTagger(_Encoder):
   """Per-step class logits: a label for every step (POS tags, framewise labels).
 
+  The encoder's attributes: as `BiLSTMRegressor`'s.
+
   Attributes:
     num_classes: number of labels.
-    The encoder's attributes: as `BiLSTMRegressor`'s.
   """
 
   num_classes: int = 2
@@ -183,10 +185,11 @@ class BiLSTMTagger(_Encoder):
 class BiLSTMClassifier(_Encoder):
   """One label per sequence: features pooled over valid steps only, then a linear head.
 
+  The encoder's attributes: as `BiLSTMRegressor`'s.
+
   Attributes:
     num_classes: number of labels.
     pooling: 'mean', 'max' or 'attention' (see `bilstm_jax.heads.pooling`).
-    The encoder's attributes: as `BiLSTMRegressor`'s.
   """
 
   num_classes: int = 2

@@ -190,9 +190,11 @@ class TextEncoder(nn.Module):
 
     Args:
       config: the options (`TextEncoderConfig.from_config(run_config.model)`).
-      vocab_size, char_vocab_size, char_encoder, vectors_dim: as the attributes; with
-        word vectors (`vectors_dim` > 0) the embedding takes their dimension, whatever
-        `config.embed_size` says.
+      vocab_size: word ids (the fitted word vocabulary).
+      char_vocab_size: character ids; 0 = no character features.
+      char_encoder: 'cnn' or 'lstm'.
+      vectors_dim: the pretrained vectors' dimension (0: none); with vectors the
+        embedding takes their dimension, whatever `config.embed_size` says.
     """
     return cls(
       vocab_size=vocab_size,
