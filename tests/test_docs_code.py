@@ -63,7 +63,7 @@ def _default_export() -> None:
   from bilstm_jax.training import export
 
   model = BiLSTMRegressor(hidden_size=8, output_size=1)
-  x, n = jax.numpy.zeros((1, 3, 5)), jax.numpy.ones((1,), jax.numpy.int32)
+  x = jax.numpy.zeros((1, 3, 5))
   params = model.init(jax.random.key(0), x)['params']
   task = RegressionTask(sizes={'input_size': 5, 'output_size': 1})
   export.export_predict(model, {'params': params}, task, 'runs/default/export')
