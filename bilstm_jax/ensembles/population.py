@@ -225,7 +225,9 @@ def population(
     evaluate=dev_metrics,
     learning_rate=sched.learning_rate,
     start_info=functools.partial(_start_info, num_members=num_members),
-    log_line=functools.partial(_log_line, metrics=task.metrics),
+    log_line=functools.partial(
+      _log_line, metrics=task.metrics, host_metrics=tuple(task.host_metric_modes)
+    ),
     finish=finish,
     loss_labels={
       'train_loss': 'train loss (median member, mean since the last point)',
@@ -333,13 +335,14 @@ def _start_info(state, num_members: int) -> dict:
   return {'num_params': int(per), 'num_members': num_members}
 
 
-def _log_line(m: dict, metrics: tuple[str, ...]) -> str:
+def _log_line(m: dict, metrics: tuple[str, ...], host_metrics=()) -> str:
   parts = [f'train loss median {m["train_loss"]:.6f}']
   for k in metrics:
     parts.append(
       f'dev {k} best {m[f"dev_{k}"]:.6f} median {m[f"median_dev_{k}"]:.6f} '
       f'ensemble {m[f"ensemble_dev_{k}"]:.6f}'
     )
+  parts += [f'ensemble dev {k} {m[f"ensemble_dev_{k}"]:.6f}' for k in host_metrics]
   return '  '.join(parts)
 
 

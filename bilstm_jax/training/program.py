@@ -277,7 +277,8 @@ def single_model(
     learning_rate=sched.learning_rate,
     start_info=lambda state: {'num_params': _num_params(state)},
     log_line=lambda m: '  '.join(
-      [f'train loss {m["train_loss"]:.6f}'] + [f'dev {k} {m[f"dev_{k}"]:.6f}' for k in task.metrics]
+      [f'train loss {m["train_loss"]:.6f}']
+      + [f'dev {k} {m[f"dev_{k}"]:.6f}' for k in (*task.metrics, *task.host_metric_modes)]
     ),
     finish=finish,
   )
