@@ -1,9 +1,19 @@
 """Tasks: what a config's `data.task` names (see `bilstm_jax.tasks.base.Task`).
 
-  regression      float targets per step, MSE (also the synthetic 'seed_noise' and
-                  'bidir_window' tasks of `bilstm_jax.data.synthetic`)
-  tagging         an integer label per step, cross-entropy, token accuracy
-  classification  an integer label per sequence, pooled over valid steps, accuracy
+A task is a data source plus an objective (`bilstm_jax.tasks.objectives`), composed: the
+source reads and fits the data, the objective owns the loss, metrics and predictions.
+
+  task                 source                              objective
+  regression           .npz/.jsonl files, or the synthetic StepTargets (MSE)
+                       'seed_noise'/'bidir_window' data
+  tagging              .npz/.jsonl files                   StepLabels (label per step)
+  classification       .npz/.jsonl files                   SequenceLabels (per sequence)
+  text_tagging         CoNLL-U / CoNLL columns             StepLabels, or CRFTags (crf)
+  text_classification  sentence<TAB>label TSV              SequenceLabels
+  fsdd                 FSDD wavs, one digit each           SequenceLabels
+  fsdd_frames          joined FSDD utterances              StepLabels (digit/silence)
+  fsdd_ctc             joined FSDD utterances              CTC (the task's own hooks)
+  forecast             CSV time series                     the task's own hooks
 
 `data.task` is a short name above (`TASKS`) or the path to any `Task` subclass, so a task
 of your own needs no edit here, and no entry in `TASKS`:
@@ -31,6 +41,7 @@ from typing import NoReturn
 from bilstm_jax.errors import ConfigError
 from bilstm_jax.tasks.base import Task
 from bilstm_jax.tasks.classification import ClassificationTask
+from bilstm_jax.tasks.objectives import Objective, SequenceLabels, StepLabels, StepTargets
 from bilstm_jax.tasks.regression import RegressionTask
 from bilstm_jax.tasks.tagging import TaggingTask
 
@@ -135,7 +146,11 @@ def from_config(config) -> Task:
 __all__ = [
   'TASKS',
   'ClassificationTask',
+  'Objective',
   'RegressionTask',
+  'SequenceLabels',
+  'StepLabels',
+  'StepTargets',
   'TaggingTask',
   'Task',
   'from_config',

@@ -1,14 +1,20 @@
-"""`Task`: the one place that knows what is being learned.
+"""`Task`: a data source plus an objective, the one place that knows what is learned.
 
 The training loop, the ensembles, inference and the export know only "a batch dict in,
 outputs and metric sums out"; the rest comes from the task's hooks (each one's contract,
 and why it is required or optional: docs/guides/own-task.md).
 
-Required, since no default could be right: the class attributes `name`, `metrics` and
-`metric_modes` ('min'/'max'), `make_model()`, `loss(outputs, batch) -> (sum, weight)`,
-`eval_sums(outputs, batch) -> {metric: (sum, count)}` and `predictions(outputs, batch)`.
+A task is composed of two parts, not built by inheriting from another concrete task:
+  the source     `read`, `check`, `fit`, `spec`/`with_spec`, `example_batch`, ... and
+                 `make_model()` (the model, from `model` and the fitted `sizes`)
+  the objective  `objective`, an instance of `bilstm_jax.tasks.objectives` (`StepLabels`,
+                 `SequenceLabels`, `StepTargets`) or of your own `Objective`: `metrics`,
+                 `metric_modes`, `loss`, `eval_sums`, `combine`, `predictions`,
+                 `per_step`, `label_key`, `prediction_time_keys` and the labels' check
+                 delegate to it. A task may instead override those hooks directly.
 
-Optional, with defaults for .npz/.jsonl files of features or token ids:
+Required: `name`, `make_model()`, and an `objective` or the hooks it stands for. Optional,
+with defaults for .npz/.jsonl files of features or token ids:
   from_config, validate_config    the task from a run config; checks of its keys
   read(source, labelled), check   a split or file -> numpy dataset dict; its checks
   fit(source='train')             fitted on the training source alone -> the fitted task
@@ -18,24 +24,21 @@ Optional, with defaults for .npz/.jsonl files of features or token ids:
   export_axes()                   the exported function's symbolic axes, by name
   epoch_transform(set, seed, e)   the training set epoch e sees (augmentation)
   host_metric_modes, host_metrics dev metrics computed on the host from all outputs
-  combine(member_outputs)         an ensemble's output from its members'
   encode(examples), records(...)  examples in memory; predictions in the task's terms
   report(...), final_line(...)    the end-of-run summary
-  per_step, label_key, prediction_time_keys: which arrays have a time axis, the label key
 
 Concrete tasks are frozen dataclasses whose fields are plain values (paths, the model's
-typed options, sizes). `from_config(config)` on each task class is the adapter from
-the training app's ConfigDict, and `validate_config(config)` checks the keys the task
-reads; nothing else in a task reads a config. A config names a task by a short name or
-by 'module:Class' / 'path/to/file.py:Class' (`bilstm_jax.tasks.task_class`), so a task
-need not live in this package.
+typed options, sizes). `from_config(config)` is the adapter from the training app's
+ConfigDict and `validate_config(config)` checks the keys the task reads; nothing else in
+a task reads a config. A config names a task by a short name or by 'module:Class' /
+'path/to/file.py:Class' (`bilstm_jax.tasks.task_class`), so a task need not live here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -45,6 +48,8 @@ from bilstm_jax.data import files
 from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError, NotFittedError
 from bilstm_jax.models.config import ModelConfig
 from bilstm_jax.models.sequence import EncoderConfig
+from bilstm_jax.tasks import arrays
+from bilstm_jax.tasks.objectives import Objective
 
 SPLITS = ('train', 'dev', 'test')
 
@@ -63,11 +68,8 @@ class Task:
   """
 
   name: ClassVar[str]
-  metrics: ClassVar[tuple[str, ...]]
-  metric_modes: ClassVar[dict[str, str]]
-  prediction_time_keys: ClassVar[tuple[str, ...]] = ()
-  per_step: ClassVar[bool] = True  # targets or labels per step (else one per sequence)
-  label_key: ClassVar[str] = 'labels'  # what a labelled dataset holds besides inputs
+  source_files: ClassVar[str] = 'a .npz or .jsonl file'  # what config.data.<split> names
+  objective: ClassVar[Objective | None] = None  # what is learned (the module docstring)
   # Model options only some tasks take; `validate_config` refuses them for the others.
   takes_word_vectors: ClassVar[bool] = False  # model.word_vectors: pretrained embeddings
   takes_adversarial: ClassVar[bool] = False  # model.adversarial: embeddings to perturb
@@ -121,7 +123,7 @@ class Task:
     if source in SPLITS:
       path = self.sources.get(source) or ''
       if not path:
-        raise DataFileError(f'No {source} data: set config.data.{source} to a .npz or .jsonl file.')
+        raise DataFileError(f'No {source} data: set config.data.{source} to {self.source_files}.')
       return path
     return source
 
@@ -136,31 +138,16 @@ class Task:
     path = self.resolve(source)
     dataset = files.read(path)
     if labelled:
-      need(dataset, self.label_key, path, self.name)
+      arrays.need(dataset, self.label_key, path, self.name)
     self.check(dataset, path)
     return dataset
 
   def check(self, dataset: dict, where: str) -> None:
-    """Raises DataFileError naming `where` if `dataset` does not fit this task."""
-    x = dataset['inputs']
-    if 'vocab_size' in self.sizes:
-      if x.dtype.kind != 'i':
-        raise DataFileError(f'{where}: inputs are float features; the model takes token ids.')
-      bad = (x < 0) | (x >= self.sizes['vocab_size'])
-      if bad.any():
-        i = np.argwhere(bad)[0].tolist()
-        raise DataFileError(
-          f'{where}: token id {x[tuple(i)]} at {i} is outside [0, {self.sizes["vocab_size"]}) '
-          '(the vocabulary of the training file).'
-        )
-    elif 'input_size' in self.sizes:
-      if x.dtype.kind == 'i':
-        raise DataFileError(f'{where}: inputs are token ids; the model takes float features.')
-      if x.shape[-1] != self.sizes['input_size']:
-        raise DataFileError(
-          f'{where}: inputs have {x.shape[-1]} features; the model expects '
-          f'{self.sizes["input_size"]} (as in the training data).'
-        )
+    """Raises DataFileError naming `where` if `dataset` does not fit this task: its
+    inputs, then the objective's check of its labels."""
+    arrays.check_inputs(dataset['inputs'], self.sizes, where)
+    if self.objective is not None:
+      self.objective.check(dataset, where, self.sizes)
 
   def fit(self, source: str = 'train') -> Task:
     """This task fitted on its raw training source, reading nothing else (no dev or test).
@@ -175,13 +162,7 @@ class Task:
       source: 'train' (the configured training data) or a file path.
     """
     data = self.read(source)
-    x, labels, lengths = data['inputs'], data[self.label_key], data['lengths']
-    ids = x.dtype.kind == 'i'
-    sizes = {'vocab_size': int(x.max(initial=0)) + 1} if ids else {'input_size': x.shape[-1]}
-    if labels.dtype.kind == 'f':
-      return dataclasses.replace(self, sizes={**sizes, 'output_size': labels.shape[-1]})
-    real = np.arange(labels.shape[-1]) < lengths[:, None] if labels.ndim == 2 else lengths > 0
-    sizes['num_classes'] = int(labels[real].max(initial=0)) + 1
+    sizes = arrays.fitted_sizes(data['inputs'], data[self.label_key], data['lengths'])
     return dataclasses.replace(self, sizes=sizes)
 
   def not_fitted(self, what: str) -> NotFittedError:
@@ -274,7 +255,37 @@ class Task:
     """
     return (batch['inputs'], batch['lengths'])
 
-  # ------------------------------------------------------------- loss and metrics
+  # ---------------------------------------------- what is learned: the objective's
+
+  def _learned(self, hook: str) -> Objective:
+    if self.objective is None:
+      raise NotImplementedError(f'{type(self).__name__} has no objective and no {hook}.')
+    return self.objective
+
+  @property
+  def metrics(self) -> tuple[str, ...]:
+    """The metric names ('loss' first): the objective's."""
+    return self._learned('metrics').metrics
+
+  @property
+  def metric_modes(self) -> dict[str, str]:
+    """{metric: 'min' or 'max'}: the objective's."""
+    return self._learned('metric_modes').metric_modes
+
+  @property
+  def per_step(self) -> bool:
+    """Labels or targets per step (else one per sequence): the objective's (True)."""
+    return True if self.objective is None else self.objective.per_step
+
+  @property
+  def label_key(self) -> str:
+    """What a labelled dataset holds besides inputs: the objective's ('labels')."""
+    return 'labels' if self.objective is None else self.objective.label_key
+
+  @property
+  def prediction_time_keys(self) -> tuple[str, ...]:
+    """The `predictions` with a time axis: the objective's (none)."""
+    return () if self.objective is None else self.objective.prediction_time_keys
 
   def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     """The training loss as a (sum, weight) pair over the batch's valid steps or sequences.
@@ -287,11 +298,11 @@ class Task:
       (sum, weight), float32 scalars; the loss is sum / weight, so a short last batch
       weighs as much as its valid steps.
     """
-    raise NotImplementedError
+    return self._learned('loss').loss(outputs, batch)
 
   def eval_sums(self, outputs: jax.Array, batch: dict) -> dict:
     """{metric: (sum, count)} float32 scalars over a batch, for every name in `metrics`."""
-    raise NotImplementedError
+    return self._learned('eval_sums').eval_sums(outputs, batch)
 
   def host_metrics(self, dataset: dict, outputs: np.ndarray) -> dict[str, float]:
     """Optional: the `host_metric_modes` metrics of a labelled dataset, computed on the host
@@ -311,8 +322,11 @@ class Task:
     return {}
 
   def combine(self, member_outputs: jax.Array) -> jax.Array:
-    """The ensemble's output from float[N, ...] member outputs: their mean by default."""
-    return member_outputs.mean(0)
+    """The ensemble's output from float[N, ...] member outputs: the objective's (the
+    mean without one)."""
+    if self.objective is None:
+      return member_outputs.mean(0)
+    return self.objective.combine(member_outputs)
 
   # ------------------------------------------------------------------ prediction
 
@@ -321,7 +335,7 @@ class Task:
 
     Arrays named in `prediction_time_keys` are [batch, time, ...]; the rest [batch, ...].
     """
-    raise NotImplementedError
+    return self._learned('predictions').predictions(outputs, batch)
 
   def encode(self, examples: list) -> dict:
     """Optional: a dataset (as `read(labelled=False)` makes) from examples in memory, for
@@ -379,22 +393,3 @@ class Task:
     """The last line a run prints: every metric on the train and dev sets."""
     parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
     return 'Final ' + ';  '.join(parts)
-
-
-def need(dataset: dict, key: str, where: str, what: str) -> Any:
-  if key not in dataset:
-    raise DataFileError(f'{where} has no "{key}": the {what} task needs them.')
-  return dataset[key]
-
-
-def check_labels(labels: np.ndarray, lengths: np.ndarray, num_classes: int, where: str):
-  """Raises DataFileError naming `where` for a label outside [0, num_classes)."""
-  steps = np.arange(labels.shape[-1])[None, :] < lengths[:, None]
-  real = steps if labels.ndim == 2 else lengths > 0
-  bad = real & ((labels < 0) | (labels >= num_classes))
-  if bad.any():
-    i = np.argwhere(bad)[0].tolist()
-    raise DataFileError(
-      f'{where}: label {labels[tuple(i)]} at {i} is outside [0, {num_classes}) (the classes '
-      'of the training data).'
-    )

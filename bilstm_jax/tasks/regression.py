@@ -14,9 +14,9 @@ import numpy as np
 
 from bilstm_jax import plots
 from bilstm_jax.data import synthetic
-from bilstm_jax.errors import DataFileError
 from bilstm_jax.models import BiLSTMRegressor, EncoderConfig
-from bilstm_jax.tasks import base, losses
+from bilstm_jax.tasks import base
+from bilstm_jax.tasks.objectives import StepTargets
 
 
 def target_variance(dataset: dict) -> float:
@@ -27,7 +27,7 @@ def target_variance(dataset: dict) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class RegressionTask(base.Task):
-  """Per-step regression.
+  """Per-step regression from .npz/.jsonl files or a generator: a source + `StepTargets`.
 
   Attributes:
     synthetic: keyword arguments of `bilstm_jax.data.synthetic.generate` (without the
@@ -35,10 +35,7 @@ class RegressionTask(base.Task):
   """
 
   name: ClassVar[str] = 'regression'
-  metrics: ClassVar[tuple[str, ...]] = ('loss', 'mae')
-  metric_modes: ClassVar[dict] = {'loss': 'min', 'mae': 'min'}
-  prediction_time_keys: ClassVar[tuple[str, ...]] = ('predictions',)
-  label_key: ClassVar[str] = 'targets'
+  objective: ClassVar[StepTargets] = StepTargets()
 
   synthetic: dict | None = None
 
@@ -70,36 +67,11 @@ class RegressionTask(base.Task):
       return dataset
     return super().read(source, labelled)
 
-  def check(self, dataset: dict, where: str) -> None:
-    """As `Task.check`, and the targets' output size must match the training data's."""
-    super().check(dataset, where)
-    outputs = self.sizes.get('output_size')
-    if 'targets' in dataset and outputs and dataset['targets'].shape[-1] != outputs:
-      raise DataFileError(
-        f'{where}: targets have {dataset["targets"].shape[-1]} outputs per step; the model '
-        f'has {outputs} (as in the training data).'
-      )
-
   def make_model(self):
     """A `BiLSTMRegressor` with the fitted output size."""
     return BiLSTMRegressor.from_config(
       self.model, output_size=self.sizes['output_size'], vocab_size=self.sizes.get('vocab_size')
     )
-
-  def loss(self, outputs, batch):
-    """Masked squared error: outputs and targets float32[batch, time, outputs]."""
-    return losses.masked_mse(outputs, batch['targets'], batch['lengths'])
-
-  def eval_sums(self, outputs, batch):
-    """`loss` (MSE) and `mae` over the valid steps, as (sum, count) pairs."""
-    return {
-      'loss': losses.masked_mse(outputs, batch['targets'], batch['lengths']),
-      'mae': losses.masked_abs_error(outputs, batch['targets'], batch['lengths']),
-    }
-
-  def predictions(self, outputs, batch):
-    """{'predictions': float32[batch, time, outputs]}."""
-    return {'predictions': outputs}
 
   def report(self, predict, dev_set, dev_metrics, print_fn, plots_dir):
     """The dev MSE against the targets' variance; predictions printed and plotted."""

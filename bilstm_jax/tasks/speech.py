@@ -1,7 +1,7 @@
 """Speech tasks on wav files named like the Free Spoken Digit Dataset (FSDD).
 
   fsdd         one spoken digit per file -> its digit: features pooled over valid frames
-               (`SpokenDigitTask`, a `ClassificationTask` reading wavs);
+               (`SpokenDigitTask`: the wav source + `SequenceLabels`);
   fsdd_ctc,    joined utterances of 2-7 digits: `bilstm_jax.tasks.speech_joined`.
   fsdd_frames
 
@@ -40,7 +40,9 @@ from bilstm_jax.data.frames import pad_features, pad_like, stack_frames
 from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError
 from bilstm_jax.models import EncoderConfig
 from bilstm_jax.tasks import base, speech_output
-from bilstm_jax.tasks.classification import ClassificationTask
+from bilstm_jax.tasks.classification import classifier
+from bilstm_jax.tasks.objectives import SequenceLabels
+from bilstm_jax.tasks.speech_config import augment_settings, feature_settings
 
 NORMALISE = ('train', 'utterance', 'none')
 BLANK = fsdd.NUM_DIGITS  # CTC blank: the last of 11 classes, the id framewise silence has
@@ -57,32 +59,6 @@ def _list_lines(path: str) -> list[str]:
     except UnicodeDecodeError as e:
       raise DataFileError(f'{path}:{lineno}: not UTF-8 ({e.reason}).') from e
   return lines
-
-
-def feature_settings(data) -> dict:
-  """`audio.FeatureConfig` keyword arguments from a config's `data` block."""
-  return {
-    'sample_rate': fsdd.SAMPLE_RATE,
-    'kind': data.get('features', 'mfcc'),
-    'window_ms': float(data.get('window_ms', 25.0)),
-    'hop_ms': float(data.get('hop_ms', 10.0)),
-    'num_mels': int(data.get('num_mels', 40)),
-    'num_ceps': int(data.get('num_ceps', 13)),
-    'delta_order': int(data.get('delta_order', 2)),
-  }
-
-
-def augment_settings(data) -> dict:
-  """`fsdd.Augment` keyword arguments from a config's `data` block (all off by default)."""
-  low, high = float(data.get('snr_db_min', 0.0)), float(data.get('snr_db_max', 0.0))
-  return {
-    'max_shift_ms': float(data.get('shift_ms', 0.0)),
-    'snr_db': (low, high) if high > 0 else None,
-    'time_masks': int(data.get('time_masks', 0)),
-    'max_time_mask': int(data.get('max_time_mask', 0)),
-    'freq_masks': int(data.get('freq_masks', 0)),
-    'max_freq_mask': int(data.get('max_freq_mask', 0)),
-  }
 
 
 @functools.lru_cache(maxsize=16)
@@ -338,20 +314,27 @@ class SpeechData(base.Task):
 
 
 @dataclasses.dataclass(frozen=True)
-class SpokenDigitTask(SpeechData, ClassificationTask):
+class SpokenDigitTask(SpeechData):
   """FSDD spoken-digit classification: one digit per file, BiLSTM + pooling over frames.
 
   Dataset: `inputs` float32[n, frames, dims], `lengths` int32[n], `labels` int32[n].
+
+  Attributes:
+    pooling: 'mean', 'max' or 'attention' over valid frames.
   """
 
   name: ClassVar[str] = 'fsdd'
   num_classes: ClassVar[int] = fsdd.NUM_DIGITS  # whatever digits the training files hold
+  objective: ClassVar[SequenceLabels] = SequenceLabels()
+
+  pooling: str = 'mean'
 
   @classmethod
   def from_config(cls, config):
     return cls(pooling=config.model.get('pooling', 'mean'), **cls.speech_fields(config))
 
   records = speech_output.digit_records  # {'file', 'digit', 'probability', ...}
+  make_model = classifier  # a BiLSTMClassifier with `pooling`
 
   def read(self, source: str, labelled: bool = True) -> dict:
     recs = self.recordings(source, labelled)

@@ -4,8 +4,8 @@
                greedy digit error rate on device and the prefix beam search's on the
                host at every evaluation (`DigitCTCTask`); transcripts with timings in
                `bilstm_jax.tasks.speech_decode`;
-  fsdd_frames  -> a label per frame, digit or silence (`DigitFramesTask`, a
-               `TaggingTask`): the 2005 framewise BLSTM set-up.
+  fsdd_frames  -> a label per frame, digit or silence (`DigitFramesTask`: joined
+               utterances + `StepLabels`): the 2005 framewise BLSTM set-up.
 
 Sources, features and their saved statistics are those of `bilstm_jax.tasks.speech`. The
 dev set (and a test folder's) is built with the fixed seed `fsdd.DEV_SEED` from the
@@ -30,8 +30,8 @@ from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
 from bilstm_jax.models import BiLSTMTagger
 from bilstm_jax.tasks import base, losses, speech_output
+from bilstm_jax.tasks.objectives import StepLabels
 from bilstm_jax.tasks.speech import BLANK, SpeechData
-from bilstm_jax.tasks.tagging import TaggingTask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _joined(task: JoinedData, source: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class DigitFramesTask(JoinedData, TaggingTask):
+class DigitFramesTask(JoinedData):
   """Framewise labelling of joined utterances: digit 0-9 or silence (10) per frame.
 
   Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, frames].
@@ -171,11 +171,16 @@ class DigitFramesTask(JoinedData, TaggingTask):
 
   name: ClassVar[str] = 'fsdd_frames'
   num_classes: ClassVar[int] = fsdd.NUM_DIGITS + 1  # the digits and silence
+  objective: ClassVar[StepLabels] = StepLabels()
   records = speech_output.frame_records  # digit runs with times, and every step's label
 
   @classmethod
   def from_config(cls, config):
     return cls(**cls.speech_fields(config))
+
+  def make_model(self):
+    """A `BiLSTMTagger` over the 10 digits and silence."""
+    return BiLSTMTagger.from_config(self.model, num_classes=self.sizes['num_classes'])
 
   def labels(self, frames, digits, inputs):
     out = np.full(inputs.shape[:2], fsdd.SILENCE, np.int32)

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bilstm_jax.data import text, vocab, word_vectors
-from bilstm_jax.errors import CheckpointError, DataFileError
+from bilstm_jax.errors import CheckpointError
 from bilstm_jax.models.text import TextEncoder, TextEncoderConfig
 from bilstm_jax.tasks import base
 
@@ -117,6 +117,7 @@ class _TextTask(base.Task):
   vectors: Any = dataclasses.field(default=None, compare=False, repr=False)
   vectors_fingerprint: str = ''
 
+  source_files: ClassVar[str] = 'a file'
   takes_word_vectors: ClassVar[bool] = True
   takes_adversarial: ClassVar[bool] = True  # the encoder marks its embeddings to perturb
 
@@ -135,12 +136,7 @@ class _TextTask(base.Task):
     )
 
   def resolve(self, source: str) -> str:
-    if source in base.SPLITS:
-      path = self.sources.get(source) or ''
-      if not path:
-        raise DataFileError(f'No {source} data: set config.data.{source} to a file.')
-      return path
-    return find_file(source)
+    return find_file(super().resolve(source))
 
   def _sentences(self, path: str) -> tuple[list[list[str]], list]:
     """(token lists, labels: a tag list per sentence or a label per sentence) of a file."""
@@ -241,7 +237,7 @@ class _TextTask(base.Task):
     return dataclasses.replace(self, vocabs=vocabs, sizes=sizes, vectors=vectors)
 
   def spec(self) -> dict:
-    spec = {'task': self.name, 'sizes': dict(self.sizes), **vocab.to_spec(self.vocabs)}
+    spec = {**super().spec(), **vocab.to_spec(self.vocabs)}
     if self.vectors is not None:
       spec['word_vectors'] = self._vectors_record(self.vectors)
     return spec

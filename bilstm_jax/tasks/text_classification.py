@@ -1,5 +1,6 @@
 """Sentence classification from `sentence<TAB>label` files (GLUE SST-2 and the like):
-the words of `bilstm_jax.tasks.text`, pooled over valid words only."""
+the text source (`bilstm_jax.tasks.text`) plus `SequenceLabels`, the words pooled over
+valid words only."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from bilstm_jax.data import vocab
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.models.text import TextClassifier
-from bilstm_jax.tasks.classification import ClassificationTask
+from bilstm_jax.tasks.objectives import SequenceLabels
 from bilstm_jax.tasks.text import _TextTask, read_file
 
 
@@ -24,9 +25,7 @@ class TextClassificationTask(_TextTask):
   """
 
   name: ClassVar[str] = 'text_classification'
-  metrics: ClassVar[tuple[str, ...]] = ('loss', 'accuracy')
-  metric_modes: ClassVar[dict] = {'loss': 'min', 'accuracy': 'max'}
-  per_step: ClassVar[bool] = False
+  objective: ClassVar[SequenceLabels] = SequenceLabels()
 
   pooling: str = 'max'
 
@@ -66,10 +65,3 @@ class TextClassificationTask(_TextTask):
         }
       )
     return out
-
-  # One label per sentence: the generic classification task's loss, metrics, predictions
-  # (label, its probability, and every class's) and ensemble.
-  loss = ClassificationTask.loss
-  eval_sums = ClassificationTask.eval_sums
-  predictions = ClassificationTask.predictions
-  combine = ClassificationTask.combine

@@ -1,7 +1,10 @@
 """Tagging words from CoNLL-U or CoNLL column files: POS tags, or entity tags with span
 precision, recall and F1 (conlleval's rules) and an optional linear-chain CRF.
 
-The words, characters, vocabularies and word vectors are `bilstm_jax.tasks.text`'s.
+The task is the text source (words, characters, vocabularies and word vectors:
+`bilstm_jax.tasks.text`) plus a tagging objective: `StepLabels` (softmax per word, the
+objective of every per-step task) or, with `crf`, `CRFTags` (the same metrics and
+predictions, decoded by Viterbi).
 """
 
 from __future__ import annotations
@@ -16,9 +19,48 @@ from bilstm_jax.data import tag_schemes, vocab
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import crf as crf_lib
 from bilstm_jax.models.text import TextTagger
-from bilstm_jax.tasks import losses
-from bilstm_jax.tasks.span_metrics import scheme_tables, span_sums
+from bilstm_jax.tasks.objectives import StepLabels
 from bilstm_jax.tasks.text import _TextTask, read_file
+
+
+@dataclasses.dataclass(frozen=True)
+class CRFTags(StepLabels):
+  """`StepLabels` scored by a linear-chain CRF: outputs are {'emissions' float[batch,
+  time, tags], 'transitions' float[tags, tags], 'start', 'end' float[tags]}.
+
+  The loss is the negative log-likelihood of the tag paths per word (like the softmax
+  loss, so the two heads' losses and rates compare); labels are the Viterbi path and
+  their confidence each tag's marginal probability.
+  """
+
+  def loss(self, outputs, batch):
+    """The CRF's negative log-likelihood, summed, over the number of real words."""
+    ll = crf_lib.crf_log_likelihood(
+      outputs['emissions'],
+      batch['labels'],
+      batch['lengths'],
+      outputs['transitions'],
+      outputs['start'],
+      outputs['end'],
+    )
+    return -ll.sum(), batch['lengths'].sum().astype(jnp.float32)
+
+  def decode(self, outputs, lengths):
+    """(the Viterbi path int32[b, t], -1 at padding; each tag's marginal probability
+    float32[b, t], the gradient of log Z with respect to the emissions)."""
+    scores = (outputs['transitions'], outputs['start'], outputs['end'])
+    tags, _ = crf_lib.viterbi_decode(outputs['emissions'], lengths, *scores)
+
+    def log_z(emissions):
+      return crf_lib.crf_log_partition(emissions, lengths, *scores).sum()
+
+    marginals = jax.grad(log_z)(outputs['emissions'])
+    conf = jnp.take_along_axis(marginals, jnp.maximum(tags, 0)[..., None], -1)[..., 0]
+    return tags, conf
+
+  def combine(self, member_outputs):
+    """The members' mean emissions and transition scores, decoded by one Viterbi pass."""
+    return jax.tree.map(lambda x: x.mean(0), member_outputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +78,6 @@ class TextTaggingTask(_TextTask):
   """
 
   name: ClassVar[str] = 'text_tagging'
-  prediction_time_keys: ClassVar[tuple[str, ...]] = ('labels', 'confidence')
 
   format: str = 'conllu'
   tag_column: str = 'upos'
@@ -59,12 +100,11 @@ class TextTaggingTask(_TextTask):
     )
 
   @property
-  def metrics(self) -> tuple[str, ...]:
-    return ('loss', 'accuracy') + (('precision', 'recall', 'f1') if self.entities else ())
-
-  @property
-  def metric_modes(self) -> dict:
-    return {m: 'min' if m == 'loss' else 'max' for m in self.metrics}
+  def objective(self) -> StepLabels:
+    """`StepLabels`, or `CRFTags` with `crf`; with `entities`, scoring spans of the fitted
+    tag names."""
+    names = tuple(self.label_names()) if self.entities and self.vocabs else ()
+    return (CRFTags if self.crf else StepLabels)(entities=self.entities, tag_names=names)
 
   def _sentences(self, path):
     if self.format == 'conllu':
@@ -99,70 +139,6 @@ class TextTaggingTask(_TextTask):
   def make_model(self):
     return TextTagger(self.make_encoder(), self.sizes['num_classes'], self.crf, self._allowed())
 
-  def _tables(self):
-    return scheme_tables(self.label_names())
-
-  def loss(self, outputs, batch):
-    if not self.crf:
-      return losses.step_cross_entropy(outputs, batch['labels'], batch['lengths'])
-    ll = crf_lib.crf_log_likelihood(
-      outputs['emissions'],
-      batch['labels'],
-      batch['lengths'],
-      outputs['transitions'],
-      outputs['start'],
-      outputs['end'],
-    )
-    # Per token, like the softmax loss, so the two heads' losses and rates compare.
-    return -ll.sum(), batch['lengths'].sum().astype(jnp.float32)
-
-  def decode(self, outputs, lengths):
-    """(tag ids int32[b, t], -1 at padding; confidence float32[b, t]).
-
-    With the CRF: the Viterbi path, and each tag's marginal probability (the gradient of
-    log Z with respect to the emissions); else the argmax and its softmax probability.
-    """
-    if not self.crf:
-      probs = jax.nn.softmax(outputs.astype(jnp.float32), -1)
-      tags = jnp.argmax(probs, -1).astype(jnp.int32)
-      mask = losses.step_mask(lengths, tags.shape[1])
-      return jnp.where(mask, tags, -1), probs.max(-1)
-    scores = (outputs['transitions'], outputs['start'], outputs['end'])
-    tags, _ = crf_lib.viterbi_decode(outputs['emissions'], lengths, *scores)
-
-    def log_z(emissions):
-      return crf_lib.crf_log_partition(emissions, lengths, *scores).sum()
-
-    marginals = jax.grad(log_z)(outputs['emissions'])
-    conf = jnp.take_along_axis(marginals, jnp.maximum(tags, 0)[..., None], -1)[..., 0]
-    return tags, conf
-
-  def eval_sums(self, outputs, batch):
-    labels, lengths = batch['labels'], batch['lengths']
-    tags, _ = self.decode(outputs, lengths)
-    mask = losses.step_mask(lengths, labels.shape[1])
-    sums = {
-      'loss': self.loss(outputs, batch),
-      'accuracy': (
-        ((tags == labels) & mask).sum().astype(jnp.float32),
-        mask.sum().astype(jnp.float32),
-      ),
-    }
-    if self.entities:
-      sums.update(span_sums(labels, tags, lengths, *self._tables()))
-    return sums
-
-  def combine(self, member_outputs):
-    """Softmax: the log of the members' mean probabilities. CRF: the members' mean
-    emissions and transition scores, decoded by one Viterbi pass."""
-    if self.crf:
-      return jax.tree.map(lambda x: x.mean(0), member_outputs)
-    return losses.mean_probability_logits(member_outputs)
-
-  def predictions(self, outputs, batch):
-    tags, conf = self.decode(outputs, batch['lengths'])
-    return {'labels': tags, 'confidence': conf}
-
   def records(self, dataset, predictions, source):
     """{'tokens', 'tags' (names), 'confidence' (each tag's probability)} per sentence."""
     names = self.label_names()
@@ -173,7 +149,3 @@ class TextTaggingTask(_TextTask):
       conf = [round(float(c), 6) for c in predictions['confidence'][i, :n]]
       out.append({'tokens': tokens, 'tags': tags, 'confidence': conf})
     return out
-
-  def final_line(self, train, dev, extra):
-    parts = [f'{m} train {train[m]:.6f} dev {dev[m]:.6f}' for m in self.metrics]
-    return 'Final ' + ';  '.join(parts)

@@ -227,7 +227,7 @@ def test_crf_confidence_is_a_marginal_probability():
     'end': jnp.zeros(3),
   }
   lengths = jnp.array([4, 2])
-  tags, conf = task.decode(outputs, lengths)
+  tags, conf = task.objective.decode(outputs, lengths)
   scores = (outputs['transitions'], outputs['start'], outputs['end'])
   marg = jax.grad(lambda e: crf_lib.crf_log_partition(e, lengths, *scores).sum())(
     outputs['emissions']
