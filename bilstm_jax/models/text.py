@@ -85,14 +85,17 @@ class CharCNN(nn.Module):
   def __call__(self, chars: jax.Array) -> jax.Array:
     """chars: int[batch, time, width] -> float32[batch, time, features] (0 for empty words)."""
     b, t, w = chars.shape
+    real = (chars.reshape(b * t, w) > 0)[..., None]
     x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(chars.reshape(b * t, w))
+    # Padding characters are zero, as the convolution's own edge padding is: a word's vector
+    # does not depend on how wide the batch's character axis is.
+    x = jnp.where(real, x, 0.0)
     # The convolution as one matmul over stacked shifted copies: XLA's CPU convolution is
     # several times slower than its matmul at these sizes.
     half = self.kernel_size // 2
     padded = jnp.pad(x, ((0, 0), (half, self.kernel_size - 1 - half), (0, 0)))
     windows = jnp.concatenate([padded[:, i : i + w] for i in range(self.kernel_size)], -1)
     x = nn.Dense(self.features, name='conv')(windows)
-    real = (chars.reshape(b * t, w) > 0)[..., None]
     out = jnp.where(real, x, -jnp.inf).max(1)
     out = jnp.where(real.any(1), out, 0.0)
     return out.reshape(b, t, self.features)
