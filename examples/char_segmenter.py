@@ -23,7 +23,8 @@ from typing import ClassVar
 import numpy as np
 
 from bilstm_jax.errors import ConfigError, DataFileError
-from bilstm_jax.tasks import TaggingTask
+from bilstm_jax.models import BiLSTMTagger
+from bilstm_jax.tasks import StepLabels, Task
 
 WORDS = (  # the generated sentences' words, space-separated
   'a an and are as at be big but by can cat day dog eat for fox from had has her his hot '
@@ -75,8 +76,9 @@ def split_words(ids: np.ndarray, starts: np.ndarray) -> list[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class CharSegmenter(TaggingTask):
-  """Word starts per character (TaggingTask's model, loss, metrics and ensemble mean).
+class CharSegmenter(Task):
+  """Word starts per character: a data source of its own plus the shipped per-step
+  labels objective (`StepLabels`: loss, accuracy, ensemble mean, predicted labels).
 
   Attributes:
     num: {split: examples generated} where the config names no file for the split.
@@ -85,6 +87,7 @@ class CharSegmenter(TaggingTask):
   """
 
   name: ClassVar[str] = 'char_segmenter'  # in task.json: a workdir of another task is refused
+  objective: ClassVar[StepLabels] = StepLabels()  # what is learned: one label per step
 
   num: dict = dataclasses.field(default_factory=dict)
   max_words: int = 6
@@ -129,6 +132,10 @@ class CharSegmenter(TaggingTask):
     """Optional: the sizes the model is built with, fixed here (by default they are taken
     from the arrays `read(source)` gives)."""
     return dataclasses.replace(self, sizes={'vocab_size': len(ALPHABET) + 1, 'num_classes': 2})
+
+  def make_model(self) -> BiLSTMTagger:
+    """Required: the model from the config's `model` block and the fitted sizes."""
+    return BiLSTMTagger.from_config(self.model, **self.sizes)
 
   def records(self, dataset: dict, predictions: dict, source) -> list[dict]:
     """Optional: the task's own terms, each text with the words the model found."""

@@ -77,7 +77,8 @@ def test_no_file_of_the_package_names_the_example():
 
 def test_a_task_path_finds_the_class_by_module_or_by_file(monkeypatch, importable):
   by_file = segmenter()
-  assert issubclass(by_file, tasks.TaggingTask) and by_file.name == 'char_segmenter'
+  assert issubclass(by_file, tasks.Task) and by_file.name == 'char_segmenter'
+  assert isinstance(by_file.objective, tasks.StepLabels)  # composed, not inherited
   monkeypatch.chdir(ROOT)  # a relative file path: from the working directory, same class
   assert tasks.task_class('examples/char_segmenter.py:CharSegmenter') is by_file
   importable()
