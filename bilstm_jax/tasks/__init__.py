@@ -12,7 +12,7 @@ source reads and fits the data, the objective owns the loss, metrics and predict
   text_classification  sentence<TAB>label TSV              SequenceLabels
   fsdd                 FSDD wavs, one digit each           SequenceLabels
   fsdd_frames          joined FSDD utterances              StepLabels (digit/silence)
-  fsdd_ctc             joined FSDD utterances              CTC (the task's own hooks)
+  fsdd_ctc             joined FSDD utterances              CTCLabels (a digit string)
   forecast             CSV time series                     the task's own hooks
 
 `data.task` is a short name above (`TASKS`) or the path to any `Task` subclass, so a task
@@ -41,6 +41,7 @@ from typing import NoReturn
 from bilstm_jax.errors import ConfigError
 from bilstm_jax.tasks.base import Task
 from bilstm_jax.tasks.classification import ClassificationTask
+from bilstm_jax.tasks.ctc_objective import CTCLabels
 from bilstm_jax.tasks.objectives import Objective, SequenceLabels, StepLabels, StepTargets
 from bilstm_jax.tasks.regression import RegressionTask
 from bilstm_jax.tasks.tagging import TaggingTask
@@ -145,6 +146,7 @@ def from_config(config) -> Task:
 
 __all__ = [
   'TASKS',
+  'CTCLabels',
   'ClassificationTask',
   'Objective',
   'RegressionTask',

@@ -8,10 +8,11 @@ A task is composed of two parts, not built by inheriting from another concrete t
   the source     `read`, `check`, `fit`, `spec`/`with_spec`, `example_batch`, ... and
                  `make_model()` (the model, from `model` and the fitted `sizes`)
   the objective  `objective`, an instance of `bilstm_jax.tasks.objectives` (`StepLabels`,
-                 `SequenceLabels`, `StepTargets`) or of your own `Objective`: `metrics`,
-                 `metric_modes`, `loss`, `eval_sums`, `combine`, `predictions`,
-                 `per_step`, `label_key`, `prediction_time_keys` and the labels' check
-                 delegate to it. A task may instead override those hooks directly.
+                 `SequenceLabels`, `StepTargets`, `CTCLabels`) or of your own
+                 `Objective`: `metrics`, `metric_modes`, `loss`, `eval_sums`, `combine`,
+                 `predictions`, `per_step`, `label_key`, `prediction_time_keys`,
+                 `host_metric_modes`, `host_metrics` and the labels' check delegate to
+                 it. A task may instead override those hooks directly.
 
 Required: `name`, `make_model()`, and an `objective` or the hooks it stands for. Optional,
 with defaults for .npz/.jsonl files of features or token ids:
@@ -73,10 +74,6 @@ class Task:
   # Model options only some tasks take; `validate_config` refuses them for the others.
   takes_word_vectors: ClassVar[bool] = False  # model.word_vectors: pretrained embeddings
   takes_adversarial: ClassVar[bool] = False  # model.adversarial: embeddings to perturb
-  # Optional metrics computed on the host from a whole dataset's outputs (`host_metrics`),
-  # {name: 'min' or 'max'}; `train.metric` may name them as 'dev_<name>'.
-  host_metric_modes: ClassVar[dict[str, str]] = {}
-
   sources: dict = dataclasses.field(default_factory=dict)
   model: ModelConfig | None = None
   sizes: dict = dataclasses.field(default_factory=dict)
@@ -304,9 +301,15 @@ class Task:
     """{metric: (sum, count)} float32 scalars over a batch, for every name in `metrics`."""
     return self._learned('eval_sums').eval_sums(outputs, batch)
 
+  @property
+  def host_metric_modes(self) -> dict[str, str]:
+    """Optional: {name: 'min' or 'max'} of the `host_metrics`, which `train.metric` may
+    name as 'dev_<name>': the objective's (none without one), or a class attribute."""
+    return {} if self.objective is None else dict(self.objective.host_metric_modes)
+
   def host_metrics(self, dataset: dict, outputs: np.ndarray) -> dict[str, float]:
     """Optional: the `host_metric_modes` metrics of a labelled dataset, computed on the host
-    (for example a beam search's error rate); none by default.
+    (for example a beam search's error rate): the objective's (none without one).
 
     Called at every evaluation of the dev set, so it should take well under an epoch's
     time. For an ensemble, `outputs` is the members' combined output (`combine`).
@@ -319,7 +322,7 @@ class Task:
     Returns:
       {name: value} for every name in `host_metric_modes`.
     """
-    return {}
+    return {} if self.objective is None else self.objective.host_metrics(dataset, outputs)
 
   def combine(self, member_outputs: jax.Array) -> jax.Array:
     """The ensemble's output from float[N, ...] member outputs: the objective's (the

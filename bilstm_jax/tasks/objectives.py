@@ -2,17 +2,21 @@
 
 A task is a data source (`read`, `fit`, `spec`: files, wavs, text, generated data) plus an
 objective: the label check, the loss, the metrics, the predictions and how ensemble
-members combine. The three here serve any source whose dataset holds the arrays they
-name, so text tagging, speech framewise labels and a task of your own share one tagging
-objective:
+members combine, and any metrics computed on the host. These serve any source whose
+dataset holds the arrays they name, so text tagging, speech framewise labels and a task
+of your own share one tagging objective, and a transcription task of your own composes
+the CTC objective `fsdd_ctc` uses:
 
   StepLabels      an integer label per step (`labels` int[n, time]), softmax
                   cross-entropy, accuracy (and entity spans' precision, recall and F1)
   SequenceLabels  one integer label per sequence (`labels` int[n])
   StepTargets     float targets per step (`targets` float[n, time, outputs]), MSE
+  CTCLabels       a label string per sequence from per-step logits, CTC loss, greedy
+                  and beam-search label error rates (`bilstm_jax.tasks.ctc_objective`)
 
 A task names its objective as the class attribute `objective` (or a property, where it
-depends on what `fit` found) and `bilstm_jax.tasks.Task` delegates its learning hooks to it.
+depends on what `fit` found or on the task's settings) and `bilstm_jax.tasks.Task`
+delegates its learning hooks to it.
 """
 
 from __future__ import annotations
@@ -38,12 +42,16 @@ def _loss_first(metrics: tuple[str, ...]) -> dict[str, str]:
 class Objective:
   """What is learned: the base of the objectives (see the module docstring).
 
-  Every hook is traceable (it runs under jit) except `check`, which runs on numpy data.
+  Every hook is traceable (it runs under jit) except `check` and `host_metrics`, which run
+  on numpy data.
   """
 
   per_step: ClassVar[bool] = True  # labels or targets per step (else one per sequence)
   label_key: ClassVar[str] = 'labels'  # what a labelled dataset holds besides inputs
   prediction_time_keys: ClassVar[tuple[str, ...]] = ()  # predictions with a time axis
+  # Metrics computed on the host from a whole dataset's outputs (`host_metrics`), {name:
+  # 'min' or 'max'}; none by default.
+  host_metric_modes: ClassVar[dict[str, str]] = {}
 
   @property
   def metrics(self) -> tuple[str, ...]:
@@ -72,6 +80,17 @@ class Objective:
   def eval_sums(self, outputs, batch: dict) -> dict:
     """{metric: (sum, count)} float32 scalars over a batch, for every name in `metrics`."""
     raise NotImplementedError
+
+  def host_metrics(self, dataset: dict, outputs: np.ndarray) -> dict[str, float]:
+    """The `host_metric_modes` metrics of a labelled dataset, on the host (numpy, not
+    traced); none by default. `Task.host_metrics` says when it is called.
+
+    Args:
+      dataset: the labelled dataset.
+      outputs: the model's (or an ensemble's combined) output for every example: numpy
+        [n, ...] at the dataset's full padded length.
+    """
+    return {}
 
   def combine(self, member_outputs):
     """The ensemble's output from float[N, ...] member outputs: their mean by default."""

@@ -5,9 +5,9 @@ error rates of greedy and prefix-beam decoding, and named predictions for wav fi
   decode_eval(trained, 'dev', beam_width)  -> digit and utterance error rates
   predict_wavs(trained, source, beam)      -> one record per wav file, beam-decoded
 
-The device metrics of `speech_joined.DigitCTCTask` are greedy; its host metric
-`beam_der` (every evaluation) and `decode_eval` here share `ctc.best_labellings` and
-`ctc.error_rate`.
+The device metrics of `speech_joined.DigitCTCTask` (its `CTCLabels` objective) are
+greedy; its host metric `beam_der` (every evaluation) and `decode_eval` here share
+`ctc.best_labellings` and `ctc.error_rate`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def transcribe(trained, data, beam_width: int = 0) -> list[dict]:
   return spans_to_rows(decoded, trained.task)
 
 
-levenshtein = ctc.levenshtein  # the host reference for `speech_joined.edit_distances`
+levenshtein = ctc.levenshtein  # the host reference for `ctc_objective.edit_distances`
 
 
 def decode_eval(trained, source: str = 'dev', beam_width: int = 8) -> dict:

@@ -1,9 +1,9 @@
 """Speech tasks on joined utterances: 2-7 FSDD digits of one speaker, with silences.
 
-  fsdd_ctc     -> the digit string: per-frame logits over 10 digits + blank, CTC loss,
-               greedy digit error rate on device and the prefix beam search's on the
-               host at every evaluation (`DigitCTCTask`); transcripts with timings in
-               `bilstm_jax.tasks.speech_decode`;
+  fsdd_ctc     -> the digit string: per-frame logits over 10 digits + blank
+               (`DigitCTCTask`: joined utterances + `CTCLabels`: CTC loss, greedy digit
+               error rate on device and the prefix beam search's on the host at every
+               evaluation); transcripts with timings in `bilstm_jax.tasks.speech_decode`;
   fsdd_frames  -> a label per frame, digit or silence (`DigitFramesTask`: joined
                utterances + `StepLabels`): the 2005 framewise BLSTM set-up.
 
@@ -20,16 +20,14 @@ import dataclasses
 import os
 from typing import ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bilstm_jax.data import audio, fsdd, wav
 from bilstm_jax.data.frames import pad_features, pad_like, stack_labels
 from bilstm_jax.errors import DataFileError
-from bilstm_jax.heads import ctc
 from bilstm_jax.models import BiLSTMTagger
-from bilstm_jax.tasks import base, losses, speech_output
+from bilstm_jax.tasks import speech_output
+from bilstm_jax.tasks.ctc_objective import CTCLabels
 from bilstm_jax.tasks.objectives import StepLabels
 from bilstm_jax.tasks.speech import BLANK, SpeechData
 
@@ -192,68 +190,17 @@ class DigitFramesTask(JoinedData):
 # ------------------------------------------------------------------------------ CTC
 
 
-def greedy_emissions(logits: jax.Array, lengths: jax.Array, blank: int = BLANK):
-  """Best-path decoding on device, as masks (traceable; `ctc.greedy_decode` on the host).
-
-  Args:
-    logits: float[batch, time, classes]; lengths: int[batch].
-
-  Returns:
-    (path int32[batch, time], emit bool[batch, time], next_run int32[batch, time]): the
-    argmax class per frame; True where a token is emitted (a real frame starting a run of
-    a non-blank class); for each frame, the first frame of the next run (or the length).
-  """
-  time = logits.shape[1]
-  steps = jnp.arange(time)[None, :]
-  valid = steps < lengths[:, None]
-  path = jnp.argmax(logits, -1).astype(jnp.int32)
-  prev = jnp.pad(path[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
-  run_start = valid & (path != prev)
-  emit = run_start & (path != blank)
-  cand = jnp.where(run_start | ~valid, steps, time)
-  after = jax.lax.cummin(cand, axis=1, reverse=True)
-  next_run = jnp.pad(after[:, 1:], ((0, 0), (0, 1)), constant_values=time)
-  return path, emit, jnp.minimum(next_run, lengths[:, None])
-
-
-def edit_distances(
-  emit: jax.Array, path: jax.Array, refs: jax.Array, ref_lengths: jax.Array
-) -> jax.Array:
-  """Levenshtein distance of each emitted token string to its reference (traceable).
-
-  A scan over frames keeps one row of the edit-distance table per example, updated at
-  the frames that emit a token, so no decoded string is materialised.
-
-  Args:
-    emit: bool[batch, time]; path: int[batch, time] (the token at emitting frames).
-    refs: int[batch, max_refs] (past `ref_lengths` ignored); ref_lengths: int[batch].
-
-  Returns:
-    int32[batch]: insertions + deletions + substitutions.
-  """
-  batch, width = refs.shape
-  row0 = jnp.broadcast_to(jnp.arange(width + 1, dtype=jnp.int32), (batch, width + 1))
-
-  def body(row, x):
-    e, h = x
-    cols = [row[:, 0] + 1]
-    for j in range(1, width + 1):
-      sub = row[:, j - 1] + (h != refs[:, j - 1]).astype(jnp.int32)
-      cols.append(jnp.minimum(jnp.minimum(row[:, j] + 1, cols[-1] + 1), sub))
-    return jnp.where(e[:, None], jnp.stack(cols, 1), row), None
-
-  row, _ = jax.lax.scan(body, row0, (emit.T, path.T))
-  return jnp.take_along_axis(row, ref_lengths[:, None], 1)[:, 0]
-
-
 @dataclasses.dataclass(frozen=True)
 class DigitCTCTask(JoinedData):
   """Digit-string transcription of joined utterances: BiLSTM + CTC over 10 digits + blank.
 
+  Joined utterances plus `CTCLabels` (`bilstm_jax.tasks.ctc_objective`): `loss` (CTC
+  negative log-likelihood per utterance) and `der` (greedy digit error rate: edit
+  distance over reference digits) on device; `beam_der` (the same rate of prefix beam
+  search) on the host; greedy digits with their times as predictions.
+
   Dataset: `inputs` float32[n, frames, dims], `lengths`, `labels` int32[n, max_digits]
-  (-1 past each utterance's digits). Metrics: `loss` (CTC negative log-likelihood per
-  utterance) and `der` (greedy digit error rate: edit distance over reference digits) on
-  device; `beam_der` (the same rate of prefix beam search) on the host (`host_metrics`).
+  (-1 past each utterance's digits).
 
   Attributes:
     max_tokens: digits `predictions` holds per utterance (the count is exact beyond it).
@@ -262,10 +209,6 @@ class DigitCTCTask(JoinedData):
 
   name: ClassVar[str] = 'fsdd_ctc'
   num_classes: ClassVar[int] = fsdd.NUM_DIGITS + 1  # the digits and the blank
-  metrics: ClassVar[tuple[str, ...]] = ('loss', 'der')
-  metric_modes: ClassVar[dict] = {'loss': 'min', 'der': 'min'}
-  per_step: ClassVar[bool] = False
-  host_metric_modes: ClassVar[dict] = {'beam_der': 'min'}
 
   max_tokens: int = 16
   beam_width: int = 8
@@ -274,6 +217,17 @@ class DigitCTCTask(JoinedData):
   @classmethod
   def from_config(cls, config):
     return cls(beam_width=int(config.data.get('beam_width', 8)), **cls.speech_fields(config))
+
+  @property
+  def objective(self) -> CTCLabels:
+    """`CTCLabels` of this task's `max_tokens`, `beam_width` and `step_timing` (the
+    feature settings'), the blank the last of the 11 classes."""
+    return CTCLabels(
+      max_tokens=self.max_tokens,
+      beam_width=self.beam_width,
+      step_timing=self.step_timing,
+      blank=BLANK,
+    )
 
   @property
   def time_keys(self) -> tuple[str, ...]:
@@ -287,72 +241,8 @@ class DigitCTCTask(JoinedData):
       out[i, : len(d)] = d
     return out
 
-  def check(self, dataset: dict, where: str) -> None:
-    base.Task.check(self, dataset, where)
-
   def make_model(self):
     return BiLSTMTagger.from_config(self.model, num_classes=self.sizes['num_classes'])
-
-  def _ctc(self, outputs, batch):
-    labels = batch['labels']
-    return ctc.ctc_loss(outputs, batch['lengths'], labels, (labels >= 0).sum(-1).astype(jnp.int32))
-
-  def loss(self, outputs, batch):
-    return self._ctc(outputs, batch)
-
-  def eval_sums(self, outputs, batch):
-    labels = batch['labels']
-    ref_lengths = jnp.where(batch['lengths'] > 0, (labels >= 0).sum(-1), 0).astype(jnp.int32)
-    path, emit, _ = greedy_emissions(outputs, batch['lengths'])
-    dist = edit_distances(emit, path, labels, ref_lengths)
-    return {
-      'loss': self._ctc(outputs, batch),
-      'der': (dist.sum().astype(jnp.float32), ref_lengths.sum().astype(jnp.float32)),
-    }
-
-  def host_metrics(self, dataset: dict, outputs: np.ndarray) -> dict[str, float]:
-    """{'beam_der': the digit error rate of prefix beam search (`beam_width`)}.
-
-    Args:
-      dataset: `labels` int32[n, max_digits] (-1 padded) and `lengths` int32[n].
-      outputs: float32[n, time, 11] logits (or an ensemble's log-probabilities).
-    """
-    refs = [row[row >= 0].tolist() for row in dataset['labels']]
-    hyps = ctc.best_labellings(outputs, dataset['lengths'], self.beam_width, BLANK)
-    return {'beam_der': ctc.error_rate(hyps, refs)}
-
-  def combine(self, member_outputs):
-    return losses.mean_probability_logits(member_outputs)
-
-  def predictions(self, outputs, batch):
-    """Greedy transcription with timing, in fixed-size arrays (the tail is -1).
-
-    Returns:
-      'digits' int32[batch, max_tokens], 'num_digits' int32[batch], 'start_s' and
-      'end_s' float32[batch, max_tokens]: the first and last sample time covered by the
-      frames each digit is emitted on (CTC emits a digit as a short spike inside it: the
-      times place the digit, they are not its boundaries; see DigitFramesTask).
-    """
-    path, emit, next_run = greedy_emissions(outputs, batch['lengths'])
-    batch_size, m = path.shape[0], self.max_tokens
-    slot = jnp.where(emit, jnp.cumsum(emit, 1) - 1, m)
-    rows = jnp.arange(batch_size)[:, None]
-    hop, win, rate = self.step_timing
-    rate = float(rate)
-    steps = jnp.arange(path.shape[1])[None, :]
-    start = (steps * hop / rate).astype(jnp.float32)
-    end = (((next_run - 1) * hop + win) / rate).astype(jnp.float32)
-
-    def put(values, fill):
-      out = jnp.full((batch_size, m), fill, values.dtype)
-      return out.at[rows, slot].set(values, mode='drop')
-
-    return {
-      'digits': put(path, -1),
-      'num_digits': emit.sum(1).astype(jnp.int32),
-      'start_s': put(jnp.broadcast_to(start, path.shape), -1.0),
-      'end_s': put(end, -1.0),
-    }
 
   def final_line(self, train, dev, extra):
     return (

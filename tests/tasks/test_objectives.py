@@ -2,6 +2,7 @@
 of its own and `StepLabels` trained through the app."""
 
 import dataclasses
+import itertools
 
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import bilstm_jax
 from bilstm_jax import app, tasks
 from bilstm_jax.errors import DataFileError
+from bilstm_jax.heads import ctc
 from bilstm_jax.models import BiLSTMTagger
-from bilstm_jax.tasks import SequenceLabels, StepLabels, StepTargets
+from bilstm_jax.tasks import CTCLabels, SequenceLabels, StepLabels, StepTargets
 from tests.utils import tiny_config
 
 RNG = np.random.default_rng(0)
@@ -120,6 +122,93 @@ def test_objectives_check_their_labels():
     StepTargets().check({'targets': np.zeros((1, 2, 3))}, 'x', {'output_size': 2})
 
 
+def _ctc_nll(logits, labels, blank):
+  """-log of the summed probability of every path that collapses to `labels`."""
+  logp = _log_softmax(logits.astype(np.float64))
+  total = 0.0
+  for path in itertools.product(range(logits.shape[-1]), repeat=len(logits)):
+    merged = [c for i, c in enumerate(path) if c != blank and (i == 0 or path[i - 1] != c)]
+    if merged == list(labels):
+      total += np.exp(sum(logp[t, c] for t, c in enumerate(path)))
+  return -np.log(total)
+
+
+def test_ctc_labels_against_all_paths_and_the_host_decoders():
+  logits = RNG.normal(size=(3, 4, 3)).astype(np.float32)  # classes 0, 1 and blank 2
+  labels = np.array([[1, 1, -1], [0, -1, -1], [-1, -1, -1]], np.int32)
+  lengths = np.array([4, 2, 0], np.int32)  # the third: a padding example
+  batch = {'labels': jnp.asarray(labels), 'lengths': lengths}
+  objective = CTCLabels(max_tokens=3, beam_width=2)
+  nll = _ctc_nll(logits[0], [1, 1], 2) + _ctc_nll(logits[1, :2], [0], 2)
+  np.testing.assert_allclose(
+    _pair(objective.loss(jnp.asarray(logits), batch)), (nll, 2.0), rtol=1e-5
+  )
+
+  greedy = ctc.greedy_decode(logits, lengths)
+  refs = [[1, 1], [0], []]
+  errors = sum(ctc.levenshtein(t.tolist(), r) for (t, _), r in zip(greedy, refs, strict=True))
+  sums = objective.eval_sums(jnp.asarray(logits), batch)
+  assert set(sums) == set(objective.metrics) == {'loss', 'der'}
+  assert _pair(sums['der']) == (errors, 3.0)
+  assert objective.metric_modes == {'loss': 'min', 'der': 'min'} and not objective.per_step
+
+  preds = objective.predictions(jnp.asarray(logits), batch)
+  for i, (tokens, spans) in enumerate(greedy):
+    k = len(tokens)
+    assert int(preds['num_digits'][i]) == k
+    assert np.asarray(preds['digits'][i]).tolist() == tokens.tolist() + [-1] * (3 - k)
+    # The default step_timing (1, 1, 1): times in steps, the first and one past the last.
+    np.testing.assert_allclose(preds['start_s'][i, :k], [s for s, _ in spans])
+    np.testing.assert_allclose(preds['end_s'][i, :k], [e for _, e in spans])
+
+  beams = [
+    tuple(ctc.prefix_beam_search(x[:n], 2)[0][0]) for x, n in zip(logits, lengths, strict=True)
+  ]
+  assert objective.host_metric_modes == {'beam_der': 'min'}
+  host = objective.host_metrics({'labels': labels, 'lengths': lengths}, logits)
+  assert host == {'beam_der': ctc.error_rate(beams, refs)}
+
+
+def test_ctc_labels_take_another_blank():
+  logits = RNG.normal(size=(1, 4, 3)).astype(np.float32)
+  batch = {'labels': jnp.asarray([[2, 1]], jnp.int32), 'lengths': np.array([4], np.int32)}
+  total, _ = _pair(CTCLabels(blank=0).loss(jnp.asarray(logits), batch))
+  np.testing.assert_allclose(total, _ctc_nll(logits[0], [2, 1], 0), rtol=1e-5)
+
+
+def test_ctc_labels_check_their_label_strings():
+  lengths = np.array([3, 2], np.int32)
+  good = {'lengths': lengths, 'labels': np.array([[0, 1, -1], [-1, -1, -1]], np.int32)}
+  CTCLabels().check(good, 'x', {'num_classes': 3})
+  with pytest.raises(DataFileError, match=r'x: CTC needs a label string per sequence'):
+    CTCLabels().check({'lengths': lengths, 'labels': lengths}, 'x', {})
+  with pytest.raises(DataFileError, match='x: sequence 1 has a label after its -1 padding'):
+    CTCLabels().check({**good, 'labels': np.array([[0, 1, -1], [-1, 1, -1]])}, 'x', {})
+  with pytest.raises(DataFileError, match=r'label 2 at \[0, 1\] is outside \[0, 3\) or the blank'):
+    CTCLabels().check(
+      {**good, 'labels': np.array([[0, 2, -1], [1, -1, -1]])}, 'x', {'num_classes': 3}
+    )
+  CTCLabels(blank=0).check(
+    {**good, 'labels': np.array([[2, 1, -1], [1, 2, 2]])}, 'x', {'num_classes': 3}
+  )
+
+
+def test_a_task_takes_its_host_metrics_from_its_objective():
+  @dataclasses.dataclass(frozen=True)
+  class Transcriber(tasks.Task):
+    name = 'transcriber'
+    objective = CTCLabels(beam_width=1)
+
+  task = Transcriber()
+  assert task.host_metric_modes == {'beam_der': 'min'}
+  logits = np.zeros((1, 2, 3), np.float32)
+  logits[0, :, 1] = 5.0  # both steps say 1: one label
+  dataset = {'labels': np.array([[1, 1]], np.int32), 'lengths': np.array([2], np.int32)}
+  assert task.host_metrics(dataset, logits) == {'beam_der': 0.5}
+  assert tasks.TaggingTask().host_metric_modes == {} and tasks.Task().host_metric_modes == {}
+  assert tasks.TaggingTask().host_metrics(dataset, logits) == {}
+
+
 def test_shipped_tasks_compose_their_objectives():
   from bilstm_jax.tasks import speech, speech_joined, text_classification, text_tagging
 
@@ -131,8 +220,13 @@ def test_shipped_tasks_compose_their_objectives():
   assert isinstance(speech.SpokenDigitTask.objective, SequenceLabels)
   assert isinstance(text_classification.TextClassificationTask.objective, SequenceLabels)
   assert isinstance(tasks.RegressionTask.objective, StepTargets)
+  # fsdd_ctc's objective is made of its settings: the beam, the digits kept, the timing.
+  ctc_task = speech_joined.DigitCTCTask(features=speech.feature_settings({}), beam_width=3)
+  assert ctc_task.objective == CTCLabels(16, 3, ctc_task.step_timing, blank=speech.BLANK)
+  assert ctc_task.host_metric_modes == {'beam_der': 'min'}
+  assert ctc_task.metrics == ('loss', 'der') and not ctc_task.per_step
   # No diamonds: a source and an objective, not a source and another concrete task.
-  for cls in (speech.SpokenDigitTask, speech_joined.DigitFramesTask):
+  for cls in (speech.SpokenDigitTask, speech_joined.DigitFramesTask, speech_joined.DigitCTCTask):
     assert not issubclass(cls, (tasks.TaggingTask, tasks.ClassificationTask))
 
 

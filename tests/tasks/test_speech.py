@@ -24,7 +24,7 @@ from bilstm_jax import app, readable, tasks
 from bilstm_jax.data import audio, frames, fsdd, wav
 from bilstm_jax.errors import DataFileError
 from bilstm_jax.heads import ctc
-from bilstm_jax.tasks import speech, speech_decode, speech_joined
+from bilstm_jax.tasks import ctc_objective, speech, speech_decode, speech_joined
 from configs import fsdd as fsdd_config
 from configs import fsdd_ctc as ctc_config
 from tests.utils import ROOT, assert_predict_agrees
@@ -149,7 +149,7 @@ def test_device_edit_distance_matches_levenshtein():
   emit = rng.random((batch, time)) < 0.5
   ref_lengths = rng.integers(0, width + 1, batch).astype(np.int32)
   refs = np.where(np.arange(width) < ref_lengths[:, None], rng.integers(0, 4, (batch, width)), -1)
-  got = jax.jit(speech_joined.edit_distances)(emit, path, refs.astype(np.int32), ref_lengths)
+  got = jax.jit(ctc_objective.edit_distances)(emit, path, refs.astype(np.int32), ref_lengths)
   want = [
     speech_decode.levenshtein(p[e].tolist(), r[:n].tolist())
     for p, e, r, n in zip(path, emit, refs, ref_lengths, strict=True)
