@@ -3,7 +3,8 @@
 Readers yield plain dicts of numpy arrays (`{'inputs', 'lengths', ...}`):
 
 files.py            .npz / .jsonl sequences (the generic tasks' files)
-batching.py         epoch orders, batches, length buckets
+batching.py         epoch orders, batches, length and width buckets
+buckets.py          bucket boundaries of least padding
 synthetic.py        the generated regression tasks ('seed_noise', 'bidir_window')
 text.py, vocab.py, tag_schemes.py, word_vectors.py
                     CoNLL-U, CoNLL and TSV text, vocabularies, BIO/BIOES, word vectors

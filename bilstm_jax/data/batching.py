@@ -4,6 +4,8 @@ A dataset is a dict of numpy arrays with a leading example axis and `lengths: in
 (real steps per example). Which other keys it holds is the task's business: `inputs`
 float32[n, time, features] or int32[n, time], `targets`, `labels`, characters, frames...
 Keys with a time axis (axis 1) are the task's `time_keys`; length buckets trim those.
+Keys with a width axis (axis 2: the characters of each word) are its `width_keys`; width
+buckets trim those.
 
 An epoch is planned first (`epoch_plan`): which examples go in each batch, padded to
 which length, and which consecutive batches share one compiled call. The plan is a pure
@@ -16,6 +18,12 @@ belongs to the bucket of its length; in an epoch, each bucket's examples (in the
 shuffled order) fill batches, and a bucket's last partial batch carries over into the
 next longer bucket. So every bucket holds the same number of batches in every epoch, and
 so does every compiled call: the shapes a run compiles are fixed by the data alone.
+
+Width buckets are a second axis (`Buckets` too, fitted on the examples' widths, such as a
+sentence's longest word): the plan gives every batch of one compiled call the smallest
+width bucket that holds the widest example among all the call's rows (`fit_widths`), so
+a run compiles at most (length buckets) x (width buckets) shapes. Width does not choose
+the batches, so a plan with width buckets holds the same batches as one without.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+from bilstm_jax.data.buckets import Buckets
 
 
 def num_batches(size: int, batch_size: int, drop_remainder: bool) -> int:
@@ -49,7 +59,12 @@ def default_time_keys(dataset: dict) -> tuple[str, ...]:
 
 
 def gather(
-  dataset: dict, idx: np.ndarray, time: int | None = None, time_keys: Sequence[str] = ()
+  dataset: dict,
+  idx: np.ndarray,
+  time: int | None = None,
+  time_keys: Sequence[str] = (),
+  width: int | None = None,
+  width_keys: Sequence[str] = (),
 ) -> dict:
   """The examples `idx` of a dataset as a batch; index -1 is a zero (length-0) row.
 
@@ -58,6 +73,9 @@ def gather(
     idx: int[batch] example indices, -1 for padding rows.
     time: if given, the `time_keys` arrays are cut (or zero-padded) to this many steps.
     time_keys: the keys with a time axis (axis 1).
+    width: if given, the `width_keys` arrays are cut (or zero-padded) to this size on
+      axis 2, e.g. `chars` int32[n, time, width] to this many characters per word.
+    width_keys: the keys with a width axis (axis 2).
   """
   idx = np.asarray(idx)
   real = idx >= 0
@@ -66,80 +84,22 @@ def gather(
   for k, v in dataset.items():
     x = v[safe]
     if time is not None and k in time_keys:
-      if x.shape[1] >= time:
-        x = x[:, :time]
-      else:
-        x = np.pad(x, [(0, 0), (0, time - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+      x = _fit_axis(x, 1, time)
+    if width is not None and k in width_keys:
+      x = _fit_axis(x, 2, width)
     if not real.all():
       x = np.where(real.reshape((-1,) + (1,) * (x.ndim - 1)), x, np.zeros((), x.dtype))
     out[k] = x
   return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Buckets:
-  """Bucket lengths: a batch of bucket k is padded to `boundaries[k]` steps.
-
-  Attributes:
-    boundaries: increasing lengths; the last covers the longest example.
-  """
-
-  boundaries: tuple[int, ...]
-
-  @classmethod
-  def from_lengths(cls, lengths: np.ndarray, num_buckets: int) -> Buckets:
-    """The boundaries that pad the (training) lengths least, with at most `num_buckets`.
-
-    Each example is padded to the smallest boundary that holds it; the boundaries are
-    chosen among the lengths themselves to minimise the total padding, exactly, by dynamic
-    programming over the distinct lengths. Quantiles would be simpler, but a long tail then
-    pads a quarter of the examples (with 4 buckets) to the single longest one. Fewer
-    buckets result when there are fewer distinct lengths. Boundaries are at least 1 step.
-    """
-    if num_buckets < 1:
-      raise ValueError(f'num_buckets must be >= 1; got {num_buckets}.')
-    values, counts = np.unique(np.maximum(np.asarray(lengths, np.int64), 1), return_counts=True)
-    if values.size <= num_buckets:
-      return cls(tuple(int(v) for v in values) or (1,))
-    return cls(tuple(int(values[j]) for j in _least_padding(values, counts, num_buckets)))
-
-  def of(self, lengths: np.ndarray) -> np.ndarray:
-    """int[n]: each length's bucket (lengths beyond the last boundary go in the last)."""
-    b = np.searchsorted(np.asarray(self.boundaries), np.asarray(lengths), side='left')
-    return np.minimum(b, len(self.boundaries) - 1)
-
-  def fit(self, max_length: int) -> int:
-    """The smallest boundary that holds `max_length` steps (the last if none does)."""
-    return self.boundaries[int(self.of(np.array([max_length]))[0])]
-
-
-def _least_padding(values: np.ndarray, counts: np.ndarray, k: int) -> list[int]:
-  """Indices into sorted distinct `values` of the <= k boundaries of least total padding.
-
-  cost(i, j), the padding of the examples with values[i..j] in a bucket of values[j], is
-  values[j] * n(i..j) - sum(i..j). best[m, j] is the least padding of values[0..j] in m
-  buckets, the last ending at j; one vectorised minimum over i per (m, j).
-  """
-  n = np.concatenate([[0], np.cumsum(counts)])  # n[j + 1]: examples with values[0..j]
-  total = np.concatenate([[0], np.cumsum(counts * values)])
-  u = len(values)
-  j_ = np.arange(u)
-  best = np.full((k + 1, u), np.inf)
-  best[1] = values * n[1:] - total[1:]
-  prev = np.zeros((k + 1, u), np.int64)
-  for m in range(2, k + 1):
-    for j in range(m - 1, u):
-      i = j_[1 : j + 1]  # the last bucket holds values[i..j]; the others end at i - 1
-      cand = best[m - 1, i - 1] + values[j] * (n[j + 1] - n[i]) - (total[j + 1] - total[i])
-      a = int(np.argmin(cand))
-      best[m, j], prev[m, j] = cand[a], i[a]
-  m, j, out = k, u - 1, []
-  while m >= 1:
-    out.append(j)
-    if m == 1:
-      break
-    j, m = prev[m, j] - 1, m - 1
-  return sorted(out)
+def _fit_axis(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+  """`x` cut, or zero-padded at the end, to `size` along `axis`."""
+  if x.shape[axis] >= size:
+    return x[(slice(None),) * axis + (slice(0, size),)]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (0, size - x.shape[axis])
+  return np.pad(x, pad)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,14 +110,22 @@ class EpochPlan:
     indices: int[batches, batch_size] example indices (-1: padding row).
     times: each batch's padded length, or None for the data's full length.
     chunks: (lo, hi) batch ranges of consecutive calls; batches in one chunk share a shape.
+    widths: each batch's width (`fit_widths`), None in it for the data's full width; or
+      None: every batch at the full width (no width buckets).
   """
 
   indices: np.ndarray
   times: tuple[int | None, ...]
   chunks: tuple[tuple[int, int], ...]
+  widths: tuple[int | None, ...] | None = None
 
   def __len__(self) -> int:
     return len(self.indices)
+
+  def shapes(self) -> list[tuple[int | None, int | None]]:
+    """Each batch's (time, width); None: the data's full length or width."""
+    widths = (None,) * len(self.times) if self.widths is None else self.widths
+    return list(zip(self.times, widths, strict=True))
 
 
 def _chunks(sizes: Sequence[int], steps_per_call: int) -> list[tuple[int, int]]:
@@ -181,6 +149,8 @@ def epoch_plan(
   steps_per_call: int = 0,
   buckets: Buckets | None = None,
   call_seed: int | None = None,
+  widths: np.ndarray | None = None,
+  width_buckets: Buckets | None = None,
 ) -> EpochPlan:
   """Plans one epoch: a pure function of its arguments.
 
@@ -193,7 +163,21 @@ def epoch_plan(
   call_seed defaulting to seed. The bucket of every call depends on the lengths and
   call_seed alone, so plans of one data with different seeds and one call_seed fill the
   same shapes in the same order with different examples (an ensemble's 'shuffled' members).
+
+  With `width_buckets` (and `widths`, int[n]: each example's width) every batch gets the
+  width of its call (`fit_widths`); the batches and calls are those of the plan without.
   """
+  plan = _epoch_plan(
+    lengths, batch_size, seed, epoch, shuffle, drop_remainder, steps_per_call, buckets, call_seed
+  )
+  if width_buckets is None:
+    return plan
+  return fit_widths(plan, widths, width_buckets)
+
+
+def _epoch_plan(
+  lengths, batch_size, seed, epoch, shuffle, drop_remainder, steps_per_call, buckets, call_seed
+) -> EpochPlan:
   lengths = np.asarray(lengths)
   size = len(lengths)
   order = epoch_order(size, seed, epoch, shuffle)
@@ -228,32 +212,88 @@ def epoch_plan(
   return EpochPlan(indices, times, tuple(_chunks([len(g) for g, _ in groups], 0)))
 
 
-def eval_plan(lengths: np.ndarray, batch_size: int, buckets: Buckets | None = None) -> EpochPlan:
+def eval_plan(
+  lengths: np.ndarray,
+  batch_size: int,
+  buckets: Buckets | None = None,
+  widths: np.ndarray | None = None,
+  width_buckets: Buckets | None = None,
+) -> EpochPlan:
   """Every example once, for evaluation; the last batch padded with -1 rows.
 
   With buckets the examples go in order of length, so each batch is padded to the
   smallest bucket that holds it (the sums a task computes do not depend on the order);
   a batch longer than every bucket (data longer than any training example) runs at the
-  data's full length.
+  data's full length. With `width_buckets` (and `widths`, int[n]) each batch likewise
+  gets the smallest width bucket that holds its own widest example, or the full width.
   """
   lengths = np.asarray(lengths)
   if buckets is None:
-    return epoch_plan(lengths, batch_size, shuffle=False, drop_remainder=False)
-  order = np.argsort(lengths, kind='stable')
-  n = num_batches(len(order), batch_size, False)
-  idx = np.full((n * batch_size,), -1, np.int64)
-  idx[: len(order)] = order
-  idx = idx.reshape(n, batch_size)
-  longest = [int(lengths[row[row >= 0]].max(initial=0)) for row in idx]
-  # Beyond the last bucket (data longer than any training example): the full length.
-  times = tuple(t if (t := buckets.fit(m)) >= m else None for m in longest)
-  return EpochPlan(idx, times, tuple((i, i + 1) for i in range(n)))
+    plan = epoch_plan(lengths, batch_size, shuffle=False, drop_remainder=False)
+  else:
+    order = np.argsort(lengths, kind='stable')
+    n = num_batches(len(order), batch_size, False)
+    idx = np.full((n * batch_size,), -1, np.int64)
+    idx[: len(order)] = order
+    idx = idx.reshape(n, batch_size)
+    longest = [int(lengths[row[row >= 0]].max(initial=0)) for row in idx]
+    # Beyond the last bucket (data longer than any training example): the full length.
+    times = tuple(t if (t := buckets.fit(m)) >= m else None for m in longest)
+    plan = EpochPlan(idx, times, tuple((i, i + 1) for i in range(n)))
+  if width_buckets is None:
+    return plan
+  return fit_widths(plan, widths, width_buckets, [(i, i + 1) for i in range(len(plan))])
 
 
-def plan_batches(dataset: dict, plan: EpochPlan, time_keys: Sequence[str] | None = None) -> list:
+def fit_widths(
+  plan: EpochPlan,
+  widths: np.ndarray,
+  width_buckets: Buckets,
+  ranges: Sequence[tuple[int, int]] | None = None,
+) -> EpochPlan:
+  """The plan with a width for every batch, one for all the batches of each call.
+
+  A call's width is the smallest of `width_buckets` that holds the widest of its real rows,
+  so no row loses anything; wider than every bucket (data wider than any training
+  example), the call runs at the data's full width (None).
+
+  Args:
+    plan: the plan.
+    widths: int[n], each example's width (`Task.example_widths`).
+    width_buckets: the width boundaries (fitted on the training widths).
+    ranges: (lo, hi) batch ranges that share a width; default the plan's `chunks`.
+  """
+  widths = np.asarray(widths)
+  out: list[int | None] = [None] * len(plan)
+  for lo, hi in plan.chunks if ranges is None else ranges:
+    rows = plan.indices[lo:hi]
+    widest = int(widths[rows[rows >= 0]].max(initial=0))
+    w = width_buckets.fit(widest)
+    out[lo:hi] = [w if w >= widest else None] * (hi - lo)
+  return dataclasses.replace(plan, widths=tuple(out))
+
+
+def common_widths(plans: Sequence[EpochPlan]) -> list[EpochPlan]:
+  """Plans of one shape of calls (an ensemble's members), each batch at the widest of the
+  plans' widths for it (None, the full width, if any is), so stacked batches share one
+  shape."""
+  if not plans or plans[0].widths is None:
+    return list(plans)
+  each = zip(*(p.widths for p in plans), strict=True)
+  shared = tuple(None if None in ws else max(ws) for ws in each)
+  return [dataclasses.replace(p, widths=shared) for p in plans]
+
+
+def plan_batches(
+  dataset: dict,
+  plan: EpochPlan,
+  time_keys: Sequence[str] | None = None,
+  width_keys: Sequence[str] = (),
+) -> list:
   """The batches of a plan (whole batches; see `parallel.sharding` for per-process rows)."""
   keys = default_time_keys(dataset) if time_keys is None else time_keys
-  return [gather(dataset, i, t, keys) for i, t in zip(plan.indices, plan.times, strict=True)]
+  pairs = zip(plan.indices, plan.shapes(), strict=True)
+  return [gather(dataset, i, t, keys, w, width_keys) for i, (t, w) in pairs]
 
 
 def batches(

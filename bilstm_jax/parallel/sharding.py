@@ -201,16 +201,20 @@ def local_rows(mesh: Mesh, global_batch_size: int) -> np.ndarray:
 
 
 def process_batches(
-  dataset: dict, plan: data_lib.EpochPlan, rows: np.ndarray, time_keys: tuple[str, ...]
+  dataset: dict,
+  plan: data_lib.EpochPlan,
+  rows: np.ndarray,
+  time_keys: tuple[str, ...],
+  width_keys: tuple[str, ...] = (),
 ) -> list[dict]:
   """The `rows` of each of a plan's global batches, reading only those examples.
 
   Concatenated over processes in row order they are exactly `data.plan_batches(dataset,
-  plan)` (the same order, the same padding rows).
+  plan, time_keys, width_keys)` (the same order, the same padding rows, the same widths).
   """
   return [
-    data_lib.gather(dataset, idx[rows], t, time_keys)
-    for idx, t in zip(plan.indices, plan.times, strict=True)
+    data_lib.gather(dataset, idx[rows], t, time_keys, w, width_keys)
+    for idx, (t, w) in zip(plan.indices, plan.shapes(), strict=True)
   ]
 
 
