@@ -1,5 +1,5 @@
-"""Checks and sizes of a dataset of arrays: what `Task`'s default .npz/.jsonl source and
-the objectives' label checks share (numpy only, no model)."""
+"""Checks, sizes and axes of a dataset of arrays: what `Task`'s default .npz/.jsonl source
+and the objectives' label checks share (numpy only, no model)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_jax.errors import DataFileError
+from bilstm_jax.errors import CheckpointError, DataFileError
 
 
 def need(dataset: dict, key: str, where: str, what: str) -> Any:
@@ -78,3 +78,45 @@ def fitted_sizes(inputs: np.ndarray, labels: np.ndarray, lengths: np.ndarray) ->
   real = np.arange(labels.shape[-1]) < lengths[:, None] if labels.ndim == 2 else lengths > 0
   sizes['num_classes'] = int(labels[real].max(initial=0)) + 1
   return sizes
+
+
+def zeros_batch(sizes: dict, batch_size: int, time: int) -> dict:
+  """Zeros of a batch's `inputs` (int32 ids with 'vocab_size' in `sizes`, else float32
+  features of 'input_size') and `lengths`, all `time` steps long."""
+  if 'vocab_size' in sizes:
+    inputs = np.zeros((batch_size, time), np.int32)
+  else:
+    inputs = np.zeros((batch_size, time, sizes['input_size']), np.float32)
+  return {'inputs': inputs, 'lengths': np.full((batch_size,), time, np.int32)}
+
+
+def named_axes(batch: dict, time_keys: tuple[str, ...]) -> dict[str, tuple[str | None, ...]]:
+  """{key: axis names} of a batch's arrays: 'batch', then 'time' for `time_keys`, then
+  None (fixed) for the rest."""
+  axes = {}
+  for key, x in batch.items():
+    names = ('batch', 'time' if key in time_keys else None) + (None,) * x.ndim
+    axes[key] = names[: x.ndim]
+  return axes
+
+
+def full_widths(dataset: dict, width_keys: tuple[str, ...]) -> np.ndarray:
+  """int[n]: every example at the widest of the `width_keys` arrays' axis 2 (0 without)."""
+  full = max((dataset[k].shape[2] for k in width_keys), default=0)
+  return np.full(len(dataset['lengths']), full, np.int64)
+
+
+def saved_sizes(spec, name: str) -> dict:
+  """The sizes of a saved `Task.spec()` (a workdir's task.json) of the `name` task.
+
+  Raises:
+    CheckpointError: the spec or its "sizes" is no JSON object.
+    DataFileError: the spec is another task's.
+  """
+  if not isinstance(spec, dict):
+    raise CheckpointError(f'task.json holds a JSON {type(spec).__name__}, not an object.')
+  if spec.get('task') != name:
+    raise DataFileError(f'The saved task is {spec.get("task")!r}, not {name!r}.')
+  if not isinstance(spec.get('sizes'), dict):
+    raise CheckpointError(f'task.json: "sizes" must be an object; got {spec.get("sizes")!r}.')
+  return dict(spec['sizes'])

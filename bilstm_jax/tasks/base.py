@@ -22,6 +22,7 @@ with defaults for .npz/.jsonl files of features or token ids:
   spec(), with_spec(spec)         what `fit` found, as JSON (task.json), and back exactly
   save_artifacts, load_artifacts  the same for what is too big for JSON (word vectors)
   example_batch(), model_inputs   a batch's arrays; the model's positional arguments
+  width_keys, example_widths      a second axis width buckets cut (text: characters)
   export_axes()                   the exported function's symbolic axes, by name
   epoch_transform(set, seed, e)   the training set epoch e sees (augmentation)
   host_metric_modes, host_metrics dev metrics computed on the host from all outputs
@@ -46,7 +47,7 @@ import jax
 import numpy as np
 
 from bilstm_jax.data import files
-from bilstm_jax.errors import CheckpointError, ConfigError, DataFileError, NotFittedError
+from bilstm_jax.errors import ConfigError, DataFileError, NotFittedError
 from bilstm_jax.models.config import ModelConfig
 from bilstm_jax.models.sequence import EncoderConfig
 from bilstm_jax.tasks import arrays
@@ -175,13 +176,7 @@ class Task:
 
   def with_spec(self, spec: dict) -> Task:
     """This task with the sizes of a saved `spec()`."""
-    if not isinstance(spec, dict):
-      raise CheckpointError(f'task.json holds a JSON {type(spec).__name__}, not an object.')
-    if spec.get('task') != self.name:
-      raise DataFileError(f'The saved task is {spec.get("task")!r}, not {self.name!r}.')
-    if not isinstance(spec.get('sizes'), dict):
-      raise CheckpointError(f'task.json: "sizes" must be an object; got {spec.get("sizes")!r}.')
-    return dataclasses.replace(self, sizes=dict(spec['sizes']))
+    return dataclasses.replace(self, sizes=arrays.saved_sizes(spec, self.name))
 
   def save_artifacts(self, directory: str) -> None:
     """Writes what the fitted task needs beside its `spec()` but is too big for JSON (for
@@ -202,23 +197,27 @@ class Task:
     """Dataset keys with a time axis (axis 1), cut by length buckets."""
     return ('inputs', 'targets', 'labels') if self.per_step else ('inputs',)
 
+  @property
+  def width_keys(self) -> tuple[str, ...]:
+    """Optional: dataset keys with a width axis (axis 2, such as the characters of each
+    word), cut by width buckets (`data.width_buckets`); none by default."""
+    return ()
+
+  def example_widths(self, dataset: dict) -> np.ndarray:
+    """Optional: int[n], the width each example fills on the `width_keys` axis; outputs
+    must not change (beyond float rounding) when a batch is cut to any width that holds
+    its examples'. The full width by default."""
+    return arrays.full_widths(dataset, self.width_keys)
+
   def example_batch(self, batch_size: int = 1, time: int = 1) -> dict:
     """Zeros of the shapes and dtypes of a batch (without targets or labels)."""
-    if 'vocab_size' in self.sizes:
-      inputs = np.zeros((batch_size, time), np.int32)
-    else:
-      inputs = np.zeros((batch_size, time, self.sizes['input_size']), np.float32)
-    return {'inputs': inputs, 'lengths': np.full((batch_size,), time, np.int32)}
+    return arrays.zeros_batch(self.sizes, batch_size, time)
 
   def export_axes(self) -> dict[str, tuple[str | None, ...]]:
     """The axes of each `example_batch()` array the export leaves symbolic, by name (one
     name, one size), or None for an axis fixed at the example's size: 'batch' first, then
     'time' for `time_keys`, by default."""
-    axes = {}
-    for key, x in self.example_batch().items():
-      names = ('batch', 'time' if key in self.time_keys else None) + (None,) * x.ndim
-      axes[key] = names[: x.ndim]
-    return axes
+    return arrays.named_axes(self.example_batch(), self.time_keys)
 
   def epoch_transform(self, train_set: dict, seed: int, epoch: int) -> dict:
     """Optional: the training set as epoch `epoch` sees it (augmentation); unchanged by

@@ -19,7 +19,8 @@ choose them. The table goes into the workdir once (`save_artifacts`, 2 bytes a v
 MB for GloVe 6B 50d), never into the checkpoints, so a trained run does not need the file.
 
 Datasets are dicts of numpy arrays: `inputs` int32[n, t] word ids (0 padding, 1 unknown),
-`chars` int32[n, t, w] character ids (w: the longest word, capped at `max_word_len`),
+`chars` int32[n, t, w] character ids (w: the longest word, capped at `max_word_len`; the
+`width_keys`, which width buckets cut to a batch's longest word, `data.width_buckets`),
 `vectors` float16[n, t, d] pretrained vectors (zero for a word without one), `lengths`
 int32[n], and `labels` (int32[n, t] tag ids, or int32[n]).
 
@@ -300,6 +301,17 @@ class _TextTask(base.Task):
     keys = ('inputs', 'chars') if self.chars else ('inputs',)
     keys += ('vectors',) if self.has_vectors else ()
     return keys + (('labels',) if self.per_step else ())
+
+  @property
+  def width_keys(self) -> tuple[str, ...]:
+    return ('chars',) if self.chars else ()
+
+  def example_widths(self, dataset: dict) -> np.ndarray:
+    """int[n]: each sentence's longest word in characters (at most `max_word_len`); the
+    character encoders ignore padding characters, so a narrower batch changes nothing."""
+    if not self.chars:
+      return super().example_widths(dataset)
+    return (dataset['chars'] > 0).sum(-1).max(-1, initial=0)
 
   def example_batch(self, batch_size: int = 1, time: int = 1) -> dict:
     batch = {
