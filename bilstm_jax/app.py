@@ -80,6 +80,8 @@ def validate(config) -> None:
   _check(keep >= 1, 'checkpoint.keep_best', keep, 'must be >= 1')
   buckets = d.get('buckets', 0)
   _check(buckets >= 0, 'data.buckets', buckets, 'must be >= 0 (0: no length buckets)')
+  widths = d.get('width_buckets', 0)
+  _check(widths >= 0, 'data.width_buckets', widths, 'must be >= 0 (0: no width buckets)')
   _validate_sizes(d)
   if config.get('ensemble') is not None:
     e = config.ensemble
@@ -112,7 +114,16 @@ def _validate_sizes(d) -> None:
 def load_task_data(config) -> tuple[tasks.Task, dict, dict]:
   """The config's task fitted on its training source (`Task.fit`), and the train and dev
   sets it reads."""
-  task = tasks.from_config(config).fit('train')
+  task = tasks.from_config(config)
+  widths = config.data.get('width_buckets', 0)
+  _check(
+    not widths or bool(task.width_keys),
+    'data.width_buckets',
+    widths,
+    f'needs a task with a width axis to cut (data.task={config.data.task!r} has none here; '
+    'the text tasks have one with character features, model.chars); set it to 0',
+  )
+  task = task.fit('train')
   train_set = task.read('train')
   dev_set = task.read('dev')
   return task, train_set, dev_set
@@ -125,7 +136,8 @@ def optimizer_spec(optim_config) -> optim.OptimizerSpec:
 
 
 def run_shape(config) -> program.RunShape:
-  """How the run walks its data: `seed`, the `train` block's order and `data.buckets`."""
+  """How the run walks its data: `seed`, the `train` block's order, `data.buckets` and
+  `data.width_buckets`."""
   t = config.train
   return program.RunShape(
     seed=config.seed,
@@ -135,6 +147,7 @@ def run_shape(config) -> program.RunShape:
     shuffle=t.shuffle,
     steps_per_call=t.steps_per_call,
     num_buckets=config.data.get('buckets', 0),
+    num_width_buckets=config.data.get('width_buckets', 0),
   )
 
 

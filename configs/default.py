@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: pad each batch to one of this many length buckets (the boundaries of least total
   # padding of the training lengths) instead of the longest sequence; bounds the shapes.
   config.data.buckets = 0
+  # > 0: also cut each compiled call's width axis (the text tasks' characters per word) to
+  # one of this many width buckets fitted on the training examples' widths; 0: full width.
+  config.data.width_buckets = 0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'adam'  # 'adam', 'adamw' (decoupled weight decay) or 'sgd'

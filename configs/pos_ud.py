@@ -30,6 +30,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.max_vocab = 0
   config.data.max_word_len = 20  # characters kept per word
   config.data.buckets = 6
+  # Off: a compiled call holds a whole length bucket, whose longest word is at the cap, so
+  # width buckets cut nothing in training and add evaluation shapes (benchmarks/NOTES.md).
+  config.data.width_buckets = 0
 
   config.model.embed_size = 100  # with word_vectors: the vectors' dimension instead
   # Pretrained vectors (GloVe / word2vec / fastText text, gz or not; word2vec .bin): every

@@ -304,15 +304,20 @@ def member_predictions(state, batch: dict, task) -> tuple[dict, dict]:
   return task.predictions(task.combine(outputs), batch), members
 
 
-def evaluate(eval_fn: Callable, state, dataset: dict, batch_size: int, task, buckets=None) -> dict:
+def evaluate(
+  eval_fn: Callable, state, dataset: dict, batch_size: int, task, buckets=None, width_buckets=None
+) -> dict:
   """Each member's metrics over a dataset and those of the members' combined output.
 
   Returns:
     {'member': {metric: np.float64[N]}, 'ensemble': {metric: float}}. A short last batch
-    is padded with length-0 examples that weigh nothing.
+    is padded with length-0 examples that weigh nothing; each batch runs at its length
+    bucket (`buckets`) and width bucket (`width_buckets`), as `data.eval_plan` plans.
   """
-  plan = data_lib.eval_plan(dataset['lengths'], batch_size, buckets)
-  sums = [eval_fn(state, b) for b in data_lib.plan_batches(dataset, plan, task.time_keys)]
+  widths = None if width_buckets is None else task.example_widths(dataset)
+  plan = data_lib.eval_plan(dataset['lengths'], batch_size, buckets, widths, width_buckets)
+  batches = data_lib.plan_batches(dataset, plan, task.time_keys, task.width_keys)
+  sums = [eval_fn(state, b) for b in batches]
   sums = sharding.host_copy(sums)  # the member axis may span processes
   member, ens = {}, {}
   for name in sums[0]['ensemble']:

@@ -168,7 +168,7 @@ def population(
   data = _MemberData(task, train_set, num_members, data_mode, shape.seed)
   _check_buckets(shape.num_buckets, data_mode)
   program.check_batch_size(shape, mesh, data.per_member, "each member's training set")
-  sched = program.Schedule.build(shape, optimizer, train_set, data.lengths(0))
+  sched = program.Schedule.build(shape, optimizer, train_set, data.lengths(0), task)
   batch_size = shape.batch_size
   weight_decay = bool(hparams['weight_decay'].max() > 0)
   tx = sched.make_optimizer(inject_weight_decay=weight_decay)
@@ -190,11 +190,13 @@ def population(
     return sharding.put((state, step_keys), placement)
 
   def evaluate(state, dataset):
-    return ensemble.evaluate(eval_fn, state, dataset, batch_size, task, sched.buckets)
+    buckets = (sched.buckets, sched.width_buckets)
+    return ensemble.evaluate(eval_fn, state, dataset, batch_size, task, *buckets)
 
   def dev_metrics(state):
     out = _dev_summary(evaluate(state, dev_set), task.metric_modes)
-    host = program.dev_host_metrics(task, outputs_fn, state, dev_set, batch_size)
+    widths = sched.width_buckets
+    host = program.dev_host_metrics(task, outputs_fn, state, dev_set, batch_size, widths)
     return {**out, **{f'ensemble_dev_{k}': v for k, v in host.items()}}
 
   def train_metrics(window):
@@ -224,7 +226,7 @@ def population(
     train_metrics=train_metrics,
     evaluate=dev_metrics,
     learning_rate=sched.learning_rate,
-    start_info=functools.partial(_start_info, num_members=num_members),
+    start_info=functools.partial(_start_info, num_members=num_members, sched=sched),
     log_line=functools.partial(
       _log_line, metrics=task.metrics, host_metrics=tuple(task.host_metric_modes)
     ),
@@ -278,16 +280,20 @@ class _MemberData:
 def _epoch(e: int, *, data: _MemberData, sched: program.Schedule, rows):
   """Member i's order is member set i's plan with seed + i (a single run on that set with
   that seed sees the same batches; with buckets, in the calls' order of seed, so every
-  member's step has one shape); shared data: one plan for all."""
+  member's step has one shape; with width buckets, each call at the widest member's
+  width); shared data: one plan for all."""
   task, seed = data.task, sched.shape.seed
   sets = data.epoch(e)
+  keys = (task.time_keys, task.width_keys)
   if data.shared:
-    p = sched.plan(e, sets['lengths'])
-    return sharding.process_batches(sets, p, rows, task.time_keys), p.chunks
-  per = []
-  for i, m in enumerate(sets):
-    p = sched.plan(e, m['lengths'], seed + i)
-    per.append(batching.plan_batches(m, p, task.time_keys))
+    p = sched.plan(e, sets['lengths'], widths=sched.example_widths(task, sets))
+    return sharding.process_batches(sets, p, rows, *keys), p.chunks
+  plans = [
+    sched.plan(e, m['lengths'], seed + i, sched.example_widths(task, m)) for i, m in enumerate(sets)
+  ]
+  plans = batching.common_widths(plans)
+  per = [batching.plan_batches(m, p, *keys) for m, p in zip(sets, plans, strict=True)]
+  p = plans[-1]
   stacked = [batching.stack(list(b)) for b in zip(*per, strict=True)]
   if len(rows) != sched.shape.batch_size:
     stacked = [sharding.take_rows(b, rows, 1) for b in stacked]
@@ -330,9 +336,10 @@ def _dev_summary(dev: dict, metric_modes: dict) -> dict:
   return out
 
 
-def _start_info(state, num_members: int) -> dict:
+def _start_info(state, num_members: int, sched: program.Schedule | None = None) -> dict:
   per = sum(x.size // x.shape[0] for x in jax.tree.leaves(state.params))
-  return {'num_params': int(per), 'num_members': num_members}
+  buckets = {} if sched is None else sched.bucket_info()
+  return {'num_params': int(per), 'num_members': num_members, **buckets}
 
 
 def _log_line(m: dict, metrics: tuple[str, ...], host_metrics=()) -> str:

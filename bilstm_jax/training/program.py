@@ -68,7 +68,8 @@ class Program:
 
 @dataclasses.dataclass(frozen=True)
 class RunShape:
-  """How a run walks its training data (the config's `seed`, `train` and `data.buckets`).
+  """How a run walks its training data (the config's `seed`, `train`, `data.buckets` and
+  `data.width_buckets`).
 
   Attributes:
     seed: parameters, dropout and shuffling.
@@ -78,6 +79,7 @@ class RunShape:
     shuffle: each epoch in its own order, drawn from (seed, epoch); else in file order.
     steps_per_call: steps per compiled call (0: one epoch per call).
     num_buckets: length buckets (0: every batch at the data's full length).
+    num_width_buckets: width buckets of the task's `width_keys` (0: the full width).
   """
 
   seed: int
@@ -87,6 +89,7 @@ class RunShape:
   shuffle: bool = True
   steps_per_call: int = 0
   num_buckets: int = 0
+  num_width_buckets: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Schedule:
     buckets: the length buckets of the training lengths, or None.
     steps_per_epoch: optimiser steps per epoch.
     total_steps: optimiser steps in the whole run.
+    width_buckets: the width buckets of the training examples' widths, or None.
   """
 
   shape: RunShape
@@ -106,23 +110,47 @@ class Schedule:
   buckets: batching.Buckets | None
   steps_per_epoch: int
   total_steps: int
+  width_buckets: batching.Buckets | None = None
 
   @classmethod
   def build(
-    cls, shape: RunShape, optimizer: optim.OptimizerSpec, train_set: dict, epoch_lengths=None
+    cls,
+    shape: RunShape,
+    optimizer: optim.OptimizerSpec,
+    train_set: dict,
+    epoch_lengths=None,
+    task=None,
   ) -> Schedule:
-    """The schedule of a training set (its lengths make the buckets), with epochs of
-    `epoch_lengths` (int[n]; default the set's own; an ensemble member's set)."""
+    """The schedule of a training set (its lengths make the buckets, and `task`'s
+    `example_widths` of it the width buckets), with epochs of `epoch_lengths` (int[n];
+    default the set's own; an ensemble member's set)."""
     lengths = train_set['lengths'] if epoch_lengths is None else epoch_lengths
     buckets = make_buckets(train_set, shape.num_buckets)
+    widths = None
+    if shape.num_width_buckets > 0:
+      train_widths = task.example_widths(train_set)
+      widths = batching.Buckets.from_lengths(train_widths, shape.num_width_buckets)
     per_epoch = len(_plan(shape, buckets, 1, lengths))
     total = shape.num_steps if shape.num_steps > 0 else shape.epochs * per_epoch
-    return cls(shape, optimizer, buckets, per_epoch, total)
+    return cls(shape, optimizer, buckets, per_epoch, total, widths)
 
-  def plan(self, epoch: int, lengths, seed: int | None = None) -> batching.EpochPlan:
+  def plan(self, epoch: int, lengths, seed: int | None = None, widths=None) -> batching.EpochPlan:
     """Epoch `epoch`'s plan of `lengths` in the order of `seed` (default the run's); the
-    calls' order always comes from the run's seed, so plans of one data share it."""
-    return _plan(self.shape, self.buckets, epoch, lengths, seed)
+    calls' order always comes from the run's seed, so plans of one data share it. With
+    width buckets, `widths` (int[n], `example_widths`) give each call its width."""
+    return _plan(self.shape, self.buckets, epoch, lengths, seed, widths, self.width_buckets)
+
+  def example_widths(self, task, dataset: dict):
+    """`task.example_widths(dataset)` with width buckets, else None (nothing to fit)."""
+    return None if self.width_buckets is None else task.example_widths(dataset)
+
+  def bucket_info(self) -> dict:
+    """The boundaries of the length and width buckets (None: none), for the 'start' event:
+    a run compiles at most one training call per (length, width) pair."""
+    return {
+      'length_buckets': None if self.buckets is None else list(self.buckets.boundaries),
+      'width_buckets': None if self.width_buckets is None else list(self.width_buckets.boundaries),
+    }
 
   def make_optimizer(self, inject_weight_decay: bool = False):
     """`optim.make_optimizer` for this run's length."""
@@ -134,7 +162,7 @@ class Schedule:
     return optim.learning_rate_at(self.optimizer, self.total_steps, peak, step)
 
 
-def _plan(shape: RunShape, buckets, epoch: int, lengths, seed: int | None = None):
+def _plan(shape, buckets, epoch: int, lengths, seed=None, widths=None, width_buckets=None):
   return batching.epoch_plan(
     lengths,
     shape.batch_size,
@@ -144,6 +172,8 @@ def _plan(shape: RunShape, buckets, epoch: int, lengths, seed: int | None = None
     steps_per_call=shape.steps_per_call,
     buckets=buckets,
     call_seed=shape.seed,
+    widths=widths,
+    width_buckets=width_buckets,
   )
 
 
@@ -163,29 +193,39 @@ def check_batch_size(shape: RunShape, mesh, examples: int, what: str) -> None:
     )
 
 
-def evaluate_dataset(eval_fn, state, dataset: dict, batch_size: int, task, buckets=None) -> dict:
+def evaluate_dataset(
+  eval_fn, state, dataset: dict, batch_size: int, task, buckets=None, width_buckets=None
+) -> dict:
   """The task's metrics over a whole dataset: {metric: sum / count}.
 
   The short last batch is padded with length-0 examples that weigh nothing.
   """
-  plan = batching.eval_plan(dataset['lengths'], batch_size, buckets)
   total = None
-  for batch in batching.plan_batches(dataset, plan, task.time_keys):
+  for batch in eval_batches(dataset, batch_size, task, buckets, width_buckets):
     total = steps.add_sums(total, eval_fn(state, batch))
   return steps.ratios(total)
 
 
-def predict_dataset(predict_fn, state, dataset: dict, batch_size: int, task, axis: int = 0):
+def eval_batches(dataset: dict, batch_size: int, task, buckets=None, width_buckets=None):
+  """Every example of `dataset` once (`batching.eval_plan`), each batch at its bucket's
+  length (`buckets`) and width (`width_buckets`; None: full length or width)."""
+  widths = None if width_buckets is None else task.example_widths(dataset)
+  plan = batching.eval_plan(dataset['lengths'], batch_size, buckets, widths, width_buckets)
+  return batching.plan_batches(dataset, plan, task.time_keys, task.width_keys)
+
+
+def predict_dataset(
+  predict_fn, state, dataset: dict, batch_size: int, task, axis: int = 0, width_buckets=None
+):
   """The task's predictions for every example, in order: {name: array[n, ...]}.
 
-  Batches run at the data's full length, so per-step predictions line up with the data.
+  Batches run at the data's full length, so per-step predictions line up with the data,
+  and at their width bucket's width (`width_buckets`, which change no output) or the full.
   `axis` is the example axis of `predict_fn`'s outputs (1 for an ensemble's members).
   """
   n = len(dataset['lengths'])
-  outs = [
-    jax.device_get(predict_fn(state, b))
-    for b in batching.batches(dataset, batch_size, shuffle=False, drop_remainder=False)
-  ]
+  batches = eval_batches(dataset, batch_size, task, None, width_buckets)
+  outs = [jax.device_get(predict_fn(state, b)) for b in batches]
   return {
     k: np.take(np.concatenate([o[k] for o in outs], axis), np.arange(n), axis) for k in outs[0]
   }
@@ -206,7 +246,7 @@ def single_model(
     shape: the run's seed, batch size, length and order (`RunShape`).
   """
   check_batch_size(shape, mesh, len(train_set['lengths']), 'the training set')
-  sched = Schedule.build(shape, optimizer, train_set)
+  sched = Schedule.build(shape, optimizer, train_set, task=task)
   batch_size, seed = shape.batch_size, shape.seed
   model = task.make_model()
   tx = sched.make_optimizer()
@@ -239,16 +279,18 @@ def single_model(
     return sharding.put((state, rng), placement)
 
   def epoch(e):
-    p = sched.plan(e, train_set['lengths'])
     data = task.epoch_transform(train_set, seed, e)
-    return sharding.process_batches(data, p, rows, task.time_keys), p.chunks
+    p = sched.plan(e, train_set['lengths'], widths=sched.example_widths(task, data))
+    return sharding.process_batches(data, p, rows, task.time_keys, task.width_keys), p.chunks
 
   def evaluate(state, dataset):
-    return evaluate_dataset(eval_fn, state, dataset, batch_size, task, sched.buckets)
+    return evaluate_dataset(
+      eval_fn, state, dataset, batch_size, task, sched.buckets, sched.width_buckets
+    )
 
   def dev_metrics(state):
     dev = {f'dev_{k}': v for k, v in evaluate(state, dev_set).items()}
-    host = dev_host_metrics(task, outputs_fn, state, dev_set, batch_size)
+    host = dev_host_metrics(task, outputs_fn, state, dev_set, batch_size, sched.width_buckets)
     return {**dev, **{f'dev_{k}': v for k, v in host.items()}}
 
   finish = functools.partial(
@@ -275,7 +317,7 @@ def single_model(
     },
     evaluate=dev_metrics,
     learning_rate=sched.learning_rate,
-    start_info=lambda state: {'num_params': _num_params(state)},
+    start_info=lambda state: {'num_params': _num_params(state), **sched.bucket_info()},
     log_line=lambda m: '  '.join(
       [f'train loss {m["train_loss"]:.6f}']
       + [f'dev {k} {m[f"dev_{k}"]:.6f}' for k in (*task.metrics, *task.host_metric_modes)]
@@ -284,12 +326,15 @@ def single_model(
   )
 
 
-def dev_host_metrics(task, outputs_fn, state, dev_set: dict, batch_size: int) -> dict:
+def dev_host_metrics(
+  task, outputs_fn, state, dev_set: dict, batch_size: int, width_buckets=None
+) -> dict:
   """`task.host_metrics` of the dev set ({} when the task has none), from `outputs_fn`:
   (state, batch) -> {'outputs': [batch, ...]}, the model's (or the combined) output."""
   if not task.host_metric_modes:
     return {}
-  outputs = predict_dataset(outputs_fn, state, dev_set, batch_size, task)['outputs']
+  outputs = predict_dataset(outputs_fn, state, dev_set, batch_size, task, 0, width_buckets)
+  outputs = outputs['outputs']
   return task.host_metrics(dev_set, outputs)
 
 
